@@ -1,0 +1,3 @@
+from budgetnas.cli import main
+
+main()

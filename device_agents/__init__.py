@@ -1,0 +1,1 @@
+"""Device agents: lease measurement jobs from the LUT server, measure on the device, report."""

@@ -1,0 +1,1 @@
+"""Generator: latency/accuracy oracles, Pareto evaluator, LSTM generator (PNAG), baselines, trainer."""

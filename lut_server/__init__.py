@@ -1,0 +1,1 @@
+"""LUT server: the FastAPI app (never imports torch)."""
