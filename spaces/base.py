@@ -41,7 +41,7 @@ class Block:
 
     @property
     def key_str(self) -> str:
-        return str(self.key)
+        return self.key.text
 
     @property
     def input_shape(self) -> Shape:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from budgetnas.errors import InvalidBlockKeyError
 
@@ -34,8 +35,12 @@ class BlockKey:
                 return v
         raise InvalidBlockKeyError(f"block key {self} has no field {name!r}")
 
-    def __str__(self) -> str:
+    @cached_property
+    def text(self) -> str:
         return format_block_key(self)
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def _fmt_shape(shape: Shape) -> str:

@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
@@ -188,6 +189,9 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
                 f"{self.name}: architecture must be a string or dict, got {type(text).__name__}"
             )
         s = text.strip()
+        fast = _fast_parse(s)
+        if fast is not None:
+            return fast
         if s.startswith("{"):
             try:
                 obj = json.loads(s)
@@ -270,41 +274,13 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
 
     # ---- walk -----------------------------------------------------------------------------
     def _walk(self, width: float, resolution: int, units: Sequence[Sequence[Layer]]) -> list[Block]:
-        ch = channels_for(width)
-        blocks: list[Block] = []
-        h = conv_out(resolution, 2)
-        blocks.append(Block(BlockKey("Conv", (resolution, resolution, 3), (h, h, ch.stem)),
-                            h * h * 3 * 9 * ch.stem, 27 * ch.stem + 2 * ch.stem))
-        macs, params = mbconv_cost(h, h, ch.stem, ch.first, ch.stem, 3, False)
-        blocks.append(Block(self._mb_key(h, h, ch.stem, ch.first, ch.stem, 3, 1, 0, 0), macs, params))
-        cin = ch.first
+        stem, tail = _fixed_blocks(width, resolution, self.num_classes)
+        blocks = list(stem)
         for u, unit in enumerate(units):
-            cout = ch.units[u]
             for li, (k, e) in enumerate(unit):
-                stride = _UNIT_STRIDES[u] if li == 0 else 1
-                h_out = conv_out(h, stride)
-                mid = make_divisible(cin * e)
-                se = _UNIT_SE[u]
-                macs, params = mbconv_cost(h, h_out, cin, cout, mid, k, bool(se))
-                blocks.append(Block(self._mb_key(h, h_out, cin, cout, mid, k, stride, se, _UNIT_HSWISH[u]),
-                                    macs, params))
-                h, cin = h_out, cout
-        fe, fm = ch.final_expand, ch.feature_mix
-        blocks.append(Block(BlockKey("Conv_1", (h, h, cin), (h, h, fe)), h * h * cin * fe, cin * fe + 2 * fe))
-        blocks.append(Block(BlockKey("AvgPool2D", (h, h, fe), (1, 1, fe)), 0, 0))
-        blocks.append(Block(BlockKey("Conv_2", (1, 1, fe), (1, 1, fm)), fe * fm, fe * fm))
-        n = self.num_classes
-        blocks.append(Block(BlockKey("Logits", (1, 1, fm), (n,)), fm * n, fm * n + n))
+                blocks.append(_layer_block(width, resolution, u, li > 0, k, e))
+        blocks += tail
         return blocks
-
-    @staticmethod
-    def _mb_key(
-        h_in: int, h_out: int, cin: int, cout: int, mid: int, k: int, stride: int, se: int, hs: int
-    ) -> BlockKey:
-        idskip = int(stride == 1 and cin == cout)
-        return BlockKey("expanded_conv", (h_in, h_in, cin), (h_out, h_out, cout),
-                        (("expand", mid), ("kernel", k), ("stride", stride), ("idskip", idskip),
-                         ("se", se), ("hs", hs)))
 
     def blocks(self, arch: OFAArch) -> list[Block]:
         return self._walk(arch.width, arch.resolution, arch.units)
@@ -334,3 +310,80 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
                 out[base + KERNELS.index(k)] = 1.0
                 out[base + len(KERNELS) + EXPANDS.index(e)] = 1.0
         return out
+
+
+# ---- cached walk pieces: a layer's block depends only on (width, resolution, unit, first?, k, e) ----
+def _mb_key(h_in: int, h_out: int, cin: int, cout: int, mid: int, k: int, stride: int, se: int, hs: int) -> BlockKey:
+    idskip = int(stride == 1 and cin == cout)
+    return BlockKey("expanded_conv", (h_in, h_in, cin), (h_out, h_out, cout),
+                    (("expand", mid), ("kernel", k), ("stride", stride), ("idskip", idskip), ("se", se), ("hs", hs)))
+
+
+@cache
+def _unit_geometry(width: float, resolution: int) -> tuple[tuple[int, int, int], ...]:
+    """Per unit: (spatial size before the unit, channels before it, channels out)."""
+    ch = channels_for(width)
+    h, cin, out = conv_out(resolution, 2), ch.first, []
+    for u in range(N_UNITS):
+        out.append((h, cin, ch.units[u]))
+        h, cin = conv_out(h, _UNIT_STRIDES[u]), ch.units[u]
+    return tuple(out)
+
+
+@cache
+def _layer_block(width: float, resolution: int, u: int, later: bool, k: int, e: int) -> Block:
+    h0, c0, cout = _unit_geometry(width, resolution)[u]
+    stride = 1 if later else _UNIT_STRIDES[u]
+    h_in = conv_out(h0, _UNIT_STRIDES[u]) if later else h0
+    cin = cout if later else c0
+    h_out = conv_out(h_in, stride)
+    mid = make_divisible(cin * e)
+    macs, params = mbconv_cost(h_in, h_out, cin, cout, mid, k, bool(_UNIT_SE[u]))
+    return Block(_mb_key(h_in, h_out, cin, cout, mid, k, stride, _UNIT_SE[u], _UNIT_HSWISH[u]), macs, params)
+
+
+@cache
+def _fixed_blocks(width: float, resolution: int, num_classes: int) -> tuple[tuple[Block, ...], tuple[Block, ...]]:
+    """Stem + first block, and the head (final expand, pool, feature mix, logits)."""
+    ch = channels_for(width)
+    h = conv_out(resolution, 2)
+    stem = Block(BlockKey("Conv", (resolution, resolution, 3), (h, h, ch.stem)),
+                 h * h * 3 * 9 * ch.stem, 27 * ch.stem + 2 * ch.stem)
+    macs, params = mbconv_cost(h, h, ch.stem, ch.first, ch.stem, 3, False)
+    first = Block(_mb_key(h, h, ch.stem, ch.first, ch.stem, 3, 1, 0, 0), macs, params)
+    h_last, cin = _unit_geometry(width, resolution)[-1][0], ch.units[-1]
+    h = conv_out(h_last, _UNIT_STRIDES[-1])
+    fe, fm, n = ch.final_expand, ch.feature_mix, num_classes
+    tail = (
+        Block(BlockKey("Conv_1", (h, h, cin), (h, h, fe)), h * h * cin * fe, cin * fe + 2 * fe),
+        Block(BlockKey("AvgPool2D", (h, h, fe), (1, 1, fe)), 0, 0),
+        Block(BlockKey("Conv_2", (1, 1, fe), (1, 1, fm)), fe * fm, fe * fm),
+        Block(BlockKey("Logits", (1, 1, fm), (n,)), fm * n, fm * n + n),
+    )
+    return (stem, first), tail
+
+
+_LAYER_TOKENS = {f"k{k}e{e}": (k, e) for k in KERNELS for e in EXPANDS}
+_WIDTH_TOKENS = {f"w{w:.1f}": w for w in WIDTHS}
+
+
+@lru_cache(maxsize=1 << 16)
+def _fast_parse(s: str) -> OFAArch | None:
+    """Dictionary-lookup parse of a well-formed canonical string; None sends it to the checking parser."""
+    parts = s.split("|")
+    if len(parts) != 1 + N_UNITS:
+        return None
+    w_txt, _, r_txt = parts[0].partition("_r")
+    width = _WIDTH_TOKENS.get(w_txt)
+    if width is None or not r_txt.isdigit() or int(r_txt) not in RESOLUTIONS:
+        return None
+    units = []
+    for unit_text in parts[1:]:
+        layers = unit_text.split(",")
+        if len(layers) not in DEPTHS:
+            return None
+        unit = tuple(_LAYER_TOKENS.get(t) for t in layers)
+        if None in unit:
+            return None
+        units.append(unit)
+    return OFAArch(width, int(r_txt), tuple(units))  # type: ignore[arg-type]

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from budgetnas.errors import DataFileError, InvalidArgumentError, MissingKeysError
+from spaces import get_space
+from spaces.lut import LUT, Calibration, LatencyStats, LUTMeta, LUTPredictor, write_atomic
+
+
+def _meta(space, **kw):
+    return LUTMeta(space=space.describe(), device="test", backend="ort-cpu", **kw)
+
+
+def test_stats_from_samples_are_robust_and_roundtrip() -> None:
+    s = LatencyStats.from_samples([1.0, 2.0, 3.0, 4.0, 100.0], warmup_runs=3)
+    assert s.count == 5 and s.median_ms == 3.0 and s.min_ms == 1.0 and s.mean_ms == 22.0
+    assert s.cv == pytest.approx(s.std_ms / s.mean_ms)
+    assert LatencyStats.from_dict(s.to_dict()) == s
+    with pytest.raises(InvalidArgumentError):
+        LatencyStats.from_samples([])
+    with pytest.raises(DataFileError, match="unknown fields"):
+        LatencyStats.from_dict({"count": 1, "mean_ms": 1.0, "std_ms": 0.0, "bogus": 1})
+    with pytest.raises(DataFileError, match="count >= 1"):
+        LatencyStats.from_dict({"count": 0, "mean_ms": 1.0, "std_ms": 0.0})
+
+
+def test_ofa_yaml_import_predicts_sum_of_means(ofa_lut_dir) -> None:
+    text = (ofa_lut_dir / "224_lookup_table.yaml").read_text()
+    raw = yaml.safe_load(text)
+    sp = get_space("ofa-mbv3", width=1.2, resolution=224)
+    lut = LUT.from_ofa_yaml(text, _meta(sp))
+    assert lut.meta.statistic == "mean" and len(lut.entries) == 96
+    archs = sp.sample_many(50, seed=2)
+    preds = LUTPredictor(lut, sp).predict(archs)
+    for arch, p in zip(archs, preds, strict=True):
+        assert p.latency_ms == pytest.approx(sum(raw[k]["mean"] for k in sp.block_keys(arch)), rel=1e-12)
+        assert p.low_ms < p.latency_ms < p.high_ms
+    # export back to OFA's YAML keeps every number
+    again = yaml.safe_load(lut.to_ofa_yaml())
+    assert again.keys() == raw.keys()
+    assert all(again[k]["mean"] == raw[k]["mean"] and again[k]["count"] == raw[k]["count"] for k in raw)
+
+
+def test_json_roundtrip_and_missing_keys_named(tmp_path) -> None:
+    sp = get_space("nb201")
+    keys = sp.all_block_keys()
+    rng = np.random.default_rng(0)
+    lut = LUT(_meta(sp), {k: LatencyStats.from_samples(rng.uniform(1, 2, 20)) for k in keys[:-1]})
+    path = tmp_path / "lut.json"
+    lut.save(path)
+    again = LUT.load(path)
+    assert again.entries == lut.entries and again.meta == lut.meta
+    arch = sp.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|")
+    missing = [k for k in sp.block_keys(arch) if k not in lut.entries]
+    pred = LUTPredictor(lut, sp)
+    if missing:
+        with pytest.raises(MissingKeysError) as exc:
+            pred.predict([arch])
+        assert missing[0] in str(exc.value)
+    full = LUT(_meta(sp), {k: LatencyStats.from_samples([1.0, 1.0]) for k in keys})
+    assert LUTPredictor(full, sp).predict([arch])[0].latency_ms == pytest.approx(len(sp.blocks(arch)))
+
+
+def test_calibration_fit_and_band() -> None:
+    raw = np.linspace(10, 50, 30)
+    measured = 0.9 * raw + 2.0
+    cal = Calibration.fit(raw, measured)
+    assert cal.slope == pytest.approx(0.9) and cal.intercept == pytest.approx(2.0)
+    assert cal.rel_residual_std == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(InvalidArgumentError):
+        Calibration.fit([1.0], [1.0])
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("{}", "not a budgetnas LUT"),
+    (json.dumps({"format": "budgetnas-lut", "version": 9}), "version 9"),
+    ("not json", "not JSON"),
+])
+def test_bad_lut_files(tmp_path, content: str, needle: str) -> None:
+    p = tmp_path / "bad.json"
+    p.write_text(content)
+    with pytest.raises(DataFileError, match=needle):
+        LUT.load(p)
+    with pytest.raises(DataFileError, match="cannot read"):
+        LUT.load(tmp_path / "absent.json")
+    with pytest.raises(DataFileError, match="must have count, mean and std"):
+        LUT.from_ofa_yaml("k: {count: 1}", _meta(get_space("nb201")))
+
+
+def test_write_atomic_leaves_nothing_on_failure(tmp_path) -> None:
+    with pytest.raises(DataFileError):
+        write_atomic(tmp_path / "no" / "such" / "dir.json", "x")
+    write_atomic(tmp_path / "ok.json", "x")
+    assert [p.name for p in tmp_path.iterdir()] == ["ok.json"]
