@@ -46,7 +46,10 @@ def test_compose_refuses_to_start_without_required_secrets(missing: str) -> None
     assert f"set {missing}" in proc.stderr
 
 
-def test_default_profile_excludes_gpu_agent_and_trainer() -> None:
+def test_gpu_agent_and_trainer_only_start_with_their_profiles() -> None:
     proc = compose_config(SECRETS)
     assert proc.returncode == 0, proc.stderr
-    assert set(yaml.safe_load(proc.stdout)["services"]) == {"postgres", "server", "agent-cpu"}
+    services = yaml.safe_load(proc.stdout)["services"]
+    assert services["agent-gpu"]["profiles"] == ["gpu"]
+    assert services["trainer"]["profiles"] == ["trainer"]
+    assert all("profiles" not in services[s] for s in ("postgres", "server", "agent-cpu"))
