@@ -53,3 +53,19 @@ class MissingKeysError(BudgetNASError, LookupError):
 
 class DataFileError(BudgetNASError, ValueError):
     """A data file (LUT, table, checkpoint, dataset) is missing, unreadable or inconsistent."""
+
+
+class NotFoundError(BudgetNASError, LookupError):
+    """A named record (LUT, device, job, artifact, checkpoint) does not exist."""
+
+
+class ConflictError(BudgetNASError):
+    """The request conflicts with the stored state (a duplicate LUT, a lost lease, a complete LUT)."""
+
+
+class AuthError(BudgetNASError):
+    """No token, or a token that is not valid (HTTP 401)."""
+
+
+class PermissionDeniedError(BudgetNASError):
+    """A valid token that may not do this (an agent token outside its device, HTTP 403)."""
