@@ -1,0 +1,155 @@
+"""The job queue: enqueue, lease, heartbeat, result, fail, release.
+
+Rules (docs/rest.md): a lease counts an attempt; a lease that expires goes back to the queue
+(or to ``failed`` once ``max_attempts`` leases were used); a result is accepted while the job is
+not done, even after its lease expired; a repeated result returns the stored one and stores
+nothing; ``release`` gives a job back without counting the attempt. PostgreSQL leases with
+``FOR UPDATE SKIP LOCKED`` so concurrent lessees never block on or share a job; SQLite writes are
+serialised by ``BEGIN IMMEDIATE`` (see db.session).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.orm import Session
+
+from budgetnas.errors import ConflictError, NotFoundError, PermissionDeniedError
+from db import repo
+from db.models import Device, Job, Lut
+from db.types import utcnow
+
+
+def enqueue(s: Session, lut_id: int, kind: str, items: Iterable[str]) -> int:
+    """One queued job per block key (``kind='block'``) or per architecture (``kind='model'``)."""
+    now = utcnow()
+    rows = [{"lut_id": lut_id, "kind": kind, "key": it if kind == "block" else None,
+             "arch": it if kind == "model" else None, "state": "queued", "attempts": 0,
+             "created": now, "updated": now} for it in items]
+    if rows:
+        s.execute(insert(Job), rows)
+    return len(rows)
+
+
+def pending_block_keys(s: Session, lut_id: int) -> set[str]:
+    """Keys with a block job still queued or leased (not to be enqueued twice)."""
+    q = select(Job.key).where(Job.lut_id == lut_id, Job.kind == "block", Job.state.in_(("queued", "leased")))
+    return {k for k in s.scalars(q) if k is not None}
+
+
+def reclaim_expired(s: Session, max_attempts: int, now: datetime | None = None) -> int:
+    """Expired leases back to the queue, or to ``failed`` when they used every attempt."""
+    now = now or utcnow()
+    expired = and_(Job.state == "leased", Job.lease_expires < now)
+    n = 0
+    for cond, values in (
+        (Job.attempts < max_attempts, {"state": "queued"}),
+        (Job.attempts >= max_attempts, {"state": "failed", "error": "lease expired on the last attempt"}),
+    ):
+        res = s.execute(update(Job).where(expired, cond)
+                        .values(lease_owner=None, lease_expires=None, updated=now, **values)
+                        .execution_options(synchronize_session=False))
+        n += int(getattr(res, "rowcount", 0) or 0)
+    return n
+
+
+def lease(s: Session, device: Device, backend: str, max_jobs: int, lease_seconds: float, max_attempts: int,
+          owner: str | None = None) -> list[tuple[Job, Lut]]:
+    """Lease up to ``max_jobs`` queued jobs of LUTs on ``device`` with ``backend``, oldest first."""
+    reclaim_expired(s, max_attempts)
+    now = utcnow()
+    q = (select(Job.id).join(Lut, Lut.id == Job.lut_id)
+         .where(Job.state == "queued", Lut.device_id == device.id, Lut.backend == backend)
+         .order_by(Job.id).limit(max_jobs))
+    if s.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(of=Job, skip_locked=True)
+    ids = list(s.scalars(q))
+    if not ids:
+        return []
+    expires = now + timedelta(seconds=lease_seconds)
+    s.execute(update(Job).where(Job.id.in_(ids))
+              .values(state="leased", lease_owner=owner or device.name, lease_expires=expires,
+                      attempts=Job.attempts + 1, updated=now)
+              .execution_options(synchronize_session=False))
+    rows = s.execute(select(Job, Lut).join(Lut, Lut.id == Job.lut_id).where(Job.id.in_(ids))
+                     .order_by(Job.id).execution_options(populate_existing=True))
+    return [(j, lut) for j, lut in rows.tuples()]
+
+
+def _job_for(s: Session, job_id: int, device: Device | None, lock: bool = True) -> Job:
+    """The job, row-locked on PostgreSQL; an agent (``device``) may only touch jobs of its device."""
+    q = select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
+    if lock:
+        q = q.with_for_update()
+    job = s.scalar(q)
+    if job is None:
+        raise NotFoundError(f"job: no job with id {job_id}")
+    if device is not None:
+        dev_id = s.scalar(select(Lut.device_id).where(Lut.id == job.lut_id))
+        if dev_id != device.id:
+            raise PermissionDeniedError(f"job: job {job_id} belongs to another device than {device.name!r}")
+    return job
+
+
+def heartbeat(s: Session, job_id: int, device: Device | None, lease_seconds: float) -> Job:
+    job = _job_for(s, job_id, device)
+    now = utcnow()
+    if job.state != "leased" or job.lease_expires is None or job.lease_expires < now:
+        raise ConflictError(f"job: the lease of job {job_id} was lost (state {job.state})")
+    job.lease_expires, job.updated = now + timedelta(seconds=lease_seconds), now
+    s.flush()
+    return job
+
+
+# store(job, lut) -> the result dict to keep on the job; raises to refuse the result
+ResultStore = Callable[[Job, Lut], dict[str, Any]]
+
+
+def submit_result(s: Session, job_id: int, device: Device | None, idempotency_key: str,
+                  store: ResultStore) -> tuple[Job, bool]:
+    """Mark the job done with what ``store`` keeps; (job, False) when it was already done."""
+    job = _job_for(s, job_id, device)
+    if job.state == "done":
+        return job, False
+    if job.state == "failed":
+        raise ConflictError(f"job: job {job_id} failed after {job.attempts} attempt(s); it takes no result")
+    repo.bump_revision(s, job.lut_id)  # locks the LUT row: results of one LUT commit one at a time
+    lut = repo.get_lut(s, job.lut_id)
+    result = store(job, lut)
+    now = utcnow()
+    job.state, job.result, job.idempotency_key = "done", result, idempotency_key
+    job.lease_owner, job.lease_expires, job.updated = None, None, now
+    s.flush()
+    if job.kind == "block" and lut.status == "building" and repo.n_measured(s, lut.id) >= lut.n_keys:
+        lut.status = "complete"
+    s.flush()
+    return job, True
+
+
+def fail(s: Session, job_id: int, device: Device | None, error: str, max_attempts: int) -> Job:
+    job = _job_for(s, job_id, device)
+    if job.state == "done":
+        raise ConflictError(f"job: job {job_id} is done; it cannot fail")
+    if job.state == "failed":
+        return job
+    job.state = "failed" if job.attempts >= max_attempts else "queued"
+    job.error, job.lease_owner, job.lease_expires, job.updated = error, None, None, utcnow()
+    s.flush()
+    return job
+
+
+def release(s: Session, job_id: int, device: Device | None) -> Job:
+    job = _job_for(s, job_id, device)
+    if job.state != "leased":
+        raise ConflictError(f"job: job {job_id} is not leased (state {job.state})")
+    job.state, job.attempts = "queued", max(0, job.attempts - 1)
+    job.lease_owner, job.lease_expires, job.updated = None, None, utcnow()
+    s.flush()
+    return job
+
+
+def get_job(s: Session, job_id: int) -> Job:
+    return _job_for(s, job_id, None, lock=False)
