@@ -69,3 +69,11 @@ class AuthError(BudgetNASError):
 
 class PermissionDeniedError(BudgetNASError):
     """A valid token that may not do this (an agent token outside its device, HTTP 403)."""
+
+
+class DeviceUnavailableError(BudgetNASError, RuntimeError):
+    """The hardware a runner or backend needs (a CUDA GPU, an execution provider) is not present."""
+
+
+class ExportError(BudgetNASError, RuntimeError):
+    """A model could not be exported, or the exported artifact disagrees with the PyTorch module."""
