@@ -77,3 +77,7 @@ class DeviceUnavailableError(BudgetNASError, RuntimeError):
 
 class ExportError(BudgetNASError, RuntimeError):
     """A model could not be exported, or the exported artifact disagrees with the PyTorch module."""
+
+
+class ServerError(BudgetNASError):
+    """The LUT server could not be reached or refused a client's request (the message has its detail)."""
