@@ -1,0 +1,67 @@
+"""spaces.token_cost: LUT folded into per-decision cost tables, canonical tokens, features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from budgetnas.errors import MissingKeysError
+from generator.features import uniform_tokens
+from spaces import get_space
+from spaces.lut import LUT, Calibration, LatencyStats, LUTMeta, LUTPredictor
+from spaces.token_cost import canonical_tokens, cost_model_from_lut, token_features
+
+
+def _random_lut(space, seed: int = 0, calibration: Calibration | None = None) -> LUT:
+    rng = np.random.default_rng(seed)
+    entries = {k: LatencyStats(count=3, mean_ms=float(rng.uniform(0.1, 2)), std_ms=0.01,
+                               median_ms=float(rng.uniform(0.1, 2))) for k in space.all_block_keys()}
+    return LUT(LUTMeta(space=space.describe(), device="t", backend="b"), entries, calibration)
+
+
+@pytest.mark.parametrize("name", ["nb201", "ofa-mbv3"])
+def test_cost_tables_equal_lut_predictor(name: str) -> None:
+    sp = get_space(name)
+    lut = _random_lut(sp, calibration=Calibration(1.1, 0.3, 5, 0.01))
+    model = cost_model_from_lut(sp, lut)
+    archs = sp.sample_many(200, seed=3)
+    ref = np.array([p.latency_ms for p in LUTPredictor(lut, sp).predict(archs)])
+    np.testing.assert_allclose(model(sp.token_matrix(archs)), ref, rtol=1e-12)
+    raw = cost_model_from_lut(sp, lut, calibrated=False).raw(sp.token_matrix(archs))
+    np.testing.assert_allclose(raw, LUTPredictor(lut, sp).raw(archs), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["nb201", "ofa-mbv3"])
+def test_bounds_contain_every_sampled_latency(name: str) -> None:
+    sp = get_space(name)
+    model = cost_model_from_lut(sp, _random_lut(sp, seed=1))
+    lat = model(uniform_tokens(sp, 20000, np.random.default_rng(0)))
+    lo, hi = model.bounds()
+    assert lo <= lat.min() and lat.max() <= hi
+    # nb201: all-none is the cheapest arch, all-dearest-op the dearest; both are reached exactly
+    if name == "nb201":
+        per_edge = model.terms[0].table
+        assert lo == pytest.approx(model(np.zeros((1, 6), np.int64))[0])
+        assert hi == pytest.approx(model(np.full((1, 6), int(np.argmax(per_edge))))[0])
+
+
+def test_missing_keys_are_named() -> None:
+    sp = get_space("nb201")
+    lut = _random_lut(sp)
+    gone = sorted(lut.entries)[0]
+    del lut.entries[gone]
+    with pytest.raises(MissingKeysError, match="lacks 1 block key"):
+        cost_model_from_lut(sp, lut)
+
+
+@pytest.mark.parametrize("name", ["nb201", "ofa-mbv3"])
+def test_token_features_and_canonical_tokens(name: str) -> None:
+    sp = get_space(name)
+    tok = uniform_tokens(sp, 300, np.random.default_rng(2))
+    archs = [sp.from_tokens(t.tolist()) for t in tok]
+    np.testing.assert_array_equal(token_features(sp, tok), sp.features_many(archs))
+    canon = canonical_tokens(sp, tok)
+    np.testing.assert_array_equal(canon, sp.token_matrix(sp.from_tokens(t.tolist()) for t in canon))
+    assert [sp.from_tokens(t.tolist()) for t in canon] == archs
+    if name == "ofa-mbv3":
+        assert (canon != tok).any()  # inactive layers were zeroed
