@@ -1,0 +1,167 @@
+"""``budgetnas train | generate | search``: the PNAG trainer job, instant generation, baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from budgetnas.errors import DataFileError, InvalidArgumentError
+
+app = typer.Typer(help="PNAG generator: train, generate, search.")
+
+Space = Annotated[str, typer.Option("--space", help="search space: nb201 or ofa-mbv3")]
+Lut = Annotated[str | None, typer.Option("--lut", help="LUT file (JSON), or a LUT id with --db")]
+Db = Annotated[str | None, typer.Option("--db", help="LUT database URL (read-only), with --lut ID")]
+LatTable = Annotated[str | None, typer.Option("--latency-table", help="measured per-arch latency, CSV:COLUMN")]
+LatMlp = Annotated[str | None, typer.Option("--latency-mlp", help="train an MLP latency predictor on CSV:COLUMN")]
+AccTable = Annotated[str | None, typer.Option("--accuracy-table", help="accuracy records, CSV:COLUMN")]
+AccDb = Annotated[str | None, typer.Option("--accuracy-db", help="accuracy records from the LUT database URL")]
+Dataset = Annotated[str | None, typer.Option("--dataset", help="dataset of the database's accuracy records")]
+MaxQ = Annotated[int, typer.Option("--max-queries", min=10, help="accuracy records read in total, at most")]
+K = Annotated[int, typer.Option("--budgets", min=1, help="K: budget anchors evenly spaced over the latency range")]
+Iters = Annotated[int, typer.Option("--iterations", min=1, help="training iterations")]
+Seed = Annotated[int, typer.Option("--seed")]
+Width = Annotated[float | None, typer.Option("--width", help="ofa-mbv3 width (1.0 or 1.2)")]
+Resolution = Annotated[int | None, typer.Option("--resolution", help="input resolution")]
+
+
+def _problem(space: str, width: float | None, resolution: int | None, lut: str | None, db: str | None,
+             latency_table: str | None, latency_mlp: str | None, accuracy_table: str | None,
+             accuracy_db: str | None, dataset: str | None, max_queries: int, seed: int) -> Any:
+    from budgetnas.cli_spaces import space_with
+    from generator.accuracy import prepare
+    from generator.sources import accuracy_source, latency_oracle
+
+    if db is not None and lut is None:
+        raise InvalidArgumentError("--db needs --lut ID")
+    sp = space_with(space, width, resolution)
+    lat = latency_oracle(sp, lut=lut, db=db, latency_table=latency_table, latency_mlp=latency_mlp, seed=seed)
+    acc = accuracy_source(sp, accuracy_table=accuracy_table, accuracy_db=accuracy_db, dataset=dataset)
+    return prepare(sp, lat, acc, max_queries, seed=seed)
+
+
+def bundle_path(out: Path) -> Path:
+    return out.with_suffix(".bundle")
+
+
+@app.command("train")
+def train_cmd(
+    out: Annotated[Path, typer.Option("--out", help="checkpoint to write; the torch-free bundle goes beside it")],
+    space: Space = "nb201", lut: Lut = None, db: Db = None, latency_table: LatTable = None,
+    latency_mlp: LatMlp = None, accuracy_table: AccTable = None, accuracy_db: AccDb = None,
+    dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10, iterations: Iters = 300, seed: Seed = 0,
+    width: Width = None, resolution: Resolution = None,
+) -> None:
+    """Train the PNAG evaluator and generator; write OUT (torch) and OUT with suffix .bundle (numpy)."""
+    import torch
+
+    from generator.export import bundle_parts
+    from generator.pnag import TrainConfig, train
+    from lut_server.generation import pack_bundle
+
+    problem = _problem(space, width, resolution, lut, db, latency_table, latency_mlp, accuracy_table,
+                       accuracy_db, dataset, max_queries, seed)
+    trained = train(problem, TrainConfig(iterations=iterations, budgets=budgets, seed=seed))
+    meta, arrays = bundle_parts(problem, trained)
+    data = pack_bundle(meta, arrays)
+    ckpt = {"generator": trained.generator.state_dict(),
+            "evaluator": trained.evaluator.state_dict() if trained.evaluator else None,
+            "predictor": problem.predictor.net.state_dict(), "meta": json.dumps(meta), "bundle": data}
+    try:
+        torch.save(ckpt, out)
+        bundle_path(out).write_bytes(data)
+    except OSError as exc:
+        raise DataFileError(f"cannot write {out}: {exc.strerror}") from None
+    rep = problem.report
+    last = trained.history[-1]
+    typer.echo(f"accuracy records read {problem.accuracy.used}/{max_queries}; predictor held-out "
+               f"kendall_tau={rep.kendall_tau:.3f} rmse={rep.rmse:.3f} (n_test={rep.n_test})")
+    typer.echo(f"trained {iterations} iterations in {trained.seconds:.1f}s; last batch within budget "
+               f"{last['feasible']:.1%}; budgets {trained.budgets[0]:.4g}..{trained.budgets[-1]:.4g} ms")
+    typer.echo(f"wrote {out} and {bundle_path(out)}")
+
+
+def load_bundle(path: Path) -> Any:
+    """A bundle file, or the bundle inside a checkpoint written by ``train``."""
+    from lut_server.generation import GeneratorBundle
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataFileError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+    try:
+        return GeneratorBundle.from_bytes(data)
+    except DataFileError:
+        pass
+    import torch
+
+    try:
+        ckpt = torch.load(path, weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise DataFileError(f"{path} is neither a generator bundle nor a checkpoint: {exc}") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("bundle"), bytes):
+        raise DataFileError(f"{path} is a torch file but not a generator checkpoint")
+    return GeneratorBundle.from_bytes(ckpt["bundle"])
+
+
+@app.command("generate")
+def generate_cmd(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="gen.ckpt or gen.bundle from `train`")],
+    budget: Annotated[float, typer.Option("--budget", help="latency budget in ms")],
+    samples: Annotated[int, typer.Option("--samples", min=0, help="also return N generated archs")] = 0,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """The best architecture for BUDGET: arch, predicted latency and accuracy (no search)."""
+    out = load_bundle(checkpoint).generate(budget, samples=samples, seed=seed)
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    if "warning" in out:
+        typer.echo(f"warning: {out['warning']}", err=True)
+    typer.echo(f"arch        {out['arch']}\nlatency_ms  {out['latency_ms']:.4f}\naccuracy    {out['accuracy']:.3f}")
+    for s in out.get("samples", []):
+        typer.echo(f"sample  {s['latency_ms']}  {s['arch']}")
+
+
+@app.command("search")
+def search_cmd(
+    method: Annotated[str, typer.Option("--method", help="pnag, random, evolution, mnas, tunas, sgnas, "
+                                                          "pareto-noacc, independent")],
+    budget: Annotated[list[float] | None, typer.Option("--budget", help="budget in ms (repeatable)")] = None,
+    space: Space = "nb201", lut: Lut = None, db: Db = None, latency_table: LatTable = None,
+    latency_mlp: LatMlp = None, accuracy_table: AccTable = None, accuracy_db: AccDb = None,
+    dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10, iterations: Iters = 300, seed: Seed = 0,
+    width: Width = None, resolution: Resolution = None,
+    generations: Annotated[int, typer.Option("--generations", min=1, help="evolution generations")] = 500,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per budget")] = False,
+) -> None:
+    """Run one method (PNAG or a baseline) for the given budgets (default: 20..100% of the range)."""
+    from generator.pnag import TrainConfig
+    from generator.search import METHODS, SearchOptions, run_method
+
+    if method not in METHODS:
+        from budgetnas.errors import UnknownNameError
+
+        raise UnknownNameError("search method", method, sorted(METHODS))
+    problem = _problem(space, width, resolution, lut, db, latency_table, latency_mlp, accuracy_table,
+                       accuracy_db, dataset, max_queries, seed)
+    lo, hi = problem.lat_range
+    targets = list(budget) if budget else [lo + p * (hi - lo) for p in (0.2, 0.4, 0.6, 0.8, 1.0)]
+    for b in targets:
+        if not b > 0:
+            raise InvalidArgumentError(f"budget must be a positive number of ms, got {b}")
+    opts = SearchOptions(train=TrainConfig(iterations=iterations, budgets=budgets, seed=seed),
+                         evo_generations=generations)
+    res = run_method(method, problem, targets, opts)
+    for b, ans in zip(targets, res.answers, strict=True):
+        arch = problem.space.format(problem.space.from_tokens(ans.tokens.tolist()))
+        row: dict[str, Any] = {"budget_ms": b, "arch": arch, "latency_ms": ans.latency_ms, "accuracy": ans.accuracy}
+        if ans.warning:
+            row["warning"] = ans.warning
+        typer.echo(json.dumps(row) if as_json else
+                   f"{b:10.4f} ms  {ans.latency_ms:10.4f} ms  {ans.accuracy:7.3f}  {arch}")
+    typer.echo(f"{method}: {problem.accuracy.used} accuracy records read; train {res.train_seconds:.1f}s", err=True)

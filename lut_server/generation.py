@@ -1,0 +1,216 @@
+"""Torch-free generation: the PNAG generator bundle and its numpy inference.
+
+A bundle is an ``.npz`` (no pickles) holding a JSON ``meta`` plus arrays: the LSTM generator
+(budget anchors, token embeddings, one LSTM cell, per-decision heads), the accuracy predictor
+(MLP weights), the accuracy records read in training, and the latency oracle (LUT cost tables,
+a dense measured table, or an MLP). ``budgetnas train`` writes it; the CLI's ``generate`` and the
+server's ``POST /v1/generate`` both answer through :meth:`GeneratorBundle.generate`.
+
+Budget rule (CLI and server alike): a budget below the cheapest architecture's latency, or one
+that is not a positive finite number, raises :class:`InvalidArgumentError` naming the valid
+range; a budget above the dearest architecture is answered normally, with a ``warning``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from budgetnas.errors import DataFileError, InvalidArgumentError
+from spaces import space_from_description
+from spaces.token_cost import TokenCostModel, canonical_tokens, token_features
+
+BUNDLE_FORMAT = "budgetnas-generator"
+BUNDLE_VERSION = 1
+CANDIDATES = 256  # archs sampled per round for one budget
+ROUNDS = 8  # rounds of sampling before falling back to uniform draws
+
+
+def pack_bundle(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
+    meta = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, **meta}
+    buf = io.BytesIO()
+    blob = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez_compressed(buf, meta=blob, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def mlp_forward(x: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    x = np.asarray(x, layers[0][0].dtype)
+    for i, (w, b) in enumerate(layers):
+        x = x @ w.T + b
+        if i < len(layers) - 1:
+            x = np.maximum(x, 0.0)
+    return x[:, 0]
+
+
+class GeneratorBundle:
+    def __init__(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.meta, self.a = meta, arrays
+        self.space = space_from_description(meta["space"])
+        self.sizes = [len(d.choices) for d in self.space.decisions]
+        lat = meta["latency"]
+        self._lat_kind = lat["kind"]
+        if self._lat_kind == "lut":
+            self._cost = TokenCostModel.from_arrays(lat, arrays, "lat_term")
+        self._acc_layers = [(arrays[f"acc_w{i}"], arrays[f"acc_b{i}"]) for i in range(meta["accuracy"]["layers"])]
+        known = arrays["known_tokens"]
+        self._known = {r.tobytes(): float(v) for r, v in zip(known.astype(np.int64), arrays["known_acc"], strict=True)}
+        self.cheapest, self.dearest = (float(v) for v in meta["budget_range"])
+
+    # ---- loading ---------------------------------------------------------------------------------
+    @classmethod
+    def from_bytes(cls, data: bytes) -> GeneratorBundle:
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise DataFileError(f"not a generator bundle: {exc}") from None
+        if "meta" not in arrays:
+            raise DataFileError("not a generator bundle: no meta")
+        try:
+            meta = json.loads(arrays.pop("meta").tobytes().decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataFileError(f"generator bundle has a bad meta: {exc}") from None
+        if meta.get("format") != BUNDLE_FORMAT or meta.get("version") != BUNDLE_VERSION:
+            raise DataFileError(f"not a {BUNDLE_FORMAT} v{BUNDLE_VERSION} bundle "
+                                f"(format {meta.get('format')!r}, version {meta.get('version')!r})")
+        try:
+            return cls(meta, arrays)
+        except KeyError as exc:
+            raise DataFileError(f"generator bundle lacks {exc}") from None
+
+    # ---- oracles -----------------------------------------------------------------------------------
+    def latency(self, tokens: np.ndarray) -> np.ndarray:
+        tok = np.asarray(tokens, np.int64)
+        if self._lat_kind == "lut":
+            return self._cost(tok)
+        if self._lat_kind == "table":
+            strides = np.cumprod([1, *self.sizes[::-1]])[:-1][::-1].astype(np.int64)
+            return self.a["lat_dense"][canonical_tokens(self.space, tok) @ strides]
+        lat = self.meta["latency"]
+        layers = [(self.a[f"lat_w{i}"], self.a[f"lat_b{i}"]) for i in range(lat["layers"])]
+        return mlp_forward(token_features(self.space, tok), layers).astype(np.float64) * lat["std"] + lat["mean"]
+
+    def accuracy(self, tokens: np.ndarray) -> np.ndarray:
+        """The record read in training where there is one, else the predictor's estimate."""
+        tok = canonical_tokens(self.space, tokens)
+        acc = self.meta["accuracy"]
+        out = mlp_forward(token_features(self.space, tok), self._acc_layers).astype(np.float64)
+        out = out * acc["std"] + acc["mean"]
+        for i, r in enumerate(tok):
+            v = self._known.get(r.tobytes())
+            if v is not None:
+                out[i] = v
+        return out
+
+    # ---- the generator -----------------------------------------------------------------------------
+    def budget_embedding(self, budgets: np.ndarray) -> np.ndarray:
+        anchors = self.a["gen_anchors"]
+        k = anchors.shape[0]
+        if k == 1:
+            return np.repeat(anchors[:1], len(budgets), axis=0)
+        lo, hi = self.meta["embedding_range"]
+        pos = np.clip((budgets - lo) / max(hi - lo, 1e-12) * (k - 1), 0, k - 1)
+        i = np.minimum(np.floor(pos).astype(np.int64), k - 2)
+        frac = (pos - i)[:, None]
+        return anchors[i] * (1 - frac) + anchors[i + 1] * frac
+
+    def _run(self, budgets: np.ndarray, tokens: np.ndarray | None,
+             rng: np.random.Generator | None) -> tuple[np.ndarray, list[np.ndarray]]:
+        a = self.a
+        n = len(budgets)
+        b = self.budget_embedding(np.asarray(budgets, np.float64)).astype(a["gen_wih"].dtype)
+        hidden = a["gen_whh"].shape[1]
+        h, c = np.zeros((n, hidden), b.dtype), np.zeros((n, hidden), b.dtype)
+        prev = np.repeat(a["gen_start"][None, :], n, axis=0)
+        out = np.zeros((n, len(self.sizes)), np.int64)
+        logits_all = []
+        for t in range(len(self.sizes)):
+            gates = np.concatenate([prev, b], axis=1) @ a["gen_wih"].T + h @ a["gen_whh"].T + a["gen_b"]
+            i, f, g, o = np.split(gates, 4, axis=1)
+            c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+            h = _sigmoid(o) * np.tanh(c)
+            logits = h @ a[f"gen_head_w{t}"].T + a[f"gen_head_b{t}"]
+            logits_all.append(logits)
+            if tokens is None:
+                assert rng is not None
+                p = np.exp(logits - logits.max(axis=1, keepdims=True))
+                cdf = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
+                tok = np.minimum((cdf < rng.random((n, 1))).sum(axis=1), self.sizes[t] - 1)
+            else:
+                tok = np.asarray(tokens[:, t], np.int64)
+            out[:, t] = tok
+            prev = a[f"gen_emb{t}"][tok]
+        return out, logits_all
+
+    def logits(self, budgets: np.ndarray, tokens: np.ndarray) -> list[np.ndarray]:
+        """Per-step logits with ``tokens`` fed back (to check against the torch generator)."""
+        return self._run(budgets, tokens, None)[1]
+
+    def sample(self, budget: float, n: int, rng: np.random.Generator) -> np.ndarray:
+        return self._run(np.full(n, float(budget)), None, rng)[0]
+
+    # ---- the answer --------------------------------------------------------------------------------
+    def check_budget(self, budget: float) -> str | None:
+        if not isinstance(budget, int | float) or not math.isfinite(budget) or budget <= 0:
+            raise InvalidArgumentError(f"budget must be a positive number of ms, got {budget!r}")
+        if budget < self.cheapest:
+            raise InvalidArgumentError(
+                f"budget {budget:g} ms is below the cheapest architecture ({self.cheapest:.4g} ms); "
+                f"valid budgets are {self.cheapest:.4g}..{self.dearest:.4g} ms (larger ones are accepted)")
+        if budget > self.dearest:
+            return (f"budget {budget:g} ms is above the dearest architecture ({self.dearest:.4g} ms): "
+                    "every architecture fits")
+        return None
+
+    def generate(self, budget_ms: float, samples: int = 0, seed: int | None = None) -> dict[str, Any]:
+        warning = self.check_budget(budget_ms)
+        if samples < 0:
+            raise InvalidArgumentError(f"samples must be >= 0, got {samples}")
+        rng = np.random.default_rng(seed)
+        best: tuple[np.ndarray, float, float] | None = None
+        for _ in range(ROUNDS):
+            cand = self.sample(budget_ms, CANDIDATES, rng)
+            lat = self.latency(cand)
+            ok = lat <= budget_ms  # NaN (unknown) never fits
+            if ok.any():
+                cand, lat = cand[ok], lat[ok]
+                acc = self.accuracy(cand)
+                j = int(np.argmax(acc))
+                best = (cand[j], float(lat[j]), float(acc[j]))
+                break
+        if best is None:  # the generator misses this budget: uniform draws, then the cheapest arch
+            cand = np.stack([rng.integers(s, size=4096) for s in self.sizes], axis=1)
+            lat = self.latency(cand)
+            ok = lat <= budget_ms
+            if ok.any():
+                acc = self.accuracy(cand[ok])
+                j = int(np.argmax(acc))
+                best = (cand[ok][j], float(lat[ok][j]), float(acc[j]))
+            else:
+                t = self.a["cheapest_tokens"].astype(np.int64)
+                best = (t, float(self.latency(t[None])[0]), float(self.accuracy(t[None])[0]))
+            warning = (warning + "; " if warning else "") + "the generator found no fitting architecture; " \
+                "answered from uniform samples"
+        tok, lat_ms, acc_v = best
+        out: dict[str, Any] = {"arch": self.space.format(self.space.from_tokens(tok.tolist())),
+                               "latency_ms": lat_ms, "accuracy": acc_v}
+        if warning:
+            out["warning"] = warning
+        if samples:
+            s_tok = self.sample(budget_ms, samples, rng)
+            s_lat = self.latency(s_tok)
+            fmt = self.space.format
+            out["samples"] = [{"arch": fmt(self.space.from_tokens(t.tolist())),
+                               "latency_ms": None if math.isnan(v) else float(v)}
+                              for t, v in zip(s_tok, s_lat, strict=True)]
+        return out

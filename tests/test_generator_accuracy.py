@@ -1,0 +1,80 @@
+"""The query-limited accuracy source, Eq. 6 labels and query selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from generator.accuracy import AccuracySource, CountingAccuracy, QueryBudgetExceeded, constrained_sample, prepare
+from generator.features import uniform_tokens
+from generator.latency import CostModelOracle
+from generator.rewards import REWARDS, get_reward, pareto_labels
+from spaces import get_space
+from spaces.token_cost import CostTerm, TokenCostModel
+
+SP = get_space("nb201")
+COST = np.array([0.0, 0.2, 1.0, 3.0, 0.4])
+GAIN = np.array([-5.0, 1.0, 2.0, 3.0, 0.5])
+
+
+class Synthetic(AccuracySource):
+    """Accuracy = 80 + Σ gain per op; records every lookup so tests can see what was read."""
+
+    def __init__(self) -> None:
+        self.looked_up = 0
+
+    def lookup(self, tokens: np.ndarray) -> np.ndarray:
+        self.looked_up += len(tokens)
+        return 80.0 + GAIN[tokens].sum(1)
+
+
+def oracle() -> CostModelOracle:
+    return CostModelOracle(SP, TokenCostModel(1.0, [CostTerm((e,), COST.copy()) for e in range(6)]))
+
+
+def test_counting_source_refuses_past_the_limit() -> None:
+    src = Synthetic()
+    acc = CountingAccuracy(SP, src, max_queries=5)
+    tok = uniform_tokens(SP, 200, np.random.default_rng(0))
+    tok = np.unique(tok, axis=0)
+    acc.query(tok[:3])
+    acc.query(tok[:3])  # re-reading is free
+    assert acc.used == 3 and src.looked_up == 3
+    with pytest.raises(QueryBudgetExceeded, match="exceed --max-queries 5"):
+        acc.query(tok[:6])
+    assert acc.used == 3 and src.looked_up == 3  # nothing read by the refused call
+    np.testing.assert_allclose(acc.query(tok[3:5]), 80 + GAIN[tok[3:5]].sum(1))
+    assert acc.left == 0
+
+
+def test_prepare_reads_at_most_max_queries_and_fits_a_ranker() -> None:
+    src = Synthetic()
+    problem = prepare(SP, oracle(), src, max_queries=60, seed=0, epochs=80)
+    assert problem.accuracy.used == 60 and src.looked_up == 60
+    assert problem.report.n_test == 12 and problem.report.kendall_tau > 0.5
+    tok, val = problem.accuracy.records()
+    np.testing.assert_allclose(problem.score(tok), val)  # records read are answered exactly
+
+
+def test_constrained_sampler_lands_near_targets() -> None:
+    o = oracle()
+    targets = np.linspace(3, 15, 20)
+    got = o(constrained_sample(SP, o, targets, np.random.default_rng(0), pool=5000))
+    assert np.all(np.abs(got - targets) <= 0.02 * targets + 1e-9)
+
+
+def test_pareto_labels_follow_eq6() -> None:
+    acc = np.array([90.0, 80.0, 95.0, 70.0, 90.0])
+    lat = np.array([5.0, 4.0, 12.0, 11.0, 5.0])
+    lab = pareto_labels(acc, lat, budget=10.0)
+    assert lab[0, 1] == 1 and lab[1, 0] == -1  # both fit: higher accuracy wins
+    assert lab[1, 2] == 1 and lab[2, 1] == -1  # one over budget: lower latency wins
+    assert lab[3, 2] == 1  # both over: lower latency wins despite lower accuracy
+    assert lab[0, 4] == 0 and lab[0, 0] == 0  # identical pairs omitted
+    noacc = pareto_labels(acc, lat, budget=10.0, accuracy_condition=False)
+    assert noacc[0, 1] == 0 and noacc[1, 2] == 1
+    assert set(REWARDS) >= {"pareto", "pareto-noacc", "mnas", "tunas"}
+    mnas = get_reward("mnas").direct
+    assert mnas is not None
+    r = mnas(np.array([90.0, 90.0]), np.array([5.0, 10.0]), np.array([10.0, 10.0]))
+    assert r[0] > r[1]  # at equal accuracy MnasNet's reward prefers the faster arch
