@@ -76,7 +76,7 @@ def lease(s: Session, device: Device, backend: str, max_jobs: int, lease_seconds
               .execution_options(synchronize_session=False))
     rows = s.execute(select(Job, Lut).join(Lut, Lut.id == Job.lut_id).where(Job.id.in_(ids))
                      .order_by(Job.id).execution_options(populate_existing=True))
-    return [(j, lut) for j, lut in rows.tuples()]
+    return [(j, lut) for j, lut in rows]
 
 
 def _job_for(s: Session, job_id: int, device: Device | None, lock: bool = True) -> Job:

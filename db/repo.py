@@ -166,6 +166,10 @@ def add_entries(s: Session, lut_id: int, entries: dict[str, dict[str, Any]]) -> 
     return len(rows)
 
 
+def add_entry(s: Session, lut_id: int, key: str, stats: dict[str, Any], job_id: int | None = None) -> None:
+    s.execute(insert(LutEntry).values(**entry_row(lut_id, key, stats, job_id)))
+
+
 def entry_exists(s: Session, lut_id: int, key: str) -> bool:
     return s.scalar(select(LutEntry.id).where(LutEntry.lut_id == lut_id, LutEntry.key == key)) is not None
 

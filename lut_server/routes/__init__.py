@@ -1,0 +1,9 @@
+"""Versioned routes, one module per resource; ``ROUTERS`` is what the app factory mounts."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from lut_server.routes import accuracy, artifacts, checkpoints, devices, jobs, luts, ops, predict
+
+ROUTERS: list[APIRouter] = [m.router for m in (ops, devices, luts, jobs, predict, accuracy, artifacts, checkpoints)]

@@ -1,0 +1,87 @@
+"""Generator checkpoints and ``/v1/generate`` (served by lut_server.generation, numpy only)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from budgetnas.errors import DataFileError, MissingExtraError
+from db import repo
+from lut_server.state import AppState, check_read, require_admin, state_of
+
+router = APIRouter(prefix="/v1", tags=["generation"])
+
+
+class CheckpointIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    bundle: str = Field(min_length=1, description="base64 of the torch-free generator bundle")
+
+
+class GenerateIn(BaseModel):
+    checkpoint: int | str
+    budget: float = Field(allow_inf_nan=False)
+    samples: int = Field(default=0, ge=0, le=1000)
+    seed: int | None = None
+
+
+def _bundle_class() -> Any:
+    try:  # imported when first needed: the generator's module, numpy only
+        return importlib.import_module("lut_server.generation").GeneratorBundle
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError(f"checkpoint: generation is not available on this server ({exc})") from None
+
+
+def _load(data: bytes) -> Any:
+    try:
+        return _bundle_class().from_bytes(data)
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise DataFileError(f"bundle: not a generator bundle: {exc}") from None
+
+
+@router.post("/checkpoints", status_code=201)
+def create(body: CheckpointIn, request: Request) -> dict[str, Any]:
+    st = state_of(request)
+    require_admin(st, request)
+    try:
+        data = base64.b64decode(body.bundle, validate=True)
+    except (binascii.Error, ValueError):
+        raise DataFileError("bundle: not valid base64") from None
+    meta = dict(_load(data).meta)
+    with st.db.session(write=True) as s:
+        ck = repo.create_checkpoint(s, body.name, data, meta)
+        return {"id": ck.id, "name": ck.name, "meta": ck.meta}
+
+
+@router.get("/checkpoints")
+def list_checkpoints(request: Request) -> dict[str, Any]:
+    st = state_of(request)
+    check_read(st, request)
+    with st.db.session() as s:
+        rows = repo.list_checkpoints(s)
+    return {"checkpoints": [{**r, "created": repo.iso(r["created"])} for r in rows]}
+
+
+def _bundle(st: AppState, ref: int | str) -> Any:
+    with st.db.session() as s:
+        ck_id, sha = repo.find_checkpoint(s, ref)
+        hit = st.generators.get(ck_id)
+        if hit is not None and hit[0] == sha:
+            return hit[1]
+        data = repo.checkpoint_bundle(s, ck_id)
+    bundle = _load(data)
+    with st.generator_lock:
+        st.generators[ck_id] = (sha, bundle)
+    return bundle
+
+
+@router.post("/generate")
+def generate(body: GenerateIn, request: Request) -> dict[str, Any]:
+    st = state_of(request)
+    check_read(st, request)
+    out: dict[str, Any] = _bundle(st, body.checkpoint).generate(body.budget, samples=body.samples, seed=body.seed)
+    return out

@@ -1,0 +1,117 @@
+"""Job leases for device agents: lease, heartbeat, result (idempotent), fail (capped), release."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from budgetnas.errors import ConflictError, DataFileError
+from db import queue, repo
+from db.models import Job, Lut
+from lut_server.state import require_agent, state_of
+from lut_server.views import job_object
+from spaces.lut import LatencyStats
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+class LeaseIn(BaseModel):
+    device: str = Field(min_length=1, max_length=200)
+    backend: str = Field(min_length=1, max_length=100)
+    max_jobs: int = Field(default=1, ge=1, le=1000)
+    lease_seconds: float | None = Field(default=None, gt=0)
+
+
+class JobHeartbeatIn(BaseModel):
+    lease_seconds: float | None = Field(default=None, gt=0)
+
+
+class ResultIn(BaseModel):
+    idempotency_key: str = Field(min_length=1, max_length=200)
+    stats: dict[str, Any]
+    environment: dict[str, Any] = Field(default_factory=dict)
+
+
+class FailIn(BaseModel):
+    error: str = Field(min_length=1, max_length=10_000)
+    output: str = Field(default="", max_length=1_000_000)
+
+
+def _lease_seconds(request: Request, asked: float | None) -> float:
+    st = state_of(request).settings
+    return min(asked or st.default_lease_seconds, st.max_lease_seconds)
+
+
+@router.post("/lease")
+def lease(body: LeaseIn, request: Request) -> dict[str, Any]:
+    st = state_of(request)
+    with st.db.session(write=True) as s:
+        require_agent(st, request, s, device_name=body.device)
+        dev = repo.get_device(s, body.device)
+        got = queue.lease(s, dev, body.backend, body.max_jobs, _lease_seconds(request, body.lease_seconds),
+                          st.settings.max_attempts)
+        return {"jobs": [job_object(j, lut) for j, lut in got]}
+
+
+@router.post("/{job_id}/heartbeat")
+def heartbeat(job_id: int, request: Request, body: JobHeartbeatIn | None = None) -> dict[str, Any]:
+    st = state_of(request)
+    with st.db.session(write=True) as s:
+        dev = require_agent(st, request, s)
+        job = queue.heartbeat(s, job_id, dev, _lease_seconds(request, body.lease_seconds if body else None))
+        return {"id": job.id, "lease_expires": repo.iso(job.lease_expires)}
+
+
+@router.post("/{job_id}/result")
+def result(job_id: int, body: ResultIn, request: Request) -> dict[str, Any]:
+    st = state_of(request)
+    try:
+        stats = LatencyStats.from_dict(body.stats)
+    except DataFileError as exc:
+        raise DataFileError(f"stats: {exc}") from None
+
+    def store(job: Job, lut: Lut) -> dict[str, Any]:
+        kept = stats.to_dict(samples=False)
+        if job.kind == "block":
+            assert job.key is not None
+            if repo.entry_exists(s, lut.id, job.key):
+                raise ConflictError(f"job: LUT {lut.id} already has an entry for key {job.key}")
+            repo.add_entry(s, lut.id, job.key, stats.to_dict(samples=True), job.id)
+        else:
+            assert job.arch is not None
+            try:
+                latency = stats.value(lut.statistic)
+            except DataFileError as exc:
+                raise DataFileError(f"stats: {exc}") from None
+            repo.add_model_measurement(s, lut.id, job.arch, kept, latency, job_id=job.id)
+        if body.environment and not lut.meta.get("environment"):
+            lut.meta = {**lut.meta, "environment": body.environment}
+        return {"stats": kept, "environment": body.environment}
+
+    with st.db.session(write=True) as s:
+        dev = require_agent(st, request, s)
+        job, stored = queue.submit_result(s, job_id, dev, body.idempotency_key, store)
+        if stored:
+            st.predictors.invalidate(job.lut_id)
+        return {"id": job.id, "state": job.state, "stored": stored, "stats": (job.result or {}).get("stats")}
+
+
+@router.post("/{job_id}/fail")
+def fail(job_id: int, body: FailIn, request: Request) -> dict[str, Any]:
+    st = state_of(request)
+    with st.db.session(write=True) as s:
+        dev = require_agent(st, request, s)
+        msg = body.error if not body.output else f"{body.error}\n--- output ---\n{body.output[-20_000:]}"
+        job = queue.fail(s, job_id, dev, msg, st.settings.max_attempts)
+        return {"id": job.id, "state": job.state, "attempts": job.attempts}
+
+
+@router.post("/{job_id}/release")
+def release(job_id: int, request: Request) -> dict[str, Any]:
+    st = state_of(request)
+    with st.db.session(write=True) as s:
+        dev = require_agent(st, request, s)
+        job = queue.release(s, job_id, dev)
+        return {"id": job.id, "state": job.state, "attempts": job.attempts}

@@ -1,0 +1,54 @@
+"""Prediction: sum of block entries (then calibration) for 1..max_archs architectures."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from budgetnas.errors import InvalidArgumentError
+from lut_server.service import prepared
+from lut_server.state import check_read, state_of
+
+router = APIRouter(prefix="/v1", tags=["predict"])
+
+
+class PredictIn(BaseModel):
+    lut: int
+    archs: list[str] = Field(min_length=1)
+    breakdown: bool = False
+    calibrated: bool = True
+
+
+class Block(BaseModel):
+    key: str
+    ms: float
+
+
+class PredictionOut(BaseModel):
+    arch: str
+    latency_ms: float
+    low_ms: float
+    high_ms: float
+    raw_ms: float
+    blocks: list[Block] | None = None
+
+
+class PredictOut(BaseModel):
+    predictions: list[PredictionOut]
+
+
+@router.post("/predict", response_model=PredictOut)
+def predict(body: PredictIn, request: Request) -> Response:
+    st = state_of(request)
+    check_read(st, request)
+    if len(body.archs) > st.settings.max_archs:
+        raise InvalidArgumentError(
+            f"archs: {len(body.archs)} architectures; at most {st.settings.max_archs} per request")
+    with st.db.session() as s:
+        prep = prepared(st, s, body.lut)
+    preds = prep.predict(body.archs, calibrated=body.calibrated, breakdown=body.breakdown)
+    # serialised here: FastAPI's generic encoder costs more than the prediction for 10k archs
+    return Response(json.dumps({"predictions": preds}, separators=(",", ":")), media_type="application/json")
