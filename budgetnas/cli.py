@@ -25,6 +25,8 @@ app = typer.Typer(
 # (module, name of the sub-app or None to merge its commands at top level)
 _COMMAND_MODULES: list[tuple[str, str | None]] = [
     ("budgetnas.cli_spaces", "spaces"),
+    ("budgetnas.cli_server", None),
+    ("budgetnas.cli_lut", "lut"),
 ]
 
 
