@@ -27,6 +27,9 @@ _COMMAND_MODULES: list[tuple[str, str | None]] = [
     ("budgetnas.cli_spaces", "spaces"),
     ("budgetnas.cli_server", None),
     ("budgetnas.cli_lut", "lut"),
+    ("budgetnas.cli_profile", None),
+    ("budgetnas.cli_generator", None),
+    ("budgetnas.cli_supernet", "supernet"),
 ]
 
 
