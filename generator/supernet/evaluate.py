@@ -1,0 +1,91 @@
+"""Sub-network evaluation: extract, recalibrate BatchNorm on fixed training images, measure top-1.
+
+BN statistics collected while training the supernet mix many sub-networks and do not fit any one
+of them; without recalibration accuracy collapses (OFA's ``set_running_statistics``). Running
+stats are reset and re-estimated as a cumulative average (``momentum=None``) over the same
+calibration batches for every sub-network.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from generator.supernet.data import DataSplits, calibration_subset
+from generator.supernet.network import OFASupernet
+from spaces import OFAArch
+
+CALIB_IMAGES = 512
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Sequence[torch.Tensor]) -> None:
+    """Replace every BatchNorm's running statistics by their cumulative average over ``batches``."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.momentum) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for m, mom in saved:
+            m.momentum = mom
+        model.train(was_training)
+
+
+@torch.no_grad()
+def top1(model: nn.Module, loader: DataLoader[Any], device: torch.device) -> float:
+    model.eval()
+    correct = total = 0
+    for x, y in loader:
+        pred = model(x.to(device)).argmax(1).cpu()
+        correct += int((pred == y).sum())
+        total += len(y)
+    return correct / max(total, 1)
+
+
+@dataclass
+class EvalData:
+    """Calibration batches and the validation loader, loaded once and shared by all sub-networks."""
+
+    calib: list[torch.Tensor]
+    val: DataLoader[Any]
+
+
+def eval_data(data: DataSplits, device: torch.device, calib_images: int = CALIB_IMAGES, batch_size: int = 64,
+              val_limit: int | None = None) -> EvalData:
+    idx = calibration_subset(data.train, calib_images)
+    calib_loader = DataLoader(Subset(data.train, idx), batch_size=batch_size, shuffle=False)
+    calib = [x.to(device) for x, _ in calib_loader]
+    val: Dataset[Any] = data.val
+    if val_limit is not None:
+        val = Subset(val, list(range(min(val_limit, len(data.val)))))  # type: ignore[arg-type]
+    # Validation batches are materialised once: every sub-network reads the same tensors.
+    batches = [(x.to(device), y) for x, y in DataLoader(val, batch_size=batch_size, shuffle=False)]
+    return EvalData(calib, DataLoader(batches, batch_size=None))  # type: ignore[arg-type]
+
+
+def evaluate_arch(net: OFASupernet, arch: OFAArch, ed: EvalData, device: torch.device) -> float:
+    """Top-1 of the extracted sub-network after BN recalibration."""
+    model = net.extract(arch).to(device)
+    recalibrate_bn(model, ed.calib)
+    return top1(model, ed.val, device)
+
+
+def evaluate_archs(net: OFASupernet, archs: Sequence[OFAArch], ed: EvalData, device: torch.device,
+                   progress: bool = True) -> list[float]:
+    out = []
+    for a in tqdm(archs, desc="sub-networks", file=sys.stderr, disable=not progress, dynamic_ncols=True):
+        out.append(evaluate_arch(net, a, ed, device))
+    return out
