@@ -49,7 +49,7 @@ def test_counting_source_refuses_past_the_limit() -> None:
 
 def test_prepare_reads_at_most_max_queries_and_fits_a_ranker() -> None:
     src = Synthetic()
-    problem = prepare(SP, oracle(), src, max_queries=60, seed=0, epochs=80)
+    problem = prepare(SP, oracle(), src, max_queries=60, seed=0, epochs=40)
     assert problem.accuracy.used == 60 and src.looked_up == 60
     assert problem.report.n_test == 12 and problem.report.kendall_tau > 0.5
     tok, val = problem.accuracy.records()

@@ -1,0 +1,80 @@
+"""The numpy bundle reproduces the torch generator, and the server module never imports torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from budgetnas.errors import DataFileError, InvalidArgumentError
+from generator.accuracy import prepare
+from generator.export import bundle_parts
+from generator.latency import CostModelOracle
+from generator.pnag import TrainConfig, train
+from generator.search import METHODS, SearchOptions, run_method
+from lut_server.generation import GeneratorBundle, pack_bundle
+from spaces import get_space
+from spaces.token_cost import CostTerm, TokenCostModel
+from tests.test_generator_accuracy import Synthetic
+
+SP = get_space("nb201")
+COST = np.array([0.0, 0.2, 1.0, 3.0, 0.4])
+
+
+@pytest.fixture(scope="module")
+def setup() -> tuple:
+    oracle = CostModelOracle(SP, TokenCostModel(1.0, [CostTerm((e,), COST.copy()) for e in range(6)]))
+    problem = prepare(SP, oracle, Synthetic(), max_queries=40, seed=0, epochs=30)
+    trained = train(problem, TrainConfig(iterations=4, budgets=4, m=16, batch=4))
+    bundle = GeneratorBundle.from_bytes(pack_bundle(*bundle_parts(problem, trained)))
+    return problem, trained, bundle
+
+
+def test_numpy_logits_equal_torch_logits(setup: tuple) -> None:
+    _, trained, bundle = setup
+    gen = trained.generator
+    budgets = np.linspace(0.5, 25, 40)  # inside, between and outside the anchors
+    with torch.no_grad():
+        tok, _, _ = gen.sample(torch.as_tensor(budgets, dtype=torch.float32), torch.Generator().manual_seed(0))
+        ref = gen.logits(torch.as_tensor(budgets, dtype=torch.float32), tok)
+    got = bundle.logits(budgets, tok.numpy())
+    assert len(got) == len(ref) == 6
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_bundle_answers_and_budget_rule(setup: tuple) -> None:
+    problem, _, bundle = setup
+    assert bundle.meta["accuracy"]["queries"] == problem.accuracy.used <= 40
+    assert bundle.cheapest == pytest.approx(1.0) and bundle.dearest == pytest.approx(19.0)
+    out = bundle.generate(7.0, samples=50, seed=3)
+    tok = np.asarray(SP.to_tokens(SP.parse(out["arch"])))
+    assert out["latency_ms"] == pytest.approx(1.0 + COST[tok].sum())
+    assert out["latency_ms"] <= 7.0
+    assert out == bundle.generate(7.0, samples=50, seed=3)  # seeded: reproducible
+    assert len(out["samples"]) == 50 and all(s["latency_ms"] >= 1.0 for s in out["samples"])
+    np.testing.assert_allclose(bundle.latency(problem.accuracy.records()[0]),
+                               problem.latency(problem.accuracy.records()[0]))
+    with pytest.raises(InvalidArgumentError, match=r"valid budgets are 1\.\.19 ms"):
+        bundle.generate(0.9)
+    with pytest.raises(InvalidArgumentError, match="positive number"):
+        bundle.generate(float("nan"))
+    assert "every architecture fits" in bundle.generate(50.0)["warning"]
+    with pytest.raises(DataFileError, match="not a generator bundle"):
+        GeneratorBundle.from_bytes(b"not a zip")
+
+
+def test_generation_module_does_not_import_torch() -> None:
+    code = "import sys, lut_server.generation; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.parametrize("method", sorted(set(METHODS) - {"random", "evolution", "sgnas", "mnas"}))
+def test_every_registered_method_answers_within_budget(setup: tuple, method: str) -> None:
+    problem, _, _ = setup
+    opts = SearchOptions(train=TrainConfig(iterations=2, budgets=3, m=8, batch=2), evo_generations=2)
+    res = run_method(method, problem, [4.0, 10.0], opts)
+    assert [a.latency_ms <= b for a, b in zip(res.answers, [4.0, 10.0], strict=True)] == [True, True]
