@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from budgetnas.errors import BudgetNASError, InvalidArgumentError
+from budgetnas.errors import InvalidArgumentError, ServerError
 
 app = typer.Typer(help="The LUT server and its clients.")
 campaign_app = typer.Typer(help="Measurement campaigns on the LUT server.", no_args_is_help=True)
@@ -22,10 +22,6 @@ app.add_typer(device_app, name="device")
 Server = Annotated[str, typer.Option("--server", help="LUT server base URL, e.g. http://127.0.0.1:8000")]
 Token = Annotated[str | None, typer.Option("--token", envvar="BUDGETNAS_TOKEN", help="admin or agent token")]
 AsJson = Annotated[bool, typer.Option("--json", help="print one JSON object")]
-
-
-class ServerError(BudgetNASError):
-    """The server refused a request (its message is the server's ``detail``) or could not be reached."""
 
 
 def call(method: str, server: str, path: str, token: str | None = None, timeout: float = 120.0,

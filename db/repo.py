@@ -25,6 +25,7 @@ from db.models import AccuracyRecord, Artifact, Checkpoint, Device, Job, Lut, Lu
 from db.types import utcnow
 
 LUT_FORMAT, LUT_VERSION = "budgetnas-lut", 1  # the file format of spaces/lut.py
+MAX_ID = 2**31 - 1  # ids are 32-bit INTEGER columns
 
 
 def token_hash(token: str) -> str:
@@ -306,7 +307,8 @@ def find_checkpoint(s: Session, ref: int | str) -> tuple[int, str]:
     """(id, sha256) of a checkpoint given its id or name."""
     q = select(Checkpoint.id, Checkpoint.sha256)
     if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        row = s.execute(q.where(Checkpoint.id == int(ref))).first()
+        n = int(ref)
+        row = s.execute(q.where(Checkpoint.id == n)).first() if 0 < n <= MAX_ID else None
     else:
         row = s.execute(q.where(Checkpoint.name == ref)).first()
     if row is None:

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from budgetnas.errors import (
     AuthError,
@@ -101,6 +101,12 @@ def _error_handlers(app: FastAPI) -> None:
     async def _integrity(_: Request, exc: IntegrityError) -> Response:
         # a concurrent request stored the same thing first (unique constraints are the last guard)
         return JSONResponse({"detail": f"conflict: {str(exc.orig).splitlines()[0]}"}, status_code=409)
+
+    @app.exception_handler(DataError)
+    async def _unstorable(_: Request, exc: DataError) -> Response:
+        # e.g. a NUL character in a string for PostgreSQL, a number outside a column's range
+        return JSONResponse({"detail": f"body: a value cannot be stored: {str(exc.orig).splitlines()[0]}"},
+                            status_code=422)
 
     @app.exception_handler(OperationalError)
     async def _busy(_: Request, exc: OperationalError) -> Response:

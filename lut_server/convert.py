@@ -21,6 +21,7 @@ from spaces import SearchSpace, get_space, list_spaces, space_from_description
 from spaces.lut import LUT, LatencyStats, LUTMeta
 
 FORMATS = ("json", "ofa-yaml", "arch-csv")
+MAX_SPACE_PARAM = 4096
 _OFA_STEM = re.compile(r"^Conv-input:(\d+)x\1x3-")
 
 
@@ -45,6 +46,9 @@ def space_for(desc: dict[str, Any], field_name: str = "space") -> SearchSpace[An
     if not isinstance(desc, dict) or not isinstance(desc.get("space"), str):
         raise InvalidArgumentError(
             f"{field_name}: must be an object like {{\"space\": \"ofa-mbv3\", \"resolution\": 224}}")
+    for k, v in desc.items():  # bounded, so records fit their columns and a walk stays small
+        if isinstance(v, int | float) and not isinstance(v, bool) and not -MAX_SPACE_PARAM <= v <= MAX_SPACE_PARAM:
+            raise InvalidArgumentError(f"{field_name}.{k}: {v} is out of range (|value| <= {MAX_SPACE_PARAM})")
     try:
         return space_from_description(desc)
     except TypeError as exc:  # an unknown parameter of the space's constructor

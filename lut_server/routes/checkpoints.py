@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from budgetnas.errors import DataFileError, MissingExtraError
 from db import repo
+from lut_server.params import Seed
 from lut_server.state import AppState, check_read, require_admin, state_of
 
 router = APIRouter(prefix="/v1", tags=["generation"])
@@ -26,7 +27,7 @@ class GenerateIn(BaseModel):
     checkpoint: int | str
     budget: float = Field(allow_inf_nan=False)
     samples: int = Field(default=0, ge=0, le=1000)
-    seed: int | None = None
+    seed: Seed | None = None
 
 
 def _bundle_class() -> Any:
@@ -37,10 +38,11 @@ def _bundle_class() -> Any:
 
 
 def _load(data: bytes) -> Any:
+    cls = _bundle_class()
     try:
-        return _bundle_class().from_bytes(data)
-    except (ValueError, KeyError, TypeError, OSError) as exc:
-        raise DataFileError(f"bundle: not a generator bundle: {exc}") from None
+        return cls.from_bytes(data)
+    except (ValueError, KeyError, TypeError, OSError) as exc:  # DataFileError is a ValueError too
+        raise DataFileError(f"bundle: {exc}") from None
 
 
 @router.post("/checkpoints", status_code=201)

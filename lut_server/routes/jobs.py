@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from budgetnas.errors import ConflictError, DataFileError
 from db import queue, repo
 from db.models import Job, Lut
+from lut_server.params import IdPath
 from lut_server.state import require_agent, state_of
 from lut_server.views import job_object
 from spaces.lut import LatencyStats
@@ -56,7 +57,7 @@ def lease(body: LeaseIn, request: Request) -> dict[str, Any]:
 
 
 @router.post("/{job_id}/heartbeat")
-def heartbeat(job_id: int, request: Request, body: JobHeartbeatIn | None = None) -> dict[str, Any]:
+def heartbeat(job_id: IdPath, request: Request, body: JobHeartbeatIn | None = None) -> dict[str, Any]:
     st = state_of(request)
     with st.db.session(write=True) as s:
         dev = require_agent(st, request, s)
@@ -65,7 +66,7 @@ def heartbeat(job_id: int, request: Request, body: JobHeartbeatIn | None = None)
 
 
 @router.post("/{job_id}/result")
-def result(job_id: int, body: ResultIn, request: Request) -> dict[str, Any]:
+def result(job_id: IdPath, body: ResultIn, request: Request) -> dict[str, Any]:
     st = state_of(request)
     try:
         stats = LatencyStats.from_dict(body.stats)
@@ -99,7 +100,7 @@ def result(job_id: int, body: ResultIn, request: Request) -> dict[str, Any]:
 
 
 @router.post("/{job_id}/fail")
-def fail(job_id: int, body: FailIn, request: Request) -> dict[str, Any]:
+def fail(job_id: IdPath, body: FailIn, request: Request) -> dict[str, Any]:
     st = state_of(request)
     with st.db.session(write=True) as s:
         dev = require_agent(st, request, s)
@@ -109,7 +110,7 @@ def fail(job_id: int, body: FailIn, request: Request) -> dict[str, Any]:
 
 
 @router.post("/{job_id}/release")
-def release(job_id: int, request: Request) -> dict[str, Any]:
+def release(job_id: IdPath, request: Request) -> dict[str, Any]:
     st = state_of(request)
     with st.db.session(write=True) as s:
         dev = require_agent(st, request, s)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from db import repo
 from lut_server.convert import ImportOptions, import_lut, space_for
+from lut_server.params import IdPath, Seed
 from lut_server.service import calibrate, enqueue_campaign, lut_model, store_lut, validation
 from lut_server.state import check_read, require_admin, state_of
 from lut_server.views import lut_object, lut_objects
@@ -44,8 +45,8 @@ class ImportIn(BaseModel):
 
 
 class CampaignIn(BaseModel):
-    validation_models: int = Field(default=0, ge=0, le=100_000)
-    seed: int = 0
+    validation_models: int = Field(default=0, ge=0, le=10_000)
+    seed: Seed = 0
 
 
 assert set(STATISTICS) == {"median", "mean", "min", "p90"}  # keep LutIn.statistic in step with spaces.lut
@@ -73,7 +74,7 @@ def list_luts(request: Request) -> dict[str, Any]:
 
 
 @router.get("/luts/{lut_id}")
-def show_lut(lut_id: int, request: Request) -> dict[str, Any]:
+def show_lut(lut_id: IdPath, request: Request) -> dict[str, Any]:
     st = state_of(request)
     check_read(st, request)
     with st.db.session() as s:
@@ -81,7 +82,7 @@ def show_lut(lut_id: int, request: Request) -> dict[str, Any]:
 
 
 @router.get("/luts/{lut_id}/entries")
-def entries(lut_id: int, request: Request, samples: bool = False) -> dict[str, Any]:
+def entries(lut_id: IdPath, request: Request, samples: bool = False) -> dict[str, Any]:
     st = state_of(request)
     check_read(st, request)
     with st.db.session() as s:
@@ -91,7 +92,7 @@ def entries(lut_id: int, request: Request, samples: bool = False) -> dict[str, A
 
 
 @router.get("/luts/{lut_id}/export")
-def export(lut_id: int, request: Request, format: Literal["json", "ofa-yaml"] = Query("json")) -> Response:
+def export(lut_id: IdPath, request: Request, format: Literal["json", "ofa-yaml"] = Query("json")) -> Response:
     st = state_of(request)
     check_read(st, request)
     with st.db.session() as s:
@@ -116,7 +117,7 @@ def import_(body: ImportIn, request: Request) -> dict[str, Any]:
 
 
 @router.post("/luts/{lut_id}/calibrate")
-def calibrate_lut(lut_id: int, request: Request) -> dict[str, Any]:
+def calibrate_lut(lut_id: IdPath, request: Request) -> dict[str, Any]:
     st = state_of(request)
     require_admin(st, request)
     with st.db.session(write=True) as s:
@@ -125,7 +126,7 @@ def calibrate_lut(lut_id: int, request: Request) -> dict[str, Any]:
 
 
 @router.get("/luts/{lut_id}/validation")
-def validation_models(lut_id: int, request: Request) -> dict[str, Any]:
+def validation_models(lut_id: IdPath, request: Request) -> dict[str, Any]:
     st = state_of(request)
     check_read(st, request)
     with st.db.session() as s:
@@ -162,7 +163,7 @@ def create_campaign(body: CampaignCreateIn, request: Request) -> dict[str, Any]:
 
 
 @router.post("/luts/{lut_id}/campaign", status_code=201)
-def lut_campaign(lut_id: int, request: Request, body: CampaignIn | None = None) -> dict[str, Any]:
+def lut_campaign(lut_id: IdPath, request: Request, body: CampaignIn | None = None) -> dict[str, Any]:
     st = state_of(request)
     require_admin(st, request)
     body = body or CampaignIn(validation_models=0, seed=0)

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from budgetnas.errors import InvalidArgumentError
+from lut_server.params import IdField
 from lut_server.service import prepared
 from lut_server.state import check_read, state_of
 
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/v1", tags=["predict"])
 
 
 class PredictIn(BaseModel):
-    lut: int
+    lut: IdField
     archs: list[str] = Field(min_length=1)
     breakdown: bool = False
     calibrated: bool = True

@@ -1,0 +1,56 @@
+"""Checkpoints and /v1/generate: the server answers exactly what the numpy bundle answers."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from tests.server_support import *  # noqa: F403
+from tests.server_support import ADMIN_H
+
+
+@pytest.fixture(scope="module")
+def bundle_bytes() -> bytes:
+    pytest.importorskip("torch")
+    from generator.accuracy import prepare
+    from generator.export import bundle_parts
+    from generator.latency import CostModelOracle
+    from generator.pnag import TrainConfig, train
+    from lut_server.generation import pack_bundle
+    from spaces import get_space
+    from spaces.token_cost import CostTerm, TokenCostModel
+    from tests.test_generator_accuracy import Synthetic
+
+    sp = get_space("nb201")
+    cost = np.array([0.0, 0.2, 1.0, 3.0, 0.4])
+    oracle = CostModelOracle(sp, TokenCostModel(1.0, [CostTerm((e,), cost.copy()) for e in range(6)]))
+    problem = prepare(sp, oracle, Synthetic(), max_queries=40, seed=0, epochs=10)
+    trained = train(problem, TrainConfig(iterations=2, budgets=4, m=8, batch=4))
+    return pack_bundle(*bundle_parts(problem, trained))
+
+
+def test_checkpoint_upload_and_generate(client, bundle_bytes) -> None:
+    from lut_server.generation import GeneratorBundle
+
+    ref = GeneratorBundle.from_bytes(bundle_bytes)
+    b64 = base64.b64encode(bundle_bytes).decode()
+    r = client.post("/v1/checkpoints", json={"name": "nb201-gen", "bundle": b64}, headers=ADMIN_H)
+    assert r.status_code == 201, r.text
+    ck = r.json()
+    assert ck["meta"]["budget_range"] == ref.meta["budget_range"]
+    assert client.post("/v1/checkpoints", json={"name": "nb201-gen", "bundle": b64}, headers=ADMIN_H).status_code == 409
+    listed = client.get("/v1/checkpoints").json()["checkpoints"]
+    assert [c["name"] for c in listed] == ["nb201-gen"]
+    lo, hi = ref.meta["budget_range"]
+    budget = (lo + hi) / 2
+    for ref_id in (ck["id"], "nb201-gen"):  # by id or by name; the second call uses the cached bundle
+        r = client.post("/v1/generate", json={"checkpoint": ref_id, "budget": budget, "samples": 3, "seed": 7})
+        assert r.status_code == 200, r.text
+        assert r.json() == ref.generate(budget, samples=3, seed=7)
+    r = client.post("/v1/generate", json={"checkpoint": ck["id"], "budget": lo / 10})
+    assert r.status_code == 422 and "budget" in r.json()["detail"]
+    bad = base64.b64encode(b"not a bundle").decode()
+    r = client.post("/v1/checkpoints", json={"name": "junk", "bundle": bad}, headers=ADMIN_H)
+    assert r.status_code == 422 and "bundle" in r.json()["detail"]
