@@ -51,7 +51,11 @@ class MethodResult:
     bundle: GeneratorBundle | None = None
 
 
-def best_feasible(problem: Problem, cand: np.ndarray, budget: float) -> Answer | None:
+def best_feasible(problem: Problem, cand: np.ndarray, budget: float, use_records: bool = True) -> Answer | None:
+    """The best-scored candidate that fits; with ``use_records`` the archs whose accuracy record was
+    read are candidates too (the same final choice as the generator bundle's)."""
+    if use_records and problem.known:
+        cand = np.concatenate([cand, problem.accuracy.records()[0]])
     lat = problem.latency(cand)
     ok = lat <= budget
     if not ok.any():

@@ -65,6 +65,8 @@ class GeneratorBundle:
         known = arrays["known_tokens"]
         self._known = {r.tobytes(): float(v) for r, v in zip(known.astype(np.int64), arrays["known_acc"], strict=True)}
         self.cheapest, self.dearest = (float(v) for v in meta["budget_range"])
+        self._known_tok = known.astype(np.int64)
+        self._known_lat = self.latency(self._known_tok) if len(known) else np.zeros(0)
 
     # ---- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -172,7 +174,13 @@ class GeneratorBundle:
                     "every architecture fits")
         return None
 
-    def generate(self, budget_ms: float, samples: int = 0, seed: int | None = None) -> dict[str, Any]:
+    def generate(self, budget_ms: float, samples: int = 0, seed: int | None = None,
+                 use_records: bool = True) -> dict[str, Any]:
+        """Sample candidates for the budget until some fit; answer the one ranked best by accuracy.
+
+        The candidates are the generated archs that fit plus (``use_records``) the archs whose
+        accuracy record was read in training and that fit: a measured record beats a guess.
+        """
         warning = self.check_budget(budget_ms)
         if samples < 0:
             raise InvalidArgumentError(f"samples must be >= 0, got {samples}")
@@ -184,6 +192,10 @@ class GeneratorBundle:
             ok = lat <= budget_ms  # NaN (unknown) never fits
             if ok.any():
                 cand, lat = cand[ok], lat[ok]
+                if use_records:
+                    rec = self._known_lat <= budget_ms
+                    cand = np.concatenate([cand, self._known_tok[rec]])
+                    lat = np.concatenate([lat, self._known_lat[rec]])
                 acc = self.accuracy(cand)
                 j = int(np.argmax(acc))
                 best = (cand[j], float(lat[j]), float(acc[j]))
