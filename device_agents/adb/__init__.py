@@ -1,0 +1,1 @@
+"""Phones over adb: the client, the benchmark_model runner and its output parsers."""
