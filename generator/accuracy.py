@@ -33,12 +33,21 @@ class AccuracySource(abc.ABC):
     def lookup(self, tokens: np.ndarray) -> np.ndarray:
         """Values for canonical token rows; NaN where there is no record."""
 
+    def available(self) -> np.ndarray | None:
+        """Canonical token rows of the archs that have a record (names only, no values), so queries
+        are spent on archs that can answer; None when the source cannot list them."""
+        return None
+
 
 class TableAccuracy(AccuracySource):
     def __init__(self, table: ArchTable) -> None:
         t = table.present()
         self._values = {r.tobytes(): float(v) for r, v in zip(t.tokens, t.values, strict=True)}
         self.space = table.space
+        self._tokens = t.tokens
+
+    def available(self) -> np.ndarray:
+        return self._tokens
 
     def lookup(self, tokens: np.ndarray) -> np.ndarray:
         return np.asarray([self._values.get(r.tobytes(), np.nan) for r in np.asarray(tokens, np.int64)])
@@ -83,10 +92,12 @@ class CountingAccuracy:
 
 
 def constrained_sample(space: SearchSpace[Any], latency: LatencyOracle, targets: np.ndarray,
-                       rng: np.random.Generator, pool: int = 20000, tolerance: float = 0.02) -> np.ndarray:
+                       rng: np.random.Generator, pool: int = 20000, tolerance: float = 0.02,
+                       candidates: np.ndarray | None = None) -> np.ndarray:
     """AttentiveNAS's π̂(α|τ): for each target latency τ an arch drawn uniformly among those within
-    ``tolerance`` (relative) of τ in a uniform pool, or the nearest one when none is that close."""
-    cand = uniform_tokens(space, pool, rng)
+    ``tolerance`` (relative) of τ in a uniform pool (or in ``candidates``), or the nearest one when
+    none is that close."""
+    cand = uniform_tokens(space, pool, rng) if candidates is None else candidates
     lat = latency(cand)
     ok = ~np.isnan(lat)
     cand, lat = cand[ok], lat[ok]
@@ -139,8 +150,9 @@ def prepare(space: SearchSpace[Any], latency: LatencyOracle, source: AccuracySou
     counter = CountingAccuracy(space, source, max_queries)
     lo, hi = latency.bounds()
     n1 = max(10, int(max_queries * explore_share))
-    first = np.unique(canonical_tokens(space, constrained_sample(space, latency, np.linspace(lo, hi, n1), rng)),
-                      axis=0)
+    listed = source.available()
+    first = np.unique(canonical_tokens(space, constrained_sample(space, latency, np.linspace(lo, hi, n1), rng,
+                                                                 candidates=listed)), axis=0)
     counter.query(first)
     tok, val = counter.records()
     if len(val) < 10:
@@ -149,7 +161,8 @@ def prepare(space: SearchSpace[Any], latency: LatencyOracle, source: AccuracySou
     model = MLPRegressor(space.feature_dim, seed=seed)
     model.fit(token_features(space, tok), val, epochs=epochs)
     if counter.left > 0:
-        pool = np.unique(canonical_tokens(space, uniform_tokens(space, 30000, rng)), axis=0)
+        pool = listed if listed is not None else uniform_tokens(space, 30000, rng)
+        pool = np.unique(canonical_tokens(space, pool), axis=0)
         lat = latency(pool)
         pool, lat = pool[~np.isnan(lat)], lat[~np.isnan(lat)]
         acc = model.predict(token_features(space, pool))

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from budgetnas.errors import InvalidArgumentError
+from budgetnas.errors import BudgetNASError, DataFileError, InvalidArgumentError
 from generator.accuracy import AccuracySource, TableAccuracy
 from generator.latency import CostModelOracle, LatencyOracle, MLPOracle, TableOracle
 from generator.tables import read_table
@@ -19,12 +19,29 @@ from spaces.lut import LUT
 from spaces.token_cost import canonical_tokens, cost_model_from_lut
 
 
-def _db_module() -> Any:
+def _database(url: str) -> Any:
     try:
-        return importlib.import_module("db.repository")
+        session = importlib.import_module("db.session")
     except ImportError:
-        raise InvalidArgumentError("--db/--accuracy-db need the database package (db.repository), "
-                                   "which this installation lacks; use --lut FILE and --accuracy-table") from None
+        raise InvalidArgumentError("--db/--accuracy-db need the database package (db), which this installation "
+                                   "lacks; use --lut FILE and --accuracy-table") from None
+    try:
+        return session.Database(url)
+    except Exception as exc:  # SQLAlchemy raises several types for a bad URL
+        raise InvalidArgumentError(f"cannot open database {url!r}: {exc}") from None
+
+
+def lut_from_db(url: str, lut_id: str) -> LUT:
+    """Read-only: the LUT with this id, through ``db.repo.load_lut``."""
+    if not lut_id.isdigit():
+        raise InvalidArgumentError(f"with --db, --lut must be a LUT id (an integer), got {lut_id!r}")
+    repo = importlib.import_module("db.repo")
+    database = _database(url)
+    try:
+        with database.session() as s:
+            return LUT.from_json_dict(repo.load_lut(s, int(lut_id)), f"LUT {lut_id} of {url}")
+    finally:
+        database.dispose()
 
 
 def latency_oracle(space: SearchSpace[Any], lut: str | None = None, db: str | None = None,
@@ -35,11 +52,7 @@ def latency_oracle(space: SearchSpace[Any], lut: str | None = None, db: str | No
         raise InvalidArgumentError("give exactly one latency source: --lut FILE, --lut ID --db URL, "
                                    f"--latency-table CSV:COLUMN or --latency-mlp CSV:COLUMN (got {given or 'none'})")
     if lut is not None:
-        if db is not None:
-            repo = _db_module()
-            table = repo.load_lut(db, lut)  # read-only: a spaces.lut.LUT
-        else:
-            table = LUT.load(lut)
+        table = lut_from_db(db, lut) if db is not None else LUT.load(lut)
         return CostModelOracle(space, cost_model_from_lut(space, table))
     if latency_table is not None:
         return TableOracle(space, read_table(latency_table, space))
@@ -48,15 +61,49 @@ def latency_oracle(space: SearchSpace[Any], lut: str | None = None, db: str | No
 
 
 class DBAccuracy(AccuracySource):
-    """Accuracy records of the database, read one batch of archs at a time."""
+    """Accuracy records of the database, read only for the archs asked (``arch IN (...)``), so a
+    method never sees more records than it queried."""
 
     def __init__(self, space: SearchSpace[Any], url: str, dataset: str | None) -> None:
-        self.space, self.url, self.dataset, self.repo = space, url, dataset, _db_module()
+        self.space, self.dataset = space, dataset
+        self.database = _database(url)
+        self.models = importlib.import_module("db.models")
 
     def lookup(self, tokens: np.ndarray) -> np.ndarray:
+        from sqlalchemy import select
+
+        rec = self.models.AccuracyRecord
         archs = [self.space.format(self.space.from_tokens(t.tolist())) for t in canonical_tokens(self.space, tokens)]
-        found = self.repo.accuracy_values(self.url, self.space.name, archs, dataset=self.dataset)
-        return np.asarray([found.get(a, np.nan) for a in archs], np.float64)
+        found: dict[str, list[float]] = {}
+        with self.database.session() as s:
+            for i in range(0, len(archs), 500):
+                q = select(rec.arch, rec.value).where(rec.space == self.space.name, rec.arch.in_(archs[i:i + 500]))
+                if self.dataset is not None:
+                    q = q.where(rec.dataset == self.dataset)
+                for arch, value in s.execute(q):
+                    found.setdefault(str(arch), []).append(float(value))
+        many = sorted(a for a, v in found.items() if len(v) > 1)
+        if many:
+            raise DataFileError(f"{len(many)} arch(s) have several accuracy records (datasets, metrics or sources), "
+                                f"e.g. {many[0]!r}; choose one with --dataset")
+        return np.asarray([found[a][0] if a in found else np.nan for a in archs], np.float64)
+
+    def available(self) -> np.ndarray:
+        from sqlalchemy import select
+
+        rec = self.models.AccuracyRecord
+        q = select(rec.arch).where(rec.space == self.space.name).distinct()
+        if self.dataset is not None:
+            q = q.where(rec.dataset == self.dataset)
+        with self.database.session() as s:
+            names = [str(a) for a in s.scalars(q)]
+        rows = []
+        for a in names:
+            try:
+                rows.append(self.space.to_tokens(self.space.parse(a)))
+            except BudgetNASError:
+                continue  # a record of another space variant: it cannot be queried here
+        return canonical_tokens(self.space, np.asarray(rows, np.int64).reshape(-1, len(self.space.decisions)))
 
 
 def accuracy_source(space: SearchSpace[Any], accuracy_table: str | None = None, accuracy_db: str | None = None,
