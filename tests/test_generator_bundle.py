@@ -78,3 +78,36 @@ def test_every_registered_method_answers_within_budget(setup: tuple, method: str
     opts = SearchOptions(train=TrainConfig(iterations=2, budgets=3, m=8, batch=2), evo_generations=2)
     res = run_method(method, problem, [4.0, 10.0], opts)
     assert [a.latency_ms <= b for a, b in zip(res.answers, [4.0, 10.0], strict=True)] == [True, True]
+
+
+class OFASynthetic(Synthetic):
+    """ofa-mbv3: accuracy grows with the sum of kernel and expand tokens of the active layers."""
+
+    def lookup(self, tokens: np.ndarray) -> np.ndarray:
+        self.looked_up += len(tokens)
+        return 70.0 + 0.1 * tokens.sum(1)
+
+
+def test_ofa_mbv3_on_the_note10_lut(ofa_lut_dir) -> None:
+    from spaces.lut import LUT, LUTMeta, LUTPredictor
+    from spaces.token_cost import cost_model_from_lut
+
+    sp = get_space("ofa-mbv3", width=1.2, resolution=224)
+    lut = LUT.from_ofa_yaml((ofa_lut_dir / "224_lookup_table.yaml").read_text(),
+                            LUTMeta(space=sp.describe(), device="note10", backend="tflite"))
+    oracle = CostModelOracle(sp, cost_model_from_lut(sp, lut))
+    problem = prepare(sp, oracle, OFASynthetic(), max_queries=30, seed=0, epochs=10)
+    trained = train(problem, TrainConfig(iterations=2, budgets=3, m=8, batch=2))
+    bundle = GeneratorBundle.from_bytes(pack_bundle(*bundle_parts(problem, trained)))
+    lo, hi = bundle.cheapest, bundle.dearest
+    budgets = np.linspace(lo, hi, 8)
+    with torch.no_grad():
+        tok, _, _ = trained.generator.sample(torch.as_tensor(budgets, dtype=torch.float32))
+        ref = trained.generator.logits(torch.as_tensor(budgets, dtype=torch.float32), tok)
+    for a, b in zip(bundle.logits(budgets, tok.numpy()), ref, strict=True):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-5)
+    out = bundle.generate(float(budgets[4]), seed=0)
+    pred = LUTPredictor(lut, sp).predict([sp.parse(out["arch"])])[0]
+    assert out["latency_ms"] == pytest.approx(pred.latency_ms) and out["latency_ms"] <= budgets[4]
+    # the cheapest arch reaches the bound exactly
+    assert lo == pytest.approx(oracle.bounds()[0])

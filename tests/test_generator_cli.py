@@ -75,6 +75,24 @@ def test_search_methods_answer_within_budget(trained: tuple[Path, Path], capsys:
         assert all(r["latency_ms"] <= r["budget_ms"] for r in rows), method
 
 
+def test_train_from_a_lut_file(tmp_path: Path, trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    from spaces.lut import LUT, LatencyStats, LUTMeta, LUTPredictor
+
+    csv, _ = trained
+    entries = {k: LatencyStats(count=1, mean_ms=0.5, std_ms=0.0, median_ms=0.1 + 0.01 * i)
+               for i, k in enumerate(SP.all_block_keys())}
+    lut = LUT(LUTMeta(space=SP.describe(), device="d", backend="b"), entries)
+    lut.save(tmp_path / "lut.json")
+    out = tmp_path / "g.ckpt"
+    assert run(["train", "--lut", str(tmp_path / "lut.json"), "--accuracy-table", f"{csv}:acc", "--max-queries", "30",
+                "--iterations", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert run(["generate", "--checkpoint", str(out), "--budget", "1000", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["latency_ms"] == pytest.approx(LUTPredictor(lut, SP).predict([SP.parse(res["arch"])])[0].latency_ms)
+    assert "warning" in res
+
+
 def test_bad_inputs_exit_2(tmp_path: Path, trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     csv, _ = trained
     base = ["--accuracy-table", f"{csv}:acc", "--max-queries", "40", "--iterations", "1", "--out", str(tmp_path / "g")]
