@@ -8,6 +8,7 @@ threaded server; row locking (``FOR UPDATE SKIP LOCKED``) is done by the queries
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,6 +72,9 @@ class Database:
         self.engine = make_engine(url, pool_size=pool_size)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False)
+        # SQLite has one writer at a time; queueing this process's writers on a lock avoids the
+        # busy handler's sleeps (other processes still wait through the busy timeout)
+        self._write_lock = threading.Lock() if is_sqlite(url) else None
 
     @property
     def dialect(self) -> str:
@@ -79,6 +83,10 @@ class Database:
     @contextmanager
     def session(self, write: bool = False) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back on any exception."""
+        if write and self._write_lock is not None:
+            with self._write_lock, self._write() as s, s.begin():
+                yield s
+            return
         with (self._write if write else self._read)() as s, s.begin():
             yield s
 

@@ -39,15 +39,19 @@ class Prepared:
     index: dict[str, int]
     arch_rows: OrderedDict[str, tuple[str, np.ndarray]] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    fast: UnitIndexer | None = None
 
     @classmethod
     def build(cls, lut: LUT, revision: int) -> Prepared:
         space = space_from_description(lut.meta.space)
         keys = sorted(lut.entries)
         stat = lut.meta.statistic
-        return cls(revision, lut, space, np.array([lut.entries[k].value(stat) for k in keys], np.float64),
-                   np.array([lut.entries[k].std_ms ** 2 for k in keys], np.float64), keys,
-                   {k: i for i, k in enumerate(keys)})
+        index = {k: i for i, k in enumerate(keys)}
+        prep = cls(revision, lut, space, np.array([lut.entries[k].value(stat) for k in keys], np.float64),
+                   np.array([lut.entries[k].std_ms ** 2 for k in keys], np.float64), keys, index)
+        indexer = FAST_INDEXERS.get(space.name)
+        prep.fast = indexer.build(space, index) if indexer is not None else None
+        return prep
 
     def rows(self, archs: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Canonical strings, concatenated LUT rows and per-arch start offsets; errors name the arch."""
@@ -57,6 +61,8 @@ class Prepared:
         cache = self.arch_rows
         for i, text in enumerate(archs):
             hit = cache.get(text)
+            if hit is None and self.fast is not None:
+                hit = self.fast.rows(text)
             if hit is None:
                 hit = self._walk(i, text, missing)
                 if hit is None:
@@ -139,3 +145,118 @@ class PredictorCache:
     def invalidate(self, lut_id: int) -> None:
         with self._lock:
             self._items.pop(lut_id, None)
+
+
+class UnitIndexer:
+    """LUT rows of an ofa-mbv3 arch string from small caches: no parse and no walk per arch.
+
+    Relies on the walk being (fixed stem blocks, one block per layer unit by unit, fixed tail
+    blocks) with a layer's block depending only on its unit, whether it is the unit's first layer
+    and its own token (how spaces/ofa_mbv3.py caches its walk). ``build`` learns every piece from
+    the space itself (parsing reference architectures) and checks the fast rows against the walk
+    on sample architectures, returning None (use the walk) if anything differs. Strings it does not
+    recognise (other heads, dict forms, bad tokens or depths) go to the checking walk, which names
+    the error.
+    """
+
+    REF = "k3e3"
+
+    def __init__(self, space: SearchSpace[Any], index: dict[str, int], n_units: int) -> None:
+        self.space, self.index, self.n_units = space, index, n_units
+        sp: Any = space
+        self.head = f"w{sp.width:.1f}_r{sp.resolution}"
+        ref = self._arch([[self.REF] * 2] * n_units)
+        keys = space.block_keys(ref)
+        self.n_stem = self._stem_length()
+        self.stem = [index.get(k, -1) for k in keys[:self.n_stem]]
+        self.tail = [index.get(k, -1) for k in keys[self.n_stem + 2 * n_units:]]
+        self.layers: dict[tuple[int, int, str], tuple[str, int] | None] = {}
+        self.depths: dict[tuple[int, int], bool] = {}
+        self.units: dict[tuple[int, str], tuple[str, list[int]] | None] = {}
+        self.lock = threading.Lock()
+
+    def _arch(self, units: list[list[str]]) -> Any:
+        return self.space.parse("|".join([self.head, *(",".join(u) for u in units)]))
+
+    def _stem_length(self) -> int:
+        """Where unit 1's first layer sits in the walk: the first key that changing it moves."""
+        base = [[self.REF] * 2 for _ in range(self.n_units)]
+        a = self.space.block_keys(self._arch(base))
+        b = self.space.block_keys(self._arch([["k5e3", self.REF], *base[1:]]))
+        return next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+
+    def _depth_ok(self, u: int, depth: int) -> bool:
+        if (u, depth) not in self.depths:
+            units = [[self.REF] * 2 for _ in range(self.n_units)]
+            units[u] = [self.REF] * depth
+            try:
+                self._arch(units)
+                ok = True
+            except InvalidArchitectureError:
+                ok = False
+            self.depths[(u, depth)] = ok
+        return self.depths[(u, depth)]
+
+    def _layer(self, u: int, li: int, tok: str) -> tuple[str, int] | None:
+        key = (u, min(li, 1), tok)
+        if key not in self.layers:
+            units = [[self.REF] * 2 for _ in range(self.n_units)]
+            units[u][min(li, 1)] = tok
+            try:
+                arch = self.space.parse("|".join([self.head, *(",".join(x) for x in units)]))
+            except InvalidArchitectureError:
+                got = None
+            else:
+                canon = self.space.format(arch).split("|")[u + 1].split(",")[min(li, 1)]
+                got = (canon, self.index.get(self.space.block_keys(arch)[self.n_stem + 2 * u + min(li, 1)], -1))
+            self.layers[key] = got
+        return self.layers[key]
+
+    def _unit(self, u: int, text: str) -> tuple[str, list[int]] | None:
+        key = (u, text)
+        hit = self.units.get(key)
+        if hit is not None or key in self.units:
+            return hit
+        toks = text.split(",")
+        got: tuple[str, list[int]] | None = None
+        if self._depth_ok(u, len(toks)):
+            layers = [self._layer(u, li, tok) for li, tok in enumerate(toks)]
+            if all(x is not None for x in layers):
+                got = (",".join(x[0] for x in layers if x), [x[1] for x in layers if x])
+        with self.lock:
+            self.units[key] = got
+        return got
+
+    def rows(self, text: str) -> tuple[str, np.ndarray] | None:
+        parts = text.split("|")
+        if len(parts) != self.n_units + 1 or parts[0] != self.head:
+            return None
+        canon, idx = [self.head], list(self.stem)
+        for u in range(self.n_units):
+            hit = self._unit(u, parts[u + 1])
+            if hit is None:
+                return None
+            canon.append(hit[0])
+            idx += hit[1]
+        idx += self.tail
+        if -1 in idx:
+            return None  # the walk reports the missing keys
+        return "|".join(canon), np.asarray(idx, np.int64)
+
+    @classmethod
+    def build(cls, space: SearchSpace[Any], index: dict[str, int]) -> UnitIndexer | None:
+        try:
+            n_units = len(space.format(space.sample_many(1, seed=0)[0]).split("|")) - 1
+            fast = cls(space, index, n_units)
+            for arch in space.sample_many(64, seed=1):  # the fast rows must be the walk's rows
+                text = space.format(arch)
+                got = fast.rows(text)
+                want = [index.get(k, -1) for k in space.block_keys(arch)]
+                if got is not None and (got[0] != text or got[1].tolist() != want):
+                    return None
+        except (InvalidArchitectureError, StopIteration, ValueError, AttributeError, IndexError):
+            return None
+        return fast
+
+
+FAST_INDEXERS: dict[str, type[UnitIndexer]] = {"ofa-mbv3": UnitIndexer}

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -52,4 +51,4 @@ def predict(body: PredictIn, request: Request) -> Response:
         prep = prepared(st, s, body.lut)
     preds = prep.predict(body.archs, calibrated=body.calibrated, breakdown=body.breakdown)
     # serialised here: FastAPI's generic encoder costs more than the prediction for 10k archs
-    return Response(json.dumps({"predictions": preds}, separators=(",", ":")), media_type="application/json")
+    return Response(orjson.dumps({"predictions": preds}), media_type="application/json")
