@@ -122,6 +122,45 @@ def frontier_plot(results: dict[str, MethodResult], budgets: list[float], lat_al
     plt.close(fig)
 
 
+def render(lines: list[str], summary: dict[str, list[dict[str, float]]], t2: dict[str, list[float]],
+           t3: list[tuple[str, dict[str, float], dict[str, float]]], t5: dict[int, list[dict[str, float]]]) -> str:
+    """The whole markdown so far: per-setting tables, then summary and ablations."""
+    out = list(lines)
+    out.append("\n## Summary over all settings\n")
+    out.append("| method | mean regret | settings with mean regret <= 0.3 | archs over budget | samples within "
+                 "budget | gen ms / new budget | train s (mean) |")
+    out.append("|---|---|---|---|---|---|---|")
+    for m, rs in summary.items():
+        share = fmt(float(np.mean([r["share"] for r in rs])), ".1%") if "share" in rs[0] else "—"
+        gen = fmt(float(np.mean([r["gen_ms"] for r in rs])), ".1f") if "gen_ms" in rs[0] else "—"
+        out.append(f"| {m} | {np.mean([r['regret'] for r in rs]):.3f} | "
+                     f"{sum(r['regret'] <= 0.3 for r in rs)}/{len(rs)} | {sum(int(r['over']) for r in rs)} | {share} | "
+                     f"{gen} | {np.mean([r['train_s'] for r in rs]):.1f} |")
+    if t2:
+        out.append("\n## Table 2 — reward functions (same generator, same queries)\n")
+        out.append("| reward | mean regret | samples within budget |\n|---|---|---|")
+        names = {"pnag": "Pareto (Eq. 6)", "pareto-noacc": "Pareto without accuracy condition",
+                 "mnas": "MnasNet ACC·(LAT/B)^-0.07", "tunas": "TuNAS ACC - 0.07·|LAT/B - 1|"}
+        for m in t2:
+            out.append(f"| {names[m]} | {np.mean(t2[m]):.3f} | "
+                         f"{np.mean([r['share'] for r in summary[m]]):.1%} |")
+    if t3:
+        out.append("\n## Table 3 — one Pareto generator vs repeated independent search per budget\n")
+        out.append("| setting | PNAG regret | PNAG train s | independent regret | independent train s (5 searches) |")
+        out.append("|---|---|---|---|---|")
+        for setting, a, b in t3:
+            out.append(f"| {setting} | {a['regret']:.3f} | {a['train_s']:.1f} | {b['regret']:.3f} | "
+                         f"{b['train_s']:.1f} |")
+    if t5:
+        out.append("\n## Table 5 — number of budget anchors K\n")
+        out.append("| K | mean regret | samples within budget (mean / min) |\n|---|---|---|")
+        for k in sorted(t5):
+            rs = t5[k]
+            out.append(f"| {k} | {np.mean([r['regret'] for r in rs]):.3f} | "
+                         f"{np.mean([r['share'] for r in rs]):.1%} / {np.min([r['min_share'] for r in rs]):.1%} |")
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--csv", default=str(REPO.parent / "shared/data/nb201/nb201_bench.csv"))
@@ -224,39 +263,8 @@ def main() -> None:
                     r = score(run_method("pnag", problem, budgets, o), budgets, truth, lat_all, acc_all, oracle)
                     t5.setdefault(k, []).append(r)
                     print(f"   K={k:<3d}         regret {r['regret']:.3f} share {r['share']:.3f}", flush=True)
-    lines.append("\n## Summary over all settings\n")
-    lines.append("| method | mean regret | settings with mean regret <= 0.3 | archs over budget | samples within "
-                 "budget | gen ms / new budget | train s (mean) |")
-    lines.append("|---|---|---|---|---|---|---|")
-    for m, rs in summary.items():
-        share = fmt(float(np.mean([r["share"] for r in rs])), ".1%") if "share" in rs[0] else "—"
-        gen = fmt(float(np.mean([r["gen_ms"] for r in rs])), ".1f") if "gen_ms" in rs[0] else "—"
-        lines.append(f"| {m} | {np.mean([r['regret'] for r in rs]):.3f} | "
-                     f"{sum(r['regret'] <= 0.3 for r in rs)}/{len(rs)} | {sum(int(r['over']) for r in rs)} | {share} | "
-                     f"{gen} | {np.mean([r['train_s'] for r in rs]):.1f} |")
-    if t2:
-        lines.append("\n## Table 2 — reward functions (same generator, same queries)\n")
-        lines.append("| reward | mean regret | samples within budget |\n|---|---|---|")
-        names = {"pnag": "Pareto (Eq. 6)", "pareto-noacc": "Pareto without accuracy condition",
-                 "mnas": "MnasNet ACC·(LAT/B)^-0.07", "tunas": "TuNAS ACC - 0.07·|LAT/B - 1|"}
-        for m in t2:
-            lines.append(f"| {names[m]} | {np.mean(t2[m]):.3f} | "
-                         f"{np.mean([r['share'] for r in summary[m]]):.1%} |")
-    if t3:
-        lines.append("\n## Table 3 — one Pareto generator vs repeated independent search per budget\n")
-        lines.append("| setting | PNAG regret | PNAG train s | independent regret | independent train s (5 searches) |")
-        lines.append("|---|---|---|---|---|")
-        for setting, a, b in t3:
-            lines.append(f"| {setting} | {a['regret']:.3f} | {a['train_s']:.1f} | {b['regret']:.3f} | "
-                         f"{b['train_s']:.1f} |")
-    if t5:
-        lines.append("\n## Table 5 — number of budget anchors K\n")
-        lines.append("| K | mean regret | samples within budget (mean / min) |\n|---|---|---|")
-        for k in sorted(t5):
-            rs = t5[k]
-            lines.append(f"| {k} | {np.mean([r['regret'] for r in rs]):.3f} | "
-                         f"{np.mean([r['share'] for r in rs]):.1%} / {np.min([r['min_share'] for r in rs]):.1%} |")
-    text = "\n".join(lines) + "\n"
+            Path(args.out).write_text(render(lines, summary, t2, t3, t5))  # partial results survive an interrupt
+    text = render(lines, summary, t2, t3, t5)
     Path(args.out).write_text(text)
     print(text)
 

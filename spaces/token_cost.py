@@ -60,12 +60,15 @@ class TokenCostModel:
         tok = np.asarray(tokens, np.int64)
         if tok.ndim != 2:
             raise InvalidArgumentError(f"token matrix must be 2-D, got shape {tok.shape}")
+        cols = np.ascontiguousarray(tok.T, dtype=np.int32)  # one copy; column reads are then contiguous
         out = np.full(tok.shape[0], self.base, np.float64)
         for t, off, strides in zip(self.terms, self._offsets, self._strides, strict=True):
-            idx = tok[:, list(t.positions)] @ strides + off
+            idx = cols[t.positions[0]] * np.int32(strides[0]) + np.int32(off)
+            for p, s in zip(t.positions[1:], strides[1:], strict=True):
+                idx += cols[p] * np.int32(s)
             v = self._flat[idx]
             if t.gate_pos >= 0:
-                v = v * (tok[:, t.gate_pos] >= t.gate_min)
+                v *= cols[t.gate_pos] >= t.gate_min
             out += v
         return out
 
