@@ -151,9 +151,12 @@ def search_cmd(
                        accuracy_db, dataset, max_queries, seed)
     lo, hi = problem.lat_range
     targets = list(budget) if budget else [lo + p * (hi - lo) for p in (0.2, 0.4, 0.6, 0.8, 1.0)]
-    for b in targets:
+    for b in targets:  # the same rule as `generate` and the server
         if not b > 0:
             raise InvalidArgumentError(f"budget must be a positive number of ms, got {b}")
+        if b < lo:
+            raise InvalidArgumentError(f"budget {b:g} ms is below the cheapest architecture ({lo:.4g} ms); "
+                                       f"valid budgets are {lo:.4g}..{hi:.4g} ms (larger ones are accepted)")
     opts = SearchOptions(train=TrainConfig(iterations=iterations, budgets=budgets, seed=seed),
                          evo_generations=generations)
     res = run_method(method, problem, targets, opts)

@@ -113,6 +113,8 @@ def test_bad_inputs_exit_2(tmp_path: Path, trained: tuple[Path, Path], capsys: p
         (["search", "--method", "nope", "--latency-table", f"{csv}:lat", "--accuracy-table", f"{csv}:acc"],
          "unknown search method 'nope'"),
         (["generate", "--checkpoint", str(csv), "--budget", "3"], "neither a generator bundle nor a checkpoint"),
+        (["search", "--method", "random", "--latency-table", f"{csv}:lat", "--accuracy-table", f"{csv}:acc",
+          "--max-queries", "20", "--budget", "0.5"], "below the cheapest architecture (1 ms)"),
         (["generate", "--checkpoint", str(tmp_path / "absent.ckpt"), "--budget", "3"], "cannot read checkpoint"),
     ]
     for argv, needle in cases:
