@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.migrate_on_start:
         migrate(settings.db_url)
     st = AppState(settings=settings, db=Database(settings.db_url, pool_size=settings.db_pool_size),
-                  predictors=PredictorCache(settings.predictor_cache_luts))
+                  predictors=PredictorCache(settings.predictor_cache_luts, settings.predict_revision_ttl))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

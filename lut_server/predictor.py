@@ -8,6 +8,7 @@ each architecture string seen are cached, so repeated architectures skip parsing
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -121,22 +122,36 @@ class Prepared:
 
 
 class PredictorCache:
-    """LUT id -> Prepared, least recently used first out."""
+    """LUT id -> Prepared, least recently used first out.
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[int, Prepared] = OrderedDict()
+    A copy whose revision was confirmed against the database less than ``ttl`` seconds ago is
+    used without asking again (0: ask on every request). Writes in this process invalidate at
+    once; other replicas see a change within ``ttl``.
+    """
+
+    def __init__(self, size: int, ttl: float = 0.0) -> None:
+        self.size, self.ttl = size, ttl
+        self._items: OrderedDict[int, tuple[Prepared, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, lut_id: int, revision: int, load: Callable[[], LUT]) -> Prepared:
+    def fresh(self, lut_id: int) -> Prepared | None:
         with self._lock:
             hit = self._items.get(lut_id)
-            if hit is not None and hit.revision == revision:
+        if hit is not None and time.monotonic() - hit[1] < self.ttl:
+            return hit[0]
+        return None
+
+    def get(self, lut_id: int, revision: int, load: Callable[[], LUT]) -> Prepared:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._items.get(lut_id)
+            if hit is not None and hit[0].revision == revision:
+                self._items[lut_id] = (hit[0], now)
                 self._items.move_to_end(lut_id)
-                return hit
+                return hit[0]
         prepared = Prepared.build(load(), revision)
         with self._lock:
-            self._items[lut_id] = prepared
+            self._items[lut_id] = (prepared, now)
             self._items.move_to_end(lut_id)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)

@@ -36,6 +36,15 @@ def lut_model(s: Session, lut_id: int, samples: bool = False) -> LUT:
     return LUT.from_json_dict(repo.load_lut(s, lut_id, samples=samples), f"LUT {lut_id}")
 
 
+def prepared_fresh(st: AppState, lut_id: int) -> Prepared:
+    """``prepared`` in its own read transaction, skipped while the copy was confirmed recently."""
+    hit = st.predictors.fresh(lut_id)
+    if hit is not None:
+        return hit
+    with st.db.session() as s:
+        return prepared(st, s, lut_id)
+
+
 def prepared(st: AppState, s: Session, lut_id: int) -> Prepared:
     """The in-memory LUT for prediction, reloaded when the stored revision moved on."""
     rev = repo.lut_revision(s, lut_id)
@@ -71,6 +80,7 @@ def calibrate(st: AppState, s: Session, lut_id: int) -> dict[str, Any]:
     lut.calibration = cal.to_dict()
     lut.revision += 1
     s.flush()
+    st.predictors.invalidate(lut_id)
     return cal.to_dict()
 
 

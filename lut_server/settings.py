@@ -24,5 +24,8 @@ class Settings(BaseSettings):
                                   description="artifact and checkpoint uploads")
     db_pool_size: int = Field(default=10, ge=1)
     predictor_cache_luts: int = Field(default=16, ge=1, description="LUTs kept in memory for prediction")
+    predict_revision_ttl: float = Field(default=1.0, ge=0,
+                                        description="seconds a LUT copy is used before its revision is checked "
+                                                    "again (changes made through this process apply at once)")
     migrate_on_start: bool = Field(default=False,
                                    description="run migrations when the app starts (serve does it anyway)")

@@ -271,7 +271,7 @@ def test_artifacts_by_sha256(client) -> None:
     dev = register(client)
     data = b"\x00onnx-bytes" * 1000
     sha = hashlib.sha256(data).hexdigest()
-    assert client.put(f"/v1/artifacts/{'0' * 64}", content=data, headers=agent(dev["token"])).status_code == 422
+    assert client.put(f"/v1/artifacts/{'0' * 64}", content=data, headers=agent(dev["token"])).status_code == 400
     r = client.put(f"/v1/artifacts/{sha}", content=data, headers=agent(dev["token"]))
     assert r.status_code == 201 and r.json()["created"] is True
     assert client.put(f"/v1/artifacts/{sha}", content=data, headers=ADMIN_H).json()["created"] is False
@@ -428,3 +428,18 @@ def test_importing_the_app_does_not_import_torch() -> None:
     code = ("import sys; import lut_server.app, lut_server.routes.checkpoints; "
             "lut_server.app.create_app; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_replicas_sharing_a_database_see_lut_changes(db_url) -> None:
+    """Two app instances (as two workers or replicas) on one database: a calibration made through one
+    changes the other's predictions (revision checked on every request with a TTL of 0)."""
+    lines = shared_file("nb201", "nb201_bench.csv").read_text().splitlines()[:41]
+    with make_client(db_url, predict_revision_ttl=0) as a, make_client(db_url, predict_revision_ttl=0) as b:
+        lut = a.post("/v1/luts/import", json={"format": "arch-csv", "content": "\n".join(lines),
+                                               "column": "raspi4_latency_ms"}, headers=ADMIN_H).json()
+        arch = lines[1].split(",")[1]
+        before = b.post("/v1/predict", json={"lut": lut["id"], "archs": [arch]}).json()["predictions"][0]
+        cal = a.post(f"/v1/luts/{lut['id']}/calibrate", headers=ADMIN_H).json()["calibration"]
+        after = b.post("/v1/predict", json={"lut": lut["id"], "archs": [arch]}).json()["predictions"][0]
+        assert after["latency_ms"] == pytest.approx(cal["slope"] * before["raw_ms"] + cal["intercept"])
+        assert after["latency_ms"] != before["latency_ms"]

@@ -5,10 +5,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import Response
 
-from budgetnas.errors import InvalidArgumentError
 from db import repo
 from lut_server.state import check_read, require_agent, state_of
 
@@ -21,8 +20,8 @@ async def put(request: Request, sha256: str = Sha) -> dict[str, Any]:
     st = state_of(request)
     content = await request.body()
     actual = hashlib.sha256(content).hexdigest()
-    if actual != sha256:
-        raise InvalidArgumentError(f"sha256: the body hashes to {actual}, not {sha256}")
+    if actual != sha256:  # docs/rest.md: 400 (the body, not a field, is wrong)
+        raise HTTPException(400, f"sha256: the body hashes to {actual}, not {sha256}")
 
     def write() -> bool:
         with st.db.session(write=True) as s:
