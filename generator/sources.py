@@ -6,9 +6,11 @@ The database path is a thin read-only adapter over ``db``'s repository functions
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 
 from budgetnas.errors import BudgetNASError, DataFileError, InvalidArgumentError
 from generator.accuracy import AccuracySource, TableAccuracy
@@ -20,6 +22,10 @@ from spaces.token_cost import canonical_tokens, cost_model_from_lut
 
 
 def _database(url: str) -> Any:
+    if url.startswith("sqlite:///"):  # read-only use: never let SQLite create an empty file
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise DataFileError(f"no database at {path} (from {url!r})")
     try:
         session = importlib.import_module("db.session")
     except ImportError:
@@ -40,6 +46,9 @@ def lut_from_db(url: str, lut_id: str) -> LUT:
     try:
         with database.session() as s:
             return LUT.from_json_dict(repo.load_lut(s, int(lut_id)), f"LUT {lut_id} of {url}")
+    except SQLAlchemyError as exc:
+        raise DataFileError(f"cannot read LUT {lut_id} from {url}: {exc.__class__.__name__}: "
+                            f"{str(exc).splitlines()[0]}") from None
     finally:
         database.dispose()
 
@@ -75,13 +84,17 @@ class DBAccuracy(AccuracySource):
         rec = self.models.AccuracyRecord
         archs = [self.space.format(self.space.from_tokens(t.tolist())) for t in canonical_tokens(self.space, tokens)]
         found: dict[str, list[float]] = {}
-        with self.database.session() as s:
-            for i in range(0, len(archs), 500):
-                q = select(rec.arch, rec.value).where(rec.space == self.space.name, rec.arch.in_(archs[i:i + 500]))
-                if self.dataset is not None:
-                    q = q.where(rec.dataset == self.dataset)
-                for arch, value in s.execute(q):
-                    found.setdefault(str(arch), []).append(float(value))
+        try:
+            with self.database.session() as s:
+                for i in range(0, len(archs), 500):
+                    q = select(rec.arch, rec.value).where(rec.space == self.space.name,
+                                                          rec.arch.in_(archs[i:i + 500]))
+                    if self.dataset is not None:
+                        q = q.where(rec.dataset == self.dataset)
+                    for arch, value in s.execute(q):
+                        found.setdefault(str(arch), []).append(float(value))
+        except SQLAlchemyError as exc:
+            raise DataFileError(f"cannot read accuracy records: {str(exc).splitlines()[0]}") from None
         many = sorted(a for a, v in found.items() if len(v) > 1)
         if many:
             raise DataFileError(f"{len(many)} arch(s) have several accuracy records (datasets, metrics or sources), "
@@ -95,8 +108,11 @@ class DBAccuracy(AccuracySource):
         q = select(rec.arch).where(rec.space == self.space.name).distinct()
         if self.dataset is not None:
             q = q.where(rec.dataset == self.dataset)
-        with self.database.session() as s:
-            names = [str(a) for a in s.scalars(q)]
+        try:
+            with self.database.session() as s:
+                names = [str(a) for a in s.scalars(q)]
+        except SQLAlchemyError as exc:
+            raise DataFileError(f"cannot read accuracy records: {str(exc).splitlines()[0]}") from None
         rows = []
         for a in names:
             try:
