@@ -116,7 +116,8 @@ async function renderFidelity() {
   try { data = await api(`/v1/luts/${id}/validation`); } catch (e) { data = { models: [] }; }
   const models = data.models || [];
   if (!models.length) { note.textContent = "no measured whole models for this LUT yet"; $("#fidelity").replaceChildren(); return; }
-  note.textContent = `${models.length} measured whole models: predicted (calibrated) vs measured`;
+  const lut = await api(`/v1/luts/${id}`);
+  note.textContent = `${models.length} measured whole models: predicted (${lut.calibration ? "calibrated" : "raw LUT sum, not calibrated"}) vs measured`;
   scatter($("#fidelity"), [{ color: "#2f6fde", points: models.map((m) => [m.measured_ms, m.predicted_ms]) }],
     { xLabel: "measured latency (ms)", yLabel: "predicted latency (ms)", diagonal: true });
 }
@@ -132,7 +133,7 @@ async function renderFrontier() {
   if (!(hi > lo)) { note.textContent = "checkpoint has no budget range"; return; }
   const budgets = Array.from({ length: 8 }, (_, i) => lo + ((hi - lo) * (i + 1)) / 8);
   const results = await Promise.all(budgets.map((b) => api("/v1/generate", {
-    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ checkpoint: ckpt.id, budget: b }),
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ checkpoint: ckpt.id, budget: b, seed: 0 }),  // seeded: a stable frontier
   })));
   note.textContent = `${budgets.length} budgets from ${lo.toFixed(2)} to ${hi.toFixed(2)} ms (dashed lines)`;
   scatter($("#frontier"), [{ color: "#1a7f37", points: results.map((r) => [r.latency_ms, r.accuracy]) }],
