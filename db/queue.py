@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from budgetnas.errors import ConflictError, NotFoundError, PermissionDeniedError
@@ -43,17 +43,20 @@ def pending_block_keys(s: Session, lut_id: int) -> set[str]:
 def reclaim_expired(s: Session, max_attempts: int, now: datetime | None = None) -> int:
     """Expired leases back to the queue, or to ``failed`` when they used every attempt."""
     now = now or utcnow()
-    expired = and_(Job.state == "leased", Job.lease_expires < now)
-    n = 0
+    q = select(Job.id).where(Job.state == "leased", Job.lease_expires < now)
+    if s.get_bind().dialect.name == "postgresql":  # rows another request holds are its business
+        q = q.with_for_update(skip_locked=True)
+    ids = list(s.scalars(q))
+    if not ids:
+        return 0
     for cond, values in (
         (Job.attempts < max_attempts, {"state": "queued"}),
         (Job.attempts >= max_attempts, {"state": "failed", "error": "lease expired on the last attempt"}),
     ):
-        res = s.execute(update(Job).where(expired, cond)
-                        .values(lease_owner=None, lease_expires=None, updated=now, **values)
-                        .execution_options(synchronize_session=False))
-        n += int(getattr(res, "rowcount", 0) or 0)
-    return n
+        s.execute(update(Job).where(Job.id.in_(ids), cond)
+                  .values(lease_owner=None, lease_expires=None, updated=now, **values)
+                  .execution_options(synchronize_session=False))
+    return len(ids)
 
 
 def lease(s: Session, device: Device, backend: str, max_jobs: int, lease_seconds: float, max_attempts: int,
@@ -135,6 +138,8 @@ def fail(s: Session, job_id: int, device: Device | None, error: str, max_attempt
         raise ConflictError(f"job: job {job_id} is done; it cannot fail")
     if job.state == "failed":
         return job
+    if job.state != "leased":
+        raise ConflictError(f"job: job {job_id} is not leased (state {job.state}); its lease was lost")
     job.state = "failed" if job.attempts >= max_attempts else "queued"
     job.error, job.lease_owner, job.lease_expires, job.updated = error, None, None, utcnow()
     s.flush()

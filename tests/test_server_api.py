@@ -198,6 +198,9 @@ def test_fail_retries_until_cap_and_release_does_not_count(client) -> None:
     job = client.post("/v1/jobs/lease", json=lease, headers=tok).json()["jobs"][0]
     r = client.post(f"/v1/jobs/{job['id']}/release", headers=tok).json()
     assert r == {"id": job["id"], "state": "queued", "attempts": 0}
+    r = client.post(f"/v1/jobs/{job['id']}/fail", json={"error": "late"}, headers=tok)
+    assert r.status_code == 409 and "not leased" in r.json()["detail"]
+    assert client.post(f"/v1/jobs/{job['id']}/release", headers=tok).status_code == 409
     states = []
     for attempt in (1, 2, 3):
         j = client.post("/v1/jobs/lease", json=lease, headers=tok).json()["jobs"][0]
