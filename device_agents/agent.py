@@ -1,0 +1,254 @@
+"""The agent loop: register or resume, lease, measure, report; never lose a measurement.
+
+    agent = Agent(AgentConfig(server=..., token=..., name="pixel7", backend="android-litert"), backend)
+    agent.run()
+
+- Start: an unknown device is registered (needs the admin token); a known one is resumed with a
+  device heartbeat carrying fresh facts (agent or admin token). The admin token is kept for the
+  session rather than swapping to the rotated agent token, so agents sharing a device don't
+  invalidate each other's tokens.
+- Each job: a heartbeat thread extends the lease every ``lease_seconds / 3`` while measuring; the
+  result (or the failure, with the tool's output) is appended to the spool with its idempotency
+  key ``<job>:<attempt>:<uuid>`` *before* it is posted; delivered records are marked sent.
+- Server unreachable: exponential backoff (with jitter) up to ``max_backoff_s``; the spool is
+  resent before any new lease. A 4xx on a result (job failed for good, gone) is final: logged, dropped.
+- SIGTERM/SIGINT: finish the current job, report it, exit. A second signal releases the job
+  (back to the queue, no attempt counted) and exits at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from budgetnas.errors import BudgetNASError, ServerError
+from device_agents.backends import Backend, JobSpec
+from device_agents.rest import HTTPStatusError, Rest, Unreachable
+from device_agents.spool import Spool
+
+log = logging.getLogger("budgetnas.agent")
+
+
+@dataclass
+class AgentConfig:
+    server: str
+    token: str
+    name: str
+    backend: str
+    lease_seconds: float = 60.0
+    poll_s: float = 2.0
+    max_backoff_s: float = 15.0
+    idle_exit_s: float | None = None  # exit after this long without a job (and nothing spooled)
+    max_jobs: int | None = None
+    spool: str | None = None
+    device_heartbeat_s: float = 30.0
+
+
+class _Abort(Exception):
+    """Raised in the main thread by a second signal: release the job and leave."""
+
+
+class _LeaseKeeper(threading.Thread):
+    """Extends one job's lease while it is measured; notes (and logs) a lost lease."""
+
+    def __init__(self, rest: Rest, job_id: int, lease_seconds: float) -> None:
+        super().__init__(daemon=True, name=f"lease-{job_id}")
+        self.rest, self.job_id, self.lease_seconds = rest, job_id, lease_seconds
+        self.done = threading.Event()
+        self.lost = False
+        self.beats = 0
+
+    def run(self) -> None:
+        while not self.done.wait(max(self.lease_seconds / 3.0, 0.2)):
+            try:
+                self.rest.job_heartbeat(self.job_id, self.lease_seconds)
+                self.beats += 1
+            except HTTPStatusError as exc:
+                if not self.lost:
+                    log.warning("job %s: lease lost (%s); the result is still sent", self.job_id, exc)
+                self.lost = True
+            except Unreachable:
+                pass  # the result goes to the spool anyway
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=5)
+
+
+def default_spool(name: str, backend: str) -> Path:
+    from profiler.artifacts import default_cache_root
+
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{name}-{backend}")
+    return default_cache_root() / "agent" / f"spool-{safe}.jsonl"
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, backend: Backend, rest: Rest | None = None) -> None:
+        self.config, self.backend = config, backend
+        self.rest = rest or Rest(config.server, config.token)
+        self.spool = Spool(config.spool or default_spool(config.name, config.backend))
+        self.stop = threading.Event()
+        self._signals = 0
+        self._measuring = False
+        self._backoff = 0.0
+        self.done = 0
+        self.failed = 0
+
+    # ---- signals and waiting -------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        self.stop.set()
+        if self._signals == 1:
+            log.info("signal %s: finishing the current job, then exiting", signum)
+        elif self._measuring:
+            raise _Abort()
+
+    def install_signals(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+
+    def _wait_backoff(self, why: str) -> None:
+        self._backoff = min(self.config.max_backoff_s, max(0.5, self._backoff * 2))
+        delay = self._backoff * random.uniform(0.75, 1.25)
+        log.warning("%s; retrying in %.1f s", why, delay)
+        self.stop.wait(delay)
+
+    # ---- start ------------------------------------------------------------------------------------
+    def register_or_resume(self) -> None:
+        facts = self.backend.facts()
+        while not self.stop.is_set():
+            try:
+                names = {d["name"] for d in self.rest.devices()}
+                if self.config.name in names:
+                    self.rest.device_heartbeat(self.config.name, facts)
+                    log.info("device %s resumed", self.config.name)
+                else:
+                    self.rest.register(self.config.name, facts)
+                    log.info("device %s registered", self.config.name)
+                self._backoff = 0.0
+                return
+            except Unreachable as exc:
+                self._wait_backoff(str(exc))
+            except HTTPStatusError as exc:
+                if exc.status in (401, 403):
+                    raise ServerError(f"device {self.config.name!r}: the token is not accepted ({exc}); "
+                                      "register the device with the admin token (`budgetnas device register`) "
+                                      "and pass the agent token it prints") from None
+                raise
+
+    # ---- the spool ---------------------------------------------------------------------------------
+    def _post(self, rec: dict[str, Any]) -> bool:
+        """Deliver one spooled record; False when the server is unreachable (kept for later)."""
+        try:
+            if rec["kind"] == "result":
+                out = self.rest.result(rec["job"], rec["body"])
+                log.info("job %s: result %s", rec["job"], "stored" if out.get("stored") else "already stored")
+            else:
+                out = self.rest.fail(rec["job"], rec["body"])
+                log.info("job %s: failure reported (now %s)", rec["job"], out.get("state"))
+        except Unreachable:
+            return False
+        except HTTPStatusError as exc:
+            log.warning("job %s: %s dropped: %s", rec["job"], rec["kind"], exc)
+        self.spool.mark_sent(rec["key"])
+        return True
+
+    def flush_spool(self) -> bool:
+        """Resend everything pending; True when nothing is left."""
+        pending = self.spool.pending()
+        for rec in pending:
+            if not self._post(rec):
+                return False
+        if pending:
+            self.spool.compact()
+        return True
+
+    # ---- one job -------------------------------------------------------------------------------
+    def process(self, job_json: dict[str, Any]) -> None:
+        job = JobSpec.from_json(job_json)
+        key = f"{job.id}:{job_json.get('attempts', 0)}:{uuid.uuid4().hex}"
+        what = job.key or job.arch
+        log.info("job %s (%s %s): measuring", job.id, job.kind, what)
+        keeper = _LeaseKeeper(self.rest, job.id, self.config.lease_seconds)
+        keeper.start()
+        self._measuring = True
+        kind: str
+        body: dict[str, Any]
+        try:
+            m = self.backend.measure(job)
+            kind = "result"
+            body = {"idempotency_key": key, "stats": m.stats.to_dict(),
+                    "environment": {**m.environment, "agent": self.config.name,
+                                    "lease_heartbeats": keeper.beats, "lease_lost": keeper.lost}}
+            self.done += 1
+        except _Abort:
+            self._measuring = False
+            keeper.stop()
+            try:
+                self.rest.release(job.id)
+                log.info("job %s: released", job.id)
+            except ServerError as exc:
+                log.warning("job %s: release failed (%s); its lease will expire", job.id, exc)
+            return
+        except (BudgetNASError, Exception) as exc:  # a bad job must not stop the agent
+            kind = "fail"
+            output = getattr(exc, "output", "") or traceback.format_exc()
+            body = {"error": f"{type(exc).__name__}: {exc}"[:10_000], "output": output[-1_000_000:]}
+            self.failed += 1
+            log.warning("job %s: failed: %s", job.id, body["error"])
+        finally:
+            self._measuring = False
+            keeper.stop()
+        self.spool.add(kind, job.id, key, body)
+        if not self._post({"kind": kind, "job": job.id, "key": key, "body": body}):
+            log.warning("job %s: server unreachable; %s spooled in %s", job.id, kind, self.spool.path)
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Serve jobs until stopped (signal, ``max_jobs``, or ``idle_exit_s``); returns jobs measured."""
+        self.install_signals()
+        self.register_or_resume()
+        idle_since = time.monotonic()
+        last_beat = 0.0
+        try:
+            while not self.stop.is_set():
+                if not self.flush_spool():
+                    self._wait_backoff("server unreachable; results stay spooled")
+                    continue
+                if self.config.max_jobs is not None and self.done + self.failed >= self.config.max_jobs:
+                    break
+                now = time.monotonic()
+                try:
+                    if now - last_beat >= self.config.device_heartbeat_s:
+                        self.rest.device_heartbeat(self.config.name)
+                        last_beat = now
+                    jobs = self.rest.lease(self.config.name, self.config.backend, self.config.lease_seconds)
+                except Unreachable as exc:
+                    self._wait_backoff(str(exc))
+                    continue
+                self._backoff = 0.0
+                if not jobs:
+                    if self.config.idle_exit_s is not None and now - idle_since >= self.config.idle_exit_s:
+                        log.info("no jobs for %.0f s; exiting", self.config.idle_exit_s)
+                        break
+                    self.stop.wait(self.config.poll_s)
+                    continue
+                for job in jobs:
+                    self.process(job)
+                idle_since = time.monotonic()
+            self.flush_spool()
+        finally:
+            self.backend.close()
+            self.rest.close()
+        log.info("agent %s: %d measured, %d failed", self.config.name, self.done, self.failed)
+        return self.done

@@ -1,0 +1,76 @@
+"""The agent's side of REST v1 (docs/rest.md): a thin httpx client that tells transient from final.
+
+``Unreachable`` (connection refused, timeout, 5xx) means "try again later"; a 4xx is final and
+raised as :class:`budgetnas.errors.ServerError` with the server's ``detail``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from budgetnas.errors import ServerError
+
+
+class Unreachable(ServerError):
+    """The server did not answer (or answered 5xx): the request may be retried as is."""
+
+
+class HTTPStatusError(ServerError):
+    """A final 4xx answer; ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Rest:
+    def __init__(self, server: str, token: str, timeout_s: float = 30.0) -> None:
+        self.base = server.rstrip("/")
+        self._http = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {token}"})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            r = self._http.request(method, self.base + path, json=body)
+        except httpx.HTTPError as exc:
+            raise Unreachable(f"{method} {path}: server unreachable: {type(exc).__name__}: {exc}") from None
+        if r.status_code >= 500:
+            raise Unreachable(f"{method} {path}: HTTP {r.status_code}: {r.text[:300]}")
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text[:300]
+            raise HTTPStatusError(f"{method} {path}: HTTP {r.status_code}: {detail}", r.status_code)
+        return r.json() if r.content else None
+
+    # ---- REST v1 ----------------------------------------------------------------------------------
+    def devices(self) -> list[dict[str, Any]]:
+        return list(self.call("GET", "/v1/devices")["devices"])
+
+    def register(self, name: str, facts: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.call("POST", "/v1/devices", {"name": name, "facts": facts}))
+
+    def device_heartbeat(self, name: str, facts: dict[str, Any] | None = None) -> dict[str, Any]:
+        return dict(self.call("POST", f"/v1/devices/{name}/heartbeat", {"facts": facts} if facts else {}))
+
+    def lease(self, device: str, backend: str, lease_seconds: float, max_jobs: int = 1) -> list[dict[str, Any]]:
+        out = self.call("POST", "/v1/jobs/lease", {"device": device, "backend": backend, "max_jobs": max_jobs,
+                                                   "lease_seconds": lease_seconds})
+        return list(out["jobs"])
+
+    def job_heartbeat(self, job_id: int, lease_seconds: float) -> dict[str, Any]:
+        return dict(self.call("POST", f"/v1/jobs/{job_id}/heartbeat", {"lease_seconds": lease_seconds}))
+
+    def result(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.call("POST", f"/v1/jobs/{job_id}/result", body))
+
+    def fail(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.call("POST", f"/v1/jobs/{job_id}/fail", body))
+
+    def release(self, job_id: int) -> dict[str, Any]:
+        return dict(self.call("POST", f"/v1/jobs/{job_id}/release"))
