@@ -30,6 +30,7 @@ _COMMAND_MODULES: list[tuple[str, str | None]] = [
     ("budgetnas.cli_profile", None),
     ("budgetnas.cli_generator", None),
     ("budgetnas.cli_supernet", "supernet"),
+    ("budgetnas.cli_agent", None),
 ]
 
 
