@@ -82,6 +82,20 @@ async def single_predict(base: str, lut: int, archs: list[str], clients: int, to
           f"p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, {len(ms) / wall:.0f} req/s")
 
 
+def sequential_predict(base: str, lut: int, archs: list[str], n: int = 500) -> None:
+    """One client, one request at a time: the service time without queueing."""
+    with httpx.Client(base_url=base, timeout=30) as c:
+        lat = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            r = c.post("/v1/predict", json={"lut": lut, "archs": [archs[i % len(archs)]]})
+            lat.append(time.perf_counter() - t0)
+            assert r.status_code == 200
+    ms = np.array(lat[50:]) * 1000
+    print(f"single-arch predict, 1 client, sequential: p50 {np.percentile(ms, 50):.2f} ms, "
+          f"p99 {np.percentile(ms, 99):.2f} ms")
+
+
 def batch_predict(base: str, lut: int, space_seed: int) -> None:
     sp = get_space("ofa-mbv3", width=1.2, resolution=224)
     with httpx.Client(base_url=base, timeout=120) as c:
@@ -150,6 +164,7 @@ def main() -> None:
     db = args.db or f"sqlite:///{tmp}/bench.db"
     proc, base = start_server(db, args.workers)
     try:
+        print(f"load average before: {os.getloadavg()[0]:.1f}")
         print(f"server: budgetnas serve --db {db.split('@')[-1]} --workers {args.workers} (uvicorn, 127.0.0.1); "
               f"{os.cpu_count()} CPUs")
         lut = httpx.post(f"{base}/v1/luts/import", json={"format": "ofa-yaml", "content": YAML.read_text(),
@@ -157,6 +172,7 @@ def main() -> None:
                          headers=H, timeout=60).json()["id"]
         sp = get_space("ofa-mbv3", width=1.2, resolution=224)
         archs = [sp.format(a) for a in sp.sample_many(1000, seed=0)]
+        sequential_predict(base, lut, archs)
         asyncio.run(single_predict(base, lut, archs, args.clients, args.requests))
         batch_predict(base, lut, space_seed=100)
         lease_cycles(base, args.jobs, args.agents)
