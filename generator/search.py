@@ -40,6 +40,7 @@ class SearchOptions:
     evo_mutate_prob: float = 0.1
     evo_mutation_ratio: float = 0.5
     evo_generations: int = 500  # ... OFA runs 500 generations
+    use_records: bool = True  # the archs whose record was read compete in every final choice
 
 
 @dataclass
@@ -49,6 +50,7 @@ class MethodResult:
     train_seconds: float
     answer_seconds: list[float]
     bundle: GeneratorBundle | None = None
+    bare: list[Answer] | None = None  # answers with only the method's own candidates (no records)
 
 
 def best_feasible(problem: Problem, cand: np.ndarray, budget: float, use_records: bool = True) -> Answer | None:
@@ -75,12 +77,13 @@ def make_bundle(problem: Problem, trained: Trained, method: str) -> GeneratorBun
     return GeneratorBundle.from_bytes(pack_bundle(*bundle_parts(problem, trained, method)))
 
 
-def _bundle_answers(name: str, problem: Problem, budgets: list[float], trained: Trained, seed: int) -> MethodResult:
+def _bundle_answers(name: str, problem: Problem, budgets: list[float], trained: Trained, seed: int,
+                    use_records: bool = True) -> MethodResult:
     bundle = make_bundle(problem, trained, name)
     answers, times = [], []
     for b in budgets:
         t0 = time.perf_counter()
-        out = bundle.generate(b, seed=seed)
+        out = bundle.generate(b, seed=seed, use_records=use_records)
         times.append(time.perf_counter() - t0)
         tok = np.asarray(problem.space.to_tokens(problem.space.parse(out["arch"])), np.int64)
         answers.append(Answer(tok, out["latency_ms"], out["accuracy"], out.get("warning")))
@@ -90,20 +93,22 @@ def _bundle_answers(name: str, problem: Problem, budgets: list[float], trained: 
 def _generator_method(reward: str) -> Callable[[Problem, list[float], SearchOptions], MethodResult]:
     def run(problem: Problem, budgets: list[float], opts: SearchOptions) -> MethodResult:
         trained = train(problem, replace(opts.train, reward=reward))
-        return _bundle_answers(reward if reward != "pareto" else "pnag", problem, budgets, trained, opts.train.seed)
+        return _bundle_answers(reward if reward != "pareto" else "pnag", problem, budgets, trained, opts.train.seed,
+                               opts.use_records)
     return run
 
 
 def independent(problem: Problem, budgets: list[float], opts: SearchOptions) -> MethodResult:
     """Repeated independent search: one PNAG generator per budget, each with the full iterations."""
-    answers, times, total = [], [], 0.0
+    answers, bare, times, total = [], [], [], 0.0
     for b in budgets:
         trained = train(problem, replace(opts.train, fixed_budgets=[b]))
-        res = _bundle_answers("independent", problem, [b], trained, opts.train.seed)
+        res = _bundle_answers("independent", problem, [b], trained, opts.train.seed, opts.use_records)
         answers += res.answers
+        bare += _bundle_answers("independent", problem, [b], trained, opts.train.seed, False).answers
         times += res.answer_seconds
         total += trained.seconds
-    return MethodResult("independent", answers, total, times)
+    return MethodResult("independent", answers, total, times, bare=bare)
 
 
 def random_search(problem: Problem, budgets: list[float], opts: SearchOptions) -> MethodResult:
@@ -111,7 +116,7 @@ def random_search(problem: Problem, budgets: list[float], opts: SearchOptions) -
     answers, times = [], []
     for b in budgets:
         t0 = time.perf_counter()
-        ans = best_feasible(problem, uniform_tokens(problem.space, opts.random_samples, rng), b)
+        ans = best_feasible(problem, uniform_tokens(problem.space, opts.random_samples, rng), b, opts.use_records)
         answers.append(ans or fallback(problem, b))
         times.append(time.perf_counter() - t0)
     return MethodResult("random", answers, 0.0, times)
@@ -161,7 +166,7 @@ def evolution(problem: Problem, budgets: list[float], opts: SearchOptions) -> Me
                 return np.where(rng.random(a.shape) < 0.5, a, c)
 
             pop = np.concatenate([parents, children(mutate, n_mut, b), children(cross, pop_n - n_par - n_mut, b)])
-        ans = best_feasible(problem, pop, b)
+        ans = best_feasible(problem, pop, b, opts.use_records)
         answers.append(ans or fallback(problem, b))
         times.append(time.perf_counter() - t0)
     return MethodResult("evolution", answers, 0.0, times)
@@ -173,9 +178,10 @@ def sgnas(problem: Problem, budgets: list[float], opts: SearchOptions) -> Method
     answers, times = [], []
     for b in budgets:
         t0 = time.perf_counter()
-        ans = best_feasible(problem, model.candidates(b, 256, gen), b)
+        ans = best_feasible(problem, model.candidates(b, 256, gen), b, opts.use_records)
         if ans is None:
-            ans = best_feasible(problem, uniform_tokens(problem.space, 4096, np.random.default_rng(0)), b)
+            ans = best_feasible(problem, uniform_tokens(problem.space, 4096, np.random.default_rng(0)), b,
+                                opts.use_records)
         answers.append(ans or fallback(problem, b))
         times.append(time.perf_counter() - t0)
     return MethodResult("sgnas", answers, model.seconds, times)
