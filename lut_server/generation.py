@@ -106,12 +106,12 @@ class GeneratorBundle:
         """The record read in training where there is one, else the predictor's estimate."""
         tok = canonical_tokens(self.space, tokens)
         acc = self.meta["accuracy"]
-        out = mlp_forward(token_features(self.space, tok), self._acc_layers).astype(np.float64)
-        out = out * acc["std"] + acc["mean"]
-        for i, r in enumerate(tok):
-            v = self._known.get(r.tobytes())
-            if v is not None:
-                out[i] = v
+        known = [self._known.get(r.tobytes()) for r in tok]
+        out = np.asarray([np.nan if v is None else v for v in known], np.float64)
+        guess = np.isnan(out)
+        if guess.any():  # the predictor runs only where no record was read
+            pred = mlp_forward(token_features(self.space, tok[guess]), self._acc_layers).astype(np.float64)
+            out[guess] = pred * acc["std"] + acc["mean"]
         return out
 
     # ---- the generator -----------------------------------------------------------------------------
