@@ -1,0 +1,237 @@
+"""The measurement protocol: warm up, interleave rounds across entries, subtract overhead, summarise.
+
+    from profiler.protocol import Protocol, measure, measure_many
+    runner = get_runner("ort-cpu", threads=1)
+    stats = measure(runner, "expanded_conv-input:...", Protocol.quick())      # -> spaces.lut.LatencyStats
+    result = measure_many(runner, keys_or_targets, Protocol())               # -> Measurement
+    result.stats[key], result.overhead, result.noisy, result.protocol
+
+For each entry: ``warmup_runs`` calls *and* ``warmup_seconds`` of calls are discarded. Then
+``rounds`` rounds; each round visits every entry (plus the trivial overhead graph) in a fresh
+random order and takes its share of the budget: at least ``min_runs / rounds`` calls and
+``min_seconds / rounds`` seconds, capped at ``max_runs / rounds`` calls or ``max_seconds / rounds``
+seconds. Interleaving spreads slow drift of a shared machine over all entries instead of biasing
+whichever was measured during a busy spell. ``round_warmup`` calls are discarded at each visit
+(cache state changed since the last one). When more entries than ``max_live`` are measured, each
+visit loads the entry afresh (and warms it up again) so memory stays bounded.
+
+The per-call overhead of the runtime is the median latency of the trivial graph, measured in the
+same rounds; it is subtracted from every sample (floored at 0) and stored as ``overhead_ms``, so a
+sum of block latencies does not count one call overhead per block. Entries whose cv exceeds
+``cv_threshold`` (and whose std exceeds ``min_noise_ms``: near-zero blocks have a meaningless cv)
+are re-measured up to ``remeasure`` times, the lowest-cv attempt kept; still noisy -> ``noisy``.
+
+Samples above ``median + outlier_iqr * IQR`` are dropped before the statistics (``None`` keeps
+all): on a shared machine they are preemptions of the process, not the block's latency, and a
+handful of them otherwise sets std and cv of a sub-millisecond block. Only the upper tail is cut
+(nothing makes a call faster than it is); the median, which predictions sum, barely moves.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from torch import nn
+from tqdm import tqdm
+
+from budgetnas.errors import InvalidArgumentError
+from profiler.runners.base import OVERHEAD_NAME, Prepared, Runner
+from profiler.targets import Target, as_target
+from spaces.lut import LatencyStats
+
+
+@dataclass(frozen=True)
+class Protocol:
+    warmup_runs: int = 10
+    warmup_seconds: float = 0.2
+    min_runs: int = 50
+    min_seconds: float = 1.0
+    max_runs: int = 2000
+    max_seconds: float = 10.0
+    rounds: int = 5
+    round_warmup: int = 2
+    cv_threshold: float = 0.1
+    outlier_iqr: float | None = 5.0
+    min_noise_ms: float = 0.002
+    remeasure: int = 2
+    subtract_overhead: bool = True
+    max_live: int = 128
+    keep_samples: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("min_runs", "max_runs", "rounds", "max_live"):
+            if getattr(self, name) < 1:
+                raise InvalidArgumentError(f"protocol {name} must be >= 1")
+        if self.max_runs < self.min_runs or self.max_seconds < self.min_seconds:
+            raise InvalidArgumentError("protocol caps (max_runs, max_seconds) must be >= the minimums")
+
+    @classmethod
+    def quick(cls, **kw: Any) -> Protocol:
+        """A short protocol for tests and smoke runs (numbers are rougher)."""
+        base: dict[str, Any] = dict(warmup_runs=3, warmup_seconds=0.01, min_runs=10, min_seconds=0.05,
+                                    max_runs=200, max_seconds=1.0, rounds=2, round_warmup=1, remeasure=1)
+        return cls(**{**base, **kw})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Measurement:
+    stats: dict[str, LatencyStats]
+    overhead: LatencyStats
+    protocol: Protocol
+    wall_seconds: float
+    remeasured: list[str] = field(default_factory=list)
+
+    @property
+    def noisy(self) -> list[str]:
+        return sorted(k for k, s in self.stats.items() if s.noisy)
+
+    def record(self) -> dict[str, Any]:
+        """How the numbers were taken, for a LUT's ``meta.protocol``."""
+        return {**self.protocol.to_dict(), "overhead": self.overhead.to_dict(samples=False),
+                "wall_seconds": round(self.wall_seconds, 2), "remeasured": len(self.remeasured),
+                "noisy": len(self.noisy)}
+
+
+class _Entry:
+    """One thing being measured: its samples so far and, while live, its loaded runtime."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.prepared: Prepared | None = None
+        self.samples: list[np.ndarray] = []
+        self.seconds = 0.0
+
+    @property
+    def runs(self) -> int:
+        return sum(len(s) for s in self.samples)
+
+
+def _warm(runner: Runner, p: Prepared, runs: int, seconds: float, cap: int) -> None:
+    t0, n = time.perf_counter(), 0
+    while n < cap and (n < runs or time.perf_counter() - t0 < seconds):
+        p.call()
+        n += 1
+
+
+def _take(runner: Runner, p: Prepared, runs: int, seconds: float, max_runs: int, max_seconds: float) -> np.ndarray:
+    """At least ``runs`` calls and ``seconds`` of timed calls, at most ``max_runs`` / ``max_seconds``."""
+    got: list[np.ndarray] = []
+    n, spent = 0, 0.0
+    batch = 1  # one call first: its duration sizes the next batch, so a slow entry cannot overshoot the cap
+    while True:
+        t = runner.time(p, batch)
+        got.append(t)
+        n += len(t)
+        spent += float(t.sum()) / 1e3
+        if (n >= runs and spent >= seconds) or n >= max_runs or spent >= max_seconds:
+            break
+        per_call = max(spent / n, 1e-7)
+        need = max(runs - n, math.ceil((seconds - spent) / per_call))
+        batch = max(1, min(need, max_runs - n, math.ceil((max_seconds - spent) / per_call)))
+    return np.concatenate(got)
+
+
+def _rounds(runner: Runner, entries: list[_Entry], overhead: _Entry, proto: Protocol,
+            rng: np.random.Generator, tick: Callable[[], None], prep_tick: Callable[[], None]) -> None:
+    r = proto.rounds
+    live = len(entries) <= proto.max_live
+    runs, max_runs = math.ceil(proto.min_runs / r), max(1, proto.max_runs // r)
+    seconds, max_seconds = proto.min_seconds / r, proto.max_seconds / r
+    if overhead.prepared is None:
+        overhead.prepared = runner.prepare_overhead()
+        _warm(runner, overhead.prepared, proto.warmup_runs, proto.warmup_seconds, proto.max_runs)
+    for e in entries:
+        if e.prepared is None and live:
+            e.prepared = runner.load(e.target)
+            _warm(runner, e.prepared, proto.warmup_runs, proto.warmup_seconds, proto.max_runs)
+            prep_tick()
+    for _ in range(r):
+        order = [overhead, *entries]
+        for i in rng.permutation(len(order)):
+            e = order[int(i)]
+            if e.prepared is None:  # not live: load afresh for this visit, full warm-up
+                p = runner.load(e.target)
+                _warm(runner, p, proto.warmup_runs, proto.warmup_seconds, proto.max_runs)
+            else:
+                p = e.prepared
+                _warm(runner, p, proto.round_warmup, 0.0, proto.round_warmup)
+            t = _take(runner, p, runs, seconds, max_runs, max_seconds)
+            e.samples.append(t)
+            e.seconds += float(t.sum()) / 1e3
+            if e is not overhead:
+                tick()
+    if not live:
+        for e in entries:
+            e.prepared = None
+
+
+def trim_upper(x: np.ndarray, k: float | None) -> np.ndarray:
+    """Drop samples above median + k * IQR (preemptions); keeps everything when k is None."""
+    if k is None or x.size < 8:
+        return x
+    q1, med, q3 = np.percentile(x, [25, 50, 75])
+    return x[x <= med + k * max(q3 - q1, 1e-9)]
+
+
+def _stats(e: _Entry, overhead_ms: float, proto: Protocol) -> LatencyStats:
+    x = np.maximum(trim_upper(np.concatenate(e.samples), proto.outlier_iqr) - overhead_ms, 0.0)
+    s = LatencyStats.from_samples(x, keep_samples=proto.keep_samples, warmup_runs=proto.warmup_runs,
+                                  seconds=round(e.seconds, 4), overhead_ms=overhead_ms)
+    noisy = (s.cv or 0.0) > proto.cv_threshold and s.std_ms > proto.min_noise_ms
+    return replace(s, noisy=noisy)
+
+
+def measure_many(runner: Runner, targets: Sequence[Target | str], protocol: Protocol | None = None,
+                 progress: bool = True, desc: str = "measuring") -> Measurement:
+    """Measure every target (block key strings or Targets) with interleaved rounds on ``runner``."""
+    proto = protocol or Protocol()
+    t_start = time.perf_counter()
+    seen: dict[str, _Entry] = {}
+    for t in targets:
+        tg = as_target(t, runner.batch)
+        seen.setdefault(tg.name, _Entry(tg))
+    entries = list(seen.values())
+    overhead = _Entry(Target(OVERHEAD_NAME, {}, (), nn.Identity))  # loaded via runner.prepare_overhead()
+    rng = np.random.default_rng(proto.seed)
+    total = len(entries) * proto.rounds
+    live = len(entries) <= proto.max_live
+    with tqdm(total=len(entries) if live else 0, desc=f"{desc}: loading", unit="entry", leave=False,
+              disable=not progress or not live) as prep, \
+            tqdm(total=total, desc=desc, unit="visit", disable=not progress or not entries, leave=False) as bar:
+        _rounds(runner, entries, overhead, proto, rng, lambda: bar.update(1), lambda: prep.update(1))
+    oh_samples = trim_upper(np.concatenate(overhead.samples), proto.outlier_iqr)
+    overhead_ms = float(np.median(oh_samples)) if proto.subtract_overhead else 0.0
+    oh_stats = LatencyStats.from_samples(oh_samples, keep_samples=False, warmup_runs=proto.warmup_runs,
+                                         seconds=round(overhead.seconds, 4))
+    stats = {e.target.name: _stats(e, overhead_ms, proto) for e in entries}
+    remeasured: list[str] = []
+    for _ in range(proto.remeasure):
+        again = [e for e in entries if stats[e.target.name].noisy]
+        if not again:
+            break
+        remeasured += [e.target.name for e in again]
+        for e in again:
+            e.samples, e.seconds = [], 0.0
+        with tqdm(total=len(again) * proto.rounds, desc=f"{desc} (re-measuring noisy)", unit="visit",
+                  disable=not progress, leave=False) as bar:
+            _rounds(runner, again, overhead, proto, rng, lambda: bar.update(1), lambda: None)
+        for e in again:
+            new = _stats(e, overhead_ms, proto)
+            if (new.cv or 0.0) < (stats[e.target.name].cv or 0.0):
+                stats[e.target.name] = new
+    return Measurement(stats, oh_stats, proto, time.perf_counter() - t_start, sorted(set(remeasured)))
+
+
+def measure(runner: Runner, target: Target | str, protocol: Protocol | None = None) -> LatencyStats:
+    """One block key or Target, with the full protocol (overhead measured alongside)."""
+    m = measure_many(runner, [target], protocol, progress=False)
+    return next(iter(m.stats.values()))

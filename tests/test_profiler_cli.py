@@ -1,0 +1,151 @@
+"""`budgetnas profile` and `budgetnas validate` end to end (real ONNX Runtime runs), and bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from budgetnas.cli import run
+from profiler.fidelity import metrics
+from spaces import get_space
+from spaces.lut import LUT
+
+# a small nb201 (16 block keys, 16x16 input, 1 cell per stage) keeps the real runs short
+NB = ["--space", "nb201", "--resolution", "16", "--exporter", "torchscript", "--quick"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BUDGETNAS_CACHE", str(tmp_path_factory.getbasetemp() / "bn-cache"))
+        yield
+
+
+@pytest.fixture(scope="module")
+def lut_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("lut") / "nb.json"
+    assert run(["profile", *NB, "--out", str(out), "--device", "ci-box"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_lut_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LUT of a one-cell nb201 (made through the API), so validate's whole models export fast."""
+    from profiler.lutbuild import profile_space
+    from profiler.protocol import Protocol
+    from profiler.runners import get_runner
+
+    space = get_space("nb201", channels=8, cells=1, resolution=16)
+    lut, _ = profile_space(space, get_runner("ort-cpu", exporter="torchscript"), Protocol.quick(), progress=False)
+    out = tmp_path_factory.mktemp("small") / "nb-small.json"
+    lut.save(out)
+    return out
+
+
+def test_profile_writes_a_complete_lut(lut_file: Path) -> None:
+    lut = LUT.load(lut_file)
+    assert sorted(lut.entries) == get_space("nb201", resolution=16).all_block_keys()
+    m = lut.meta
+    assert (m.backend, m.threads, m.batch, m.device, m.statistic) == ("ort-cpu", 1, 1, "ci-box", "median")
+    assert m.runtime_version.startswith("onnxruntime ") and m.space["resolution"] == 16
+    assert m.protocol["overhead"]["median_ms"] > 0 and m.protocol["exporter"] == "torchscript"
+    assert m.environment["cpu_model"] and m.environment["threads"] == 1
+    conv = lut.entries["nor_conv_3x3-input:16x16x16-output:16x16x16"]
+    assert conv.count >= 10 and conv.median_ms is not None and conv.median_ms > 0 and conv.samples_ms
+
+
+def test_validate_json_plot_and_update(small_lut_file: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    png = tmp_path / "fid.png"
+    lut_path = tmp_path / "lut.json"
+    lut_path.write_text(small_lut_file.read_text())
+    assert run(["validate", "--lut", str(lut_path), "--models", "6", "--seed", "1", "--json", "--quick",
+                "--plot", str(png), "--update-lut"]) == 0
+    out = capsys.readouterr().out
+    d = json.loads(out)  # stdout holds exactly one JSON object
+    assert d["n_models"] == 6 and d["n_fit"] == 3 and d["n_eval"] == 3
+    for part in ("raw", "calibrated"):
+        assert set(d[part]) >= {"mape", "rmspe", "within_5pct", "within_10pct", "kendall_tau"}
+        assert 0 <= d[part]["within_5pct"] <= d[part]["within_10pct"] <= 1
+        assert d[part]["mape"] >= 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cal = LUT.load(lut_path).calibration
+    assert cal is not None and cal.n_models == 3 and cal.to_dict() == d["calibration"]
+
+
+def test_validate_human_output(small_lut_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert run(["validate", "--lut", str(small_lut_file), "--models", "4", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "calibrated" in out and "RMSPE" in out and "2 held out" in out
+    assert LUT.load(small_lut_file).calibration is None  # only --update-lut writes it
+
+
+def test_metrics_by_hand() -> None:
+    measured = np.array([10.0, 20.0, 40.0, 80.0])
+    predicted = np.array([10.4, 18.0, 40.0, 88.0])  # errors +4%, -10%, 0%, +10%
+    m = metrics(predicted, measured)
+    assert m["mape"] == pytest.approx(0.06)
+    assert m["rmspe"] == pytest.approx(np.sqrt((0.04**2 + 0.1**2 + 0.1**2) / 4))
+    assert m["within_5pct"] == 0.5 and m["within_10pct"] == 1.0 and m["kendall_tau"] == pytest.approx(1.0)
+
+
+def _bad(argv: list[str], capsys: pytest.CaptureFixture[str], needle: str) -> None:
+    capsys.readouterr()
+    assert run(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], err
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--space", "nope", "--resolution", "16"], "unknown search space 'nope'"),
+    (["--space", "ofa-mbv3", "--resolution", "300"], "resolution 300"),
+    (["--space", "nb201", "--backend", "tvm"], "unknown backend 'tvm'"),
+    (["--space", "nb201", "--batch", "0"], "batch must be >= 1"),
+    (["--space", "nb201", "--statistic", "p50"], "--statistic"),
+])
+def test_profile_bad_input(extra: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "lut.json"
+    _bad(["profile", *extra, "--out", str(out), "--quick"], capsys, needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["missing-dir", "is-dir"])
+def test_profile_unwritable_output(where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "no" / "such" / "lut.json" if where == "missing-dir" else tmp_path
+    _bad(["profile", *NB, "--out", str(out)], capsys, "cannot write")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_profile_tflite_without_extra(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "litert_torch", None)  # as if `budgetnas[tflite]` were not installed
+    _bad(["profile", "--space", "nb201", "--backend", "litert-cpu", "--out", str(tmp_path / "l.json")], capsys,
+         "litert-torch")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU error path")
+def test_profile_cuda_without_gpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _bad(["profile", "--space", "nb201", "--backend", "torch-cuda", "--out", str(tmp_path / "l.json")], capsys,
+         "CUDA")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_validate_bad_input(small_lut_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _bad(["validate", "--lut", str(tmp_path / "missing.json"), "--models", "4"], capsys, "cannot read LUT")
+    _bad(["validate", "--lut", str(small_lut_file), "--models", "2"], capsys, "--models must be >= 4")
+    _bad(["validate", "--lut", str(small_lut_file), "--models", "4", "--plot", str(tmp_path / "x" / "p.png")], capsys,
+         "cannot write")
+    other = tmp_path / "other.json"
+    lut = LUT.load(small_lut_file)
+    lut.entries.pop("stem-input:16x16x3-output:16x16x8")
+    lut.save(other)
+    _bad(["validate", "--lut", str(other), "--models", "4"], capsys, "does not cover")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.json"]
