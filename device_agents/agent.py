@@ -246,7 +246,8 @@ class Agent:
                 for job in jobs:
                     self.process(job)
                 idle_since = time.monotonic()
-            self.flush_spool()
+            if self.flush_spool():
+                self.spool.compact()
         finally:
             self.backend.close()
             self.rest.close()

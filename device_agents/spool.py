@@ -28,8 +28,13 @@ class Spool:
             raise DataFileError(f"cannot use spool file {self.path}: {exc.strerror}") from None
 
     def _append(self, rec: dict[str, Any]) -> None:
-        with self._lock, self.path.open("a") as f:
-            f.write(json.dumps(rec, sort_keys=True) + "\n")
+        with self._lock, self.path.open("a+b") as f:
+            f.seek(0, os.SEEK_END)
+            torn = False
+            if f.tell():
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"  # a crash mid-write: start on a fresh line
+            f.write((("\n" if torn else "") + json.dumps(rec, sort_keys=True) + "\n").encode())
             f.flush()
             os.fsync(f.fileno())
 

@@ -196,7 +196,7 @@ def test_sigkilled_agent_lease_expires_and_another_finishes(server: Server, env:
 def test_server_down_20s_nothing_lost_or_duplicated(server: Server, env: dict[str, str], tmp_path: Path) -> None:
     token = server.register("outage-cpu")
     lut = server.campaign("outage-cpu", "torch-cpu")
-    slow = ["--quick", "--idle-exit", "8", "--protocol", '{"min_seconds": 1.5, "max_seconds": 3, "max_runs": 1000000}']
+    slow = ["--quick", "--idle-exit", "8", "--protocol", '{"min_seconds": 0.6, "max_seconds": 1, "max_runs": 1000000, "remeasure": 0}']
     agents = [AgentProc(server, env, tmp_path, "outage-cpu", token, "torch-cpu", f"o{i}", *slow) for i in range(2)]
     for a in agents:
         a.wait_for(r"job \d+ \(block [^)]*\): measuring", 60)
@@ -210,8 +210,9 @@ def test_server_down_20s_nothing_lost_or_duplicated(server: Server, env: dict[st
     for a in agents:
         assert a.wait(120) == 0, a.log[-2000:]
     assert_complete_once(server, lut, agents, NB201_KEYS)
-    for i in range(2):
-        assert not [ln for ln in (tmp_path / f"spool-o{i}.jsonl").read_text().splitlines() if ln.strip()]
+    spooled = [ln for i in range(2) for ln in (tmp_path / f"spool-o{i}.jsonl").read_text().splitlines()]
+    assert spooled == []  # everything delivered, and the spool compacted at exit
+    assert sum(len(re.findall("result spooled", a.log)) for a in agents) >= 2
 
 
 def test_android_agent_completes_campaign_on_loopback_phone(server: Server, env: dict[str, str],
@@ -236,3 +237,20 @@ def test_android_agent_completes_campaign_on_loopback_phone(server: Server, env:
     assert dev["facts"]["model"] == "Pixel 7 (loopback)" and dev["facts"]["governor"] == "schedutil"
     env_rec = server.get(f"/v1/luts/{lut}")["meta"]["environment"]
     assert env_rec["format"] == "current" and env_rec["phone"]["abi"] == "arm64-v8a"
+
+
+def test_android_job_fails_with_output_and_agent_keeps_running(server: Server, env: dict[str, str],
+                                                               tmp_path: Path) -> None:
+    pytest.importorskip("litert_torch", reason="the .tflite of a block needs litert-torch (the tflite extra)")
+    token = server.register("pixel-broken")
+    lut = server.campaign("pixel-broken", "android-litert")
+    junk = tmp_path / "benchmark_model"
+    junk.write_text("#!/bin/sh\necho 'benchmark_model: unknown flag --graph (built for another ABI?)'\nexit 3\n")
+    with LoopbackPhone(tmp_path / "phone") as phone:
+        agent = AgentProc(server, env, tmp_path, "pixel-broken", token, "android-litert", "broken",
+                          "--adb", phone.address, "--benchmark-binary", str(junk), "--quick", "--max-jobs", "2")
+        assert agent.wait(120) == 0, agent.log[-3000:]
+    assert len(re.findall(r"job \d+: failed: BenchmarkRunError: .*no timings.*exit status 3", agent.log)) == 2
+    assert len(re.findall(r"job \d+: failure reported \(now queued\)", agent.log)) == 2  # back to the queue
+    progress = server.get(f"/v1/luts/{lut}")["progress"]
+    assert progress["done"] == 0 and progress["queued"] == NB201_KEYS
