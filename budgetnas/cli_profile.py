@@ -35,7 +35,11 @@ def profile_cmd(
                                                                "(steadier on a loaded machine)")] = "median",
     quick: Quick = False,
 ) -> None:
-    """Measure every block key of SPACE at RESOLUTION on BACKEND and write a LUT file."""
+    """Measure every block key of SPACE at RESOLUTION on BACKEND and write a LUT file.
+
+    The LUT is JSON, format budgetnas-lut version 1 (schema in spaces/lut.py); the keys follow the
+    space's block-key grammar (ofa-mbv3 keys are byte-identical to Once-for-All's).
+    """
     from dataclasses import replace
 
     from budgetnas.cli_spaces import space_with
