@@ -62,7 +62,8 @@ def pareto_labels(acc: np.ndarray, lat: np.ndarray, budget: float, accuracy_cond
     fits = lat <= budget
     both = fits[:, None] & fits[None, :]
     by_acc = np.sign(acc[:, None] - acc[None, :])
-    by_lat = np.sign(lat[None, :] - lat[:, None])
+    with np.errstate(invalid="ignore"):  # inf - inf: two archs of unknown latency -> NaN -> omitted
+        by_lat = np.nan_to_num(np.sign(lat[None, :] - lat[:, None]), nan=0.0)
     lab = np.where(both, by_acc if accuracy_condition else 0.0, by_lat)
     same = (acc[:, None] == acc[None, :]) & (lat[:, None] == lat[None, :])
     return np.where(same, 0.0, lab)
