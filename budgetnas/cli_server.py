@@ -123,7 +123,7 @@ def campaign_create_cmd(
 
 @device_app.command("register")
 def device_register_cmd(
-    name: Annotated[str, typer.Argument(help="device name")],
+    name: Annotated[str, typer.Option("--name", help="device name")],
     server: Server,
     token: Token = None,
     facts: Annotated[str, typer.Option("--facts", help="JSON object of device facts")] = "{}",

@@ -30,7 +30,7 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 def test_server_workflow_through_the_cli(live, capsys) -> None:
     srv = ["--server", live.url]
-    code, out, _ = cli(capsys, "device", "register", "note10", *srv, "--token", ADMIN, "--facts", '{"os": "android"}')
+    code, out, _ = cli(capsys, "device", "register", "--name", "note10", *srv, "--token", ADMIN, "--facts", '{"os": "android"}')
     assert code == 0 and out.splitlines()[-1].startswith("bna_")
     yaml_path = shared_file("ofa_note10_lut", "224_lookup_table.yaml")
     code, out, _ = cli(capsys, "lut", "import", str(yaml_path), *srv, "--token", ADMIN, "--device", "note10")
@@ -71,7 +71,7 @@ def test_server_workflow_through_the_cli(live, capsys) -> None:
       "--backend", "b"], "HTTP 401"),
     (["campaign", "create", "--server", "{url}", "--token", ADMIN, "--space", "nope", "--device", "d",
       "--backend", "b"], "unknown search space 'nope'"),
-    (["device", "register", "x", "--server", "{url}", "--token", ADMIN, "--facts", "[1]"], "--facts"),
+    (["device", "register", "--name", "x", "--server", "{url}", "--token", ADMIN, "--facts", "[1]"], "--facts"),
     (["lut", "show", "1", "--server", "http://127.0.0.1:9"], "cannot reach"),
 ])
 def test_cli_errors_are_one_line_exit_2(live, capsys, args, needle) -> None:
