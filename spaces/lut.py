@@ -126,7 +126,7 @@ class Calibration:
     rel_residual_std: float
 
     @classmethod
-    def fit(cls, raw_ms: Sequence[float], measured_ms: Sequence[float]) -> Calibration:
+    def fit(cls, raw_ms: Sequence[float] | np.ndarray, measured_ms: Sequence[float] | np.ndarray) -> Calibration:
         x, y = np.asarray(raw_ms, np.float64), np.asarray(measured_ms, np.float64)
         if x.size < 2 or x.size != y.size:
             raise InvalidArgumentError("calibration needs at least 2 (predicted, measured) pairs of equal length")
