@@ -24,6 +24,9 @@ def train_cmd(
     device: Device = "cpu",
     width: Annotated[float, typer.Option("--width", help="ofa-mbv3 width: 1.0 or 1.2")] = 1.0,
     resolution: Annotated[int, typer.Option("--resolution", help="input resolution, 128..224 step 4")] = 128,
+    input_size: Annotated[int | None, typer.Option(
+        "--input-size", help="pixels fed to the net (default: the resolution); block keys stay the resolution's, "
+                             "the accuracy records' dataset becomes NAME@<size>px")] = None,
     phases: Annotated[str, typer.Option("--phases", help="comma-separated, in order")] = "full,kernel,depth,expand",
     batch_size: Annotated[int, typer.Option("--batch-size", help="images per step and process")] = 32,
     max_batches: Annotated[int | None, typer.Option("--max-batches", help="cap on steps per epoch")] = None,
@@ -41,7 +44,7 @@ def train_cmd(
     ``torchrun --nproc_per_node N -m budgetnas supernet train ...`` it trains with DDP."""
     from generator.supernet.train import TrainConfig, train
 
-    cfg = TrainConfig(dataset=dataset, width=width, resolution=resolution,
+    cfg = TrainConfig(dataset=dataset, width=width, resolution=resolution, input_size=input_size,
                       phases=tuple(p.strip() for p in phases.split(",") if p.strip()), epochs=epochs,
                       batch_size=batch_size, max_batches=max_batches, lr=lr, sandwich=use_sandwich,
                       n_random=n_random, distill=distill, seed=seed, device=device)
@@ -71,7 +74,7 @@ def eval_cmd(
     from generator.supernet.evaluate import eval_data, evaluate_archs
     from generator.supernet.network import OFASupernet
     from generator.supernet.records import AccuracyClient, make_records, write_csv
-    from generator.supernet.train import resolve_device
+    from generator.supernet.train import record_dataset_name, resolve_device
 
     if archs < 0 or (archs == 0 and not arch):
         raise InvalidArgumentError("give --archs N (N >= 1) and/or --arch ARCH")
@@ -92,7 +95,7 @@ def eval_cmd(
     try:
         if client is not None:
             client.check()
-        data = load_dataset(dataset or ckpt["dataset"], space.resolution)
+        data = load_dataset(dataset or ckpt["dataset"], int(ckpt["input_size"]))
         if data.num_classes != space.num_classes:
             raise DataFileError(f"dataset {data.name} has {data.num_classes} classes; the checkpoint "
                                    f"was trained for {space.num_classes}")
@@ -105,9 +108,10 @@ def eval_cmd(
         typer.echo(f"wrote {out}: {len(names)} sub-networks, top1 {min(accs):.4f}..{max(accs):.4f}")
         if client is not None:
             source = f"supernet:{ck.sha256_of(checkpoint)[:12]}"
-            res = client.post(space.name, make_records(names, accs, data.name, source))
+            name = record_dataset_name(data.name, int(ckpt["input_size"]), space.resolution)
+            res = client.post(space.name, make_records(names, accs, name, source))
             typer.echo(f"posted to {server}: {res['inserted']} inserted, {res['updated']} updated "
-                       f"(dataset {data.name}, source {source})")
+                       f"(dataset {name}, source {source})")
     finally:
         if client is not None:
             client.close()

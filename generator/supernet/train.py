@@ -40,6 +40,10 @@ class TrainConfig:
     dataset: str = "digits"
     width: float = 1.0
     resolution: int = 128
+    # Pixels fed to the network; None = the space's resolution. Smaller inputs make CPU runs
+    # feasible; block keys stay those of ``resolution`` (convolutions do not care), the recorded
+    # dataset name then says which input size the accuracy was measured at.
+    input_size: int | None = None
     phases: tuple[str, ...] = PHASES
     epochs: int = 1  # per phase
     batch_size: int = 32  # per process
@@ -68,6 +72,9 @@ class TrainConfig:
                 raise InvalidArgumentError(f"{name} must be >= {lo}, got {v}")
         if self.max_batches is not None and self.max_batches < 1:
             raise InvalidArgumentError(f"max_batches must be >= 1, got {self.max_batches}")
+        if self.input_size is not None and not 32 <= self.input_size <= self.resolution:
+            raise InvalidArgumentError(f"input size must be in 32..{self.resolution} (the resolution), "
+                                       f"got {self.input_size}")
         if self.lr <= 0:
             raise InvalidArgumentError(f"lr must be > 0, got {self.lr}")
         if self.device not in ("cpu", "cuda"):
@@ -124,8 +131,14 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 def new_checkpoint(cfg: TrainConfig, space: OFAMobileNetV3, data: DataSplits) -> dict[str, Any]:
     return {"format": checkpoint.FORMAT, "space": space.describe(), "dataset": cfg.dataset,
-            "dataset_name": data.name, "classes": data.classes, "config": asdict(cfg),
+            "dataset_name": record_dataset_name(data.name, cfg.input_size, cfg.resolution),
+            "input_size": cfg.input_size or cfg.resolution, "classes": data.classes, "config": asdict(cfg),
             "phase": 0, "epoch": 0, "complete": False, "history": [], "train_seconds": 0.0}
+
+
+def record_dataset_name(name: str, input_size: int | None, resolution: int) -> str:
+    """Accuracy measured at a smaller input than the arch's resolution is recorded as such."""
+    return name if input_size in (None, resolution) else f"{name}@{input_size}px"
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
@@ -148,7 +161,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
             if diff:
                 raise DataFileError(f"{out} was trained with other settings ({', '.join(diff)}); "
                                     "resume with the same settings or choose another --out")
-        data = load_dataset(cfg.dataset, cfg.resolution)
+        data = load_dataset(cfg.dataset, cfg.input_size or cfg.resolution)
         space = OFAMobileNetV3(cfg.width, cfg.resolution, num_classes=data.num_classes)
         torch.manual_seed(cfg.seed)
         net = OFASupernet(space)
