@@ -217,10 +217,10 @@ class Agent:
     def run(self) -> int:
         """Serve jobs until stopped (signal, ``max_jobs``, or ``idle_exit_s``); returns jobs measured."""
         self.install_signals()
-        self.register_or_resume()
         idle_since = time.monotonic()
         last_beat = 0.0
         try:
+            self.register_or_resume()
             while not self.stop.is_set():
                 if not self.flush_spool():
                     self._wait_backoff("server unreachable; results stay spooled")
