@@ -14,6 +14,8 @@ app = typer.Typer(help="Once-for-All supernet for ofa-mbv3: progressive-shrinkin
                   no_args_is_help=True)
 
 Device = Annotated[str, typer.Option("--device", help="cpu or cuda")]
+Threads = Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads (1 is fastest on a "
+                                                                      "machine shared with other jobs)")]
 
 
 @app.command("train")
@@ -22,6 +24,7 @@ def train_cmd(
     dataset: Annotated[str, typer.Option("--dataset", help="digits | imagefolder:PATH")] = "digits",
     epochs: Annotated[int, typer.Option("--epochs", help="epochs per phase")] = 1,
     device: Device = "cpu",
+    threads: Threads = None,
     width: Annotated[float, typer.Option("--width", help="ofa-mbv3 width: 1.0 or 1.2")] = 1.0,
     resolution: Annotated[int, typer.Option("--resolution", help="input resolution, 128..224 step 4")] = 128,
     input_size: Annotated[int | None, typer.Option(
@@ -47,7 +50,8 @@ def train_cmd(
     cfg = TrainConfig(dataset=dataset, width=width, resolution=resolution, input_size=input_size,
                       phases=tuple(p.strip() for p in phases.split(",") if p.strip()), epochs=epochs,
                       batch_size=batch_size, max_batches=max_batches, lr=lr, sandwich=use_sandwich,
-                      n_random=n_random, distill=distill, seed=seed, device=device)
+                      n_random=n_random, distill=distill, seed=seed, device=device,
+                      threads=threads)
     ckpt = train(cfg, out, resume=resume, progress=not quiet)
     typer.echo(f"wrote {out} ({ckpt['dataset_name']}, {len(ckpt['history'])} epochs, "
                f"{ckpt['train_seconds']:.1f}s training)")
@@ -62,6 +66,7 @@ def eval_cmd(
     seed: Annotated[int, typer.Option("--seed", help="sampling seed")] = 0,
     dataset: Annotated[str | None, typer.Option("--dataset", help="override the checkpoint's dataset spec")] = None,
     device: Device = "cpu",
+    threads: Threads = None,
     calib_images: Annotated[int, typer.Option("--calib-images", help="training images for BN recalibration")] = 512,
     server: Annotated[str | None, typer.Option("--server", help="LUT server URL: POST /v1/accuracy")] = None,
     token: Annotated[str | None, typer.Option("--token", envvar="BUDGETNAS_ADMIN_TOKEN",
@@ -69,6 +74,8 @@ def eval_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
 ) -> None:
     """Top-1 of sub-networks (extracted, BN-recalibrated) on the validation split."""
+    import torch
+
     from generator.supernet import checkpoint as ck
     from generator.supernet.data import load_dataset
     from generator.supernet.evaluate import eval_data, evaluate_archs
@@ -81,6 +88,8 @@ def eval_cmd(
     if calib_images < 1:
         raise InvalidArgumentError(f"--calib-images must be >= 1, got {calib_images}")
     dev = resolve_device(device)
+    if threads is not None:
+        torch.set_num_threads(threads)
     ckpt = ck.load(checkpoint)
     space = ck.space_of(ckpt)
     net = OFASupernet(space)

@@ -19,7 +19,7 @@ from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN
 
 # Tiny: 32 px inputs (block keys stay r128's), one step of 4 images per phase.
-TINY = ["--input-size", "32", "--epochs", "1", "--max-batches", "1", "--batch-size", "4", "--n-random", "1",
+TINY = ["--threads", "1", "--input-size", "32", "--epochs", "1", "--max-batches", "1", "--batch-size", "4", "--n-random", "1",
         "--quiet"]
 SMALLEST = "w1.0_r128|" + "|".join(["k3e3,k3e3"] * 5)
 
@@ -50,7 +50,7 @@ def test_train_writes_a_complete_checkpoint(ckpt: Path) -> None:
 def test_eval_writes_csv(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "acc.csv"
     assert run(["supernet", "eval", "--checkpoint", str(ckpt), "--archs", "2", "--arch", SMALLEST,
-                "--calib-images", "16", "--out", str(out), "--quiet"]) == 0
+                "--calib-images", "16", "--out", str(out), "--quiet", "--threads", "1"]) == 0
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == ["arch_str", "accuracy"]
     assert rows[0]["arch_str"] == SMALLEST and len(rows) == 3
@@ -69,7 +69,8 @@ def test_existing_out_needs_resume_and_same_settings(ckpt: Path, capsys: pytest.
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    cfg = TrainConfig(input_size=32, phases=("full", "kernel"), epochs=1, max_batches=1, batch_size=4, n_random=0)
+    cfg = TrainConfig(input_size=32, phases=("full", "kernel"), epochs=1, max_batches=1, batch_size=4, n_random=0,
+                      threads=1)
     whole = train(cfg, tmp_path / "whole.ckpt", progress=False, log=lambda s: None)
 
     def stop(_: str) -> None:
@@ -96,7 +97,7 @@ def test_imagefolder_dataset_trains(tmp_path: Path, capsys: pytest.CaptureFixtur
             Image.new("RGB", (40 + i, 30), colour).save(root / c / f"{i}.png")
     out = tmp_path / "if.ckpt"
     assert run(["supernet", "train", "--dataset", f"imagefolder:{root}", "--out", str(out), "--phases", "full",
-                *TINY[:6], "--batch-size", "2", "--quiet"]) == 0
+                *TINY[:8], "--batch-size", "2", "--quiet"]) == 0
     c = checkpoint.load(out)
     assert c["classes"] == ["blue", "red"] and c["space"]["num_classes"] == 2
 

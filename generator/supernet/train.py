@@ -59,6 +59,7 @@ class TrainConfig:
     distill: bool = True
     seed: int = 0
     device: str = "cpu"
+    threads: int | None = None  # torch CPU threads; 1 avoids OpenMP spin-waiting on oversubscribed machines
 
     def check(self) -> None:
         bad = [p for p in self.phases if p not in PHASES]
@@ -77,13 +78,15 @@ class TrainConfig:
                                        f"got {self.input_size}")
         if self.lr <= 0:
             raise InvalidArgumentError(f"lr must be > 0, got {self.lr}")
+        if self.threads is not None and self.threads < 1:
+            raise InvalidArgumentError(f"threads must be >= 1, got {self.threads}")
         if self.device not in ("cpu", "cuda"):
             raise InvalidArgumentError(f"device must be cpu or cuda, got {self.device!r}")
 
     def same_run(self, other: dict[str, Any]) -> list[str]:
         """Fields that differ from a checkpoint's config (a resume must not change the run)."""
         mine = asdict(self)
-        skip = {"device"}  # a run may move between devices
+        skip = {"device", "threads"}  # a run may move between machines
         return [k for k in mine if k not in skip and _jsonish(mine[k]) != _jsonish(other.get(k))]
 
 
@@ -149,6 +152,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
           log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train (or resume) a supernet and write it to ``out``; returns the final checkpoint dict."""
     cfg.check()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     space = OFAMobileNetV3(cfg.width, cfg.resolution, num_classes=2)  # checks width and resolution
     with distributed(cfg.device) as dd:
         device = resolve_device(cfg.device, dd.local_rank)
