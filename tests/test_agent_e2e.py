@@ -161,10 +161,19 @@ CPU = ["--quick", "--idle-exit", "6"]
 
 def test_three_agents_complete_a_campaign_each_key_once(server: Server, env: dict[str, str], tmp_path: Path) -> None:
     token = server.register("fleet-cpu")
+    every = ["--quick", "--protocol", '{"remeasure": 0}']  # no --idle-exit: they run until told to stop
+    agents = [AgentProc(server, env, tmp_path, "fleet-cpu", token, "torch-cpu", f"a{i}", *every) for i in range(3)]
+    for a in agents:  # all three up before there is work, so each gets a share
+        a.wait_for(r"device fleet-cpu resumed", 90)
     lut = server.campaign("fleet-cpu", "torch-cpu")
-    agents = [AgentProc(server, env, tmp_path, "fleet-cpu", token, "torch-cpu", f"a{i}", *CPU) for i in range(3)]
+    deadline = time.monotonic() + 120
+    while server.get(f"/v1/luts/{lut}")["status"] != "complete":
+        assert time.monotonic() < deadline, server.get(f"/v1/luts/{lut}")
+        time.sleep(0.3)
     for a in agents:
-        assert a.wait(120) == 0, a.log[-2000:]
+        a.proc.send_signal(signal.SIGTERM)
+    for a in agents:
+        assert a.wait(60) == 0, a.log[-2000:]
     assert_complete_once(server, lut, agents, NB201_KEYS)
     assert all(a.stored() for a in agents), [len(a.stored()) for a in agents]  # all three took part
     assert server.get(f"/v1/luts/{lut}")["progress"]["failed"] == 0
@@ -229,7 +238,7 @@ def test_android_agent_completes_campaign_on_loopback_phone(server: Server, env:
         assert agent.wait(170) == 0, agent.log[-3000:]
         entries = assert_complete_once(server, lut, [agent], NB201_KEYS)
         runs = [c for c in phone.shell_commands if "--graph=" in c]
-        assert len(runs) >= 2 * NB201_KEYS and all(c.split("&& ")[1].startswith("taskset 1 ") for c in runs)
+        assert len(runs) >= NB201_KEYS and all(c.split("&& ")[1].startswith("taskset 1 ") for c in runs)
     by_key = {e["key"]: e["median_ms"] for e in entries}
     # real timings: a 3x3 conv on 32x32x16 costs more than a skip connection on the same tensor
     assert by_key["nor_conv_3x3-input:32x32x16-output:32x32x16"] > by_key["skip_connect-input:32x32x16-output:32x32x16"]
@@ -254,3 +263,23 @@ def test_android_job_fails_with_output_and_agent_keeps_running(server: Server, e
     assert len(re.findall(r"job \d+: failure reported \(now queued\)", agent.log)) == 2  # back to the queue
     progress = server.get(f"/v1/luts/{lut}")["progress"]
     assert progress["done"] == 0 and progress["queued"] == NB201_KEYS
+
+
+def test_sigterm_finishes_the_job_and_a_second_signal_releases_it(server: Server, env: dict[str, str],
+                                                                   tmp_path: Path) -> None:
+    token = server.register("term-cpu")
+    lut = server.campaign("term-cpu", "torch-cpu")
+    slow = ["--quick", "--protocol", '{"min_seconds": 4, "max_seconds": 6, "max_runs": 100000000, "remeasure": 0}']
+    finisher = AgentProc(server, env, tmp_path, "term-cpu", token, "torch-cpu", "finisher", *slow)
+    leaver = AgentProc(server, env, tmp_path, "term-cpu", token, "torch-cpu", "leaver", *slow)
+    job_f = int(finisher.wait_for(r"job (\d+) \(block [^)]*\): measuring", 60).group(1))
+    job_l = int(leaver.wait_for(r"job (\d+) \(block [^)]*\): measuring", 60).group(1))
+    finisher.proc.send_signal(signal.SIGTERM)
+    leaver.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    leaver.proc.send_signal(signal.SIGTERM)
+    assert finisher.wait(60) == 0 and leaver.wait(60) == 0
+    assert finisher.stored() == [job_f]  # finished and reported its job, took no other
+    assert f"job {job_l}: released" in leaver.log and leaver.stored() == []
+    progress = server.get(f"/v1/luts/{lut}")["progress"]
+    assert progress["done"] == 1 and progress["leased"] == 0 and progress["queued"] == NB201_KEYS - 1
