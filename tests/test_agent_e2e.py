@@ -283,3 +283,6 @@ def test_sigterm_finishes_the_job_and_a_second_signal_releases_it(server: Server
     assert f"job {job_l}: released" in leaver.log and leaver.stored() == []
     progress = server.get(f"/v1/luts/{lut}")["progress"]
     assert progress["done"] == 1 and progress["leased"] == 0 and progress["queued"] == NB201_KEYS - 1
+    # the job outlived its 3 s lease: the heartbeat thread extended it
+    env_rec = server.get(f"/v1/luts/{lut}")["meta"]["environment"]
+    assert env_rec["lease_heartbeats"] >= 1 and env_rec["lease_lost"] is False
