@@ -181,7 +181,10 @@ def test_three_agents_complete_a_campaign_each_key_once(server: Server, env: dic
 
 def test_sigkilled_agent_lease_expires_and_another_finishes(server: Server, env: dict[str, str],
                                                              tmp_path: Path) -> None:
-    token = server.register("kill-cpu")
+    # the agent token as a user gets it: `budgetnas device register` prints it last
+    out = subprocess.run([*BIN, "device", "register", "--name", "kill-cpu", "--server", server.url, "--token", ADMIN],
+                         env=server.env, capture_output=True, text=True, timeout=60, check=True)
+    token = out.stdout.strip().splitlines()[-1]
     lut = server.campaign("kill-cpu", "torch-cpu")
     # a slow protocol for the victim so it is surely mid-job when killed
     victim = AgentProc(server, env, tmp_path, "kill-cpu", token, "torch-cpu", "victim", "--quick", "--protocol",
