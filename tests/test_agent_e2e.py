@@ -254,14 +254,17 @@ def test_android_agent_completes_campaign_on_loopback_phone(server: Server, env:
 def test_android_job_fails_with_output_and_agent_keeps_running(server: Server, env: dict[str, str],
                                                                tmp_path: Path) -> None:
     pytest.importorskip("litert_torch", reason="the .tflite of a block needs litert-torch (the tflite extra)")
-    token = server.register("pixel-broken")
-    lut = server.campaign("pixel-broken", "android-litert")
     junk = tmp_path / "benchmark_model"
     junk.write_text("#!/bin/sh\necho 'benchmark_model: unknown flag --graph (built for another ABI?)'\nexit 3\n")
     with LoopbackPhone(tmp_path / "phone") as phone:
-        agent = AgentProc(server, env, tmp_path, "pixel-broken", token, "android-litert", "broken",
+        # the admin token: the agent registers its (unknown) device itself, with the phone's facts
+        agent = AgentProc(server, env, tmp_path, "pixel-broken", ADMIN, "android-litert", "broken",
                           "--adb", phone.address, "--benchmark-binary", str(junk), "--quick", "--max-jobs", "2")
+        agent.wait_for(r"device pixel-broken registered", 90)
+        lut = server.campaign("pixel-broken", "android-litert")
         assert agent.wait(120) == 0, agent.log[-3000:]
+    dev = {d["name"]: d for d in server.get("/v1/devices")["devices"]}["pixel-broken"]
+    assert dev["facts"]["soc"] == "GS201" and dev["facts"]["benchmark_binary"] == "benchmark_model"
     assert len(re.findall(r"job \d+: failed: BenchmarkRunError: .*no timings.*exit status 3", agent.log)) == 2
     assert len(re.findall(r"job \d+: failure reported \(now queued\)", agent.log)) == 2  # back to the queue
     progress = server.get(f"/v1/luts/{lut}")["progress"]
