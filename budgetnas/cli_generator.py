@@ -52,7 +52,7 @@ def train_cmd(
     out: Annotated[Path, typer.Option("--out", help="checkpoint to write; the torch-free bundle goes beside it")],
     space: Space = "nb201", lut: Lut = None, db: Db = None, latency_table: LatTable = None,
     latency_mlp: LatMlp = None, accuracy_table: AccTable = None, accuracy_db: AccDb = None,
-    dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10, iterations: Iters = 1000, seed: Seed = 0,
+    dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10, iterations: Iters = 300, seed: Seed = 0,
     width: Width = None, resolution: Resolution = None,
 ) -> None:
     """Train the PNAG evaluator and generator; write OUT (torch) and OUT with suffix .bundle (numpy)."""
@@ -134,7 +134,7 @@ def search_cmd(
     budget: Annotated[list[float] | None, typer.Option("--budget", help="budget in ms (repeatable)")] = None,
     space: Space = "nb201", lut: Lut = None, db: Db = None, latency_table: LatTable = None,
     latency_mlp: LatMlp = None, accuracy_table: AccTable = None, accuracy_db: AccDb = None,
-    dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10, iterations: Iters = 1000, seed: Seed = 0,
+    dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10, iterations: Iters = 300, seed: Seed = 0,
     width: Width = None, resolution: Resolution = None,
     generations: Annotated[int, typer.Option("--generations", min=1, help="evolution generations")] = 500,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per budget")] = False,
