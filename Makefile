@@ -5,7 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PACKAGES := budgetnas spaces profiler device_agents db lut_server generator
 
-.PHONY: install demo test lint typecheck pytest clean
+TFLITE := $(VENV)/.tflite-stamp
+
+.PHONY: install install-tflite demo test lint typecheck pytest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +18,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# TFLite conversion extra, pinned and without its heavy transitive deps (see requirements/tflite.txt)
+$(TFLITE): $(STAMP) requirements/tflite.txt
+	$(BIN)/pip install --quiet --no-deps -r requirements/tflite.txt
+	touch $(TFLITE)
+
+install-tflite: $(TFLITE)
+
 demo: $(STAMP)
 	$(BIN)/python -m budgetnas.demo
 
@@ -25,7 +34,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PACKAGES)
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(TFLITE)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest
