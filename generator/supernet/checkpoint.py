@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import torch
 
 from budgetnas.errors import DataFileError
+from profiler.artifacts import sha256_file
 from spaces import OFAMobileNetV3, space_from_description
 
 FORMAT = "budgetnas-supernet/1"
@@ -58,9 +58,4 @@ def space_of(ckpt: dict[str, Any]) -> OFAMobileNetV3:
     return sp
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256_of = sha256_file  # the profiler's content hash, so artifacts and checkpoints name files alike

@@ -133,14 +133,8 @@ def validation_models(lut_id: IdPath, request: Request) -> dict[str, Any]:
         return {"models": validation(st, s, lut_id)}
 
 
-class CampaignCreateIn(CampaignIn):
-    space: dict[str, Any]
-    device: str = Name
-    backend: str = Name
-    batch: int = Field(default=1, ge=1, le=4096)
-    threads: int = Field(default=1, ge=0, le=1024)
-    runtime_version: str = Field(default="unknown", min_length=1, max_length=200)
-    statistic: Literal["median", "mean", "min", "p90"] = "median"
+class CampaignCreateIn(LutIn, CampaignIn):
+    """A LUT (created, or the building one reused) and its campaign in one request."""
 
 
 @router.post("/campaigns", status_code=201)
