@@ -16,5 +16,7 @@ else
 fi
 rc=$?
 end=$(date +%s)
+# keep the run (report.html, demo.json, logs) beside the repository before the clone is removed
+mkdir -p "$repo/runs" && cp -r runs/. "$repo/runs/" 2>/dev/null && echo "run kept under $repo/runs/"
 echo "demo wall time: $((end - start)) s (fresh clone, install included; exit code $rc)"
 exit $rc
