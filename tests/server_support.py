@@ -31,7 +31,7 @@ ADMIN_H = {"Authorization": f"Bearer {ADMIN}"}
 PG_ENV = "BUDGETNAS_TEST_PG_URL"
 _pg_migrated: list[str] = []
 
-__all__ = ["ADMIN", "ADMIN_H", "client", "db_url", "live", "make_client", "pg_url", "start_live"]
+__all__ = ["ADMIN", "ADMIN_H", "client", "db_url", "live", "make_client", "pg_url", "start_live", "tiny_nb201_bundle"]
 
 
 def _empty_pg(url: str) -> None:
@@ -119,3 +119,24 @@ def live(db_url: str) -> Iterator[Live]:
         yield srv
     finally:
         srv.stop()
+
+
+def tiny_nb201_bundle() -> bytes:
+    """A real generator bundle, trained for a few iterations on nb201 with a synthetic cost model."""
+    import numpy as np
+
+    from generator.accuracy import prepare
+    from generator.export import bundle_parts
+    from generator.latency import CostModelOracle
+    from generator.pnag import TrainConfig, train
+    from lut_server.generation import pack_bundle
+    from spaces import get_space
+    from spaces.token_cost import CostTerm, TokenCostModel
+    from tests.test_generator_accuracy import Synthetic
+
+    sp = get_space("nb201")
+    cost = np.array([0.0, 0.2, 1.0, 3.0, 0.4])
+    oracle = CostModelOracle(sp, TokenCostModel(1.0, [CostTerm((e,), cost.copy()) for e in range(6)]))
+    problem = prepare(sp, oracle, Synthetic(), max_queries=40, seed=0, epochs=10)
+    trained = train(problem, TrainConfig(iterations=2, budgets=4, m=8, batch=4))
+    return pack_bundle(*bundle_parts(problem, trained))

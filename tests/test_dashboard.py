@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.server_support import ADMIN_H, Live, start_live
+from tests.server_support import ADMIN_H, Live, start_live, tiny_nb201_bundle
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -25,24 +25,6 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not in
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _bundle() -> bytes:
-    from generator.accuracy import prepare
-    from generator.export import bundle_parts
-    from generator.latency import CostModelOracle
-    from generator.pnag import TrainConfig, train
-    from lut_server.generation import pack_bundle
-    from spaces import get_space
-    from spaces.token_cost import CostTerm, TokenCostModel
-    from tests.test_generator_accuracy import Synthetic
-
-    sp = get_space("nb201")
-    cost = np.array([0.0, 0.2, 1.0, 3.0, 0.4])
-    oracle = CostModelOracle(sp, TokenCostModel(1.0, [CostTerm((e,), cost.copy()) for e in range(6)]))
-    problem = prepare(sp, oracle, Synthetic(), max_queries=40, seed=0, epochs=10)
-    trained = train(problem, TrainConfig(iterations=2, budgets=4, m=8, batch=4))
-    return pack_bundle(*bundle_parts(problem, trained))
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +65,7 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, 
                 done += 1
             if done >= camp["jobs_created"] - 2:
                 break
-        b64 = base64.b64encode(_bundle()).decode()
+        b64 = base64.b64encode(tiny_nb201_bundle()).decode()
         assert c.post("/v1/checkpoints", json={"name": "nb201-demo", "bundle": b64}, headers=ADMIN_H).status_code == 201
         yield live, {"lut_id": camp["lut_id"]}
     finally:

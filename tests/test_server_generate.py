@@ -4,31 +4,16 @@ from __future__ import annotations
 
 import base64
 
-import numpy as np
 import pytest
 
 from tests.server_support import *  # noqa: F403
-from tests.server_support import ADMIN_H
+from tests.server_support import ADMIN_H, tiny_nb201_bundle
 
 
 @pytest.fixture(scope="module")
 def bundle_bytes() -> bytes:
     pytest.importorskip("torch")
-    from generator.accuracy import prepare
-    from generator.export import bundle_parts
-    from generator.latency import CostModelOracle
-    from generator.pnag import TrainConfig, train
-    from lut_server.generation import pack_bundle
-    from spaces import get_space
-    from spaces.token_cost import CostTerm, TokenCostModel
-    from tests.test_generator_accuracy import Synthetic
-
-    sp = get_space("nb201")
-    cost = np.array([0.0, 0.2, 1.0, 3.0, 0.4])
-    oracle = CostModelOracle(sp, TokenCostModel(1.0, [CostTerm((e,), cost.copy()) for e in range(6)]))
-    problem = prepare(sp, oracle, Synthetic(), max_queries=40, seed=0, epochs=10)
-    trained = train(problem, TrainConfig(iterations=2, budgets=4, m=8, batch=4))
-    return pack_bundle(*bundle_parts(problem, trained))
+    return tiny_nb201_bundle()
 
 
 def test_checkpoint_upload_and_generate(client, bundle_bytes) -> None:
