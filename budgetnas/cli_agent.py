@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Annotated
 
 import typer
 
+from budgetnas.cliutil import json_object_option
 from budgetnas.errors import InvalidArgumentError
 
 app = typer.Typer(help="Device agents.")
@@ -72,12 +72,7 @@ def agent_cmd(
         raise UnknownNameError("backend", backend, list_backends())
     if not server.startswith(("http://", "https://")):
         raise InvalidArgumentError(f"--server {server!r}: expected a URL like http://127.0.0.1:8000")
-    try:
-        proto = json.loads(protocol)
-    except json.JSONDecodeError as exc:
-        raise InvalidArgumentError(f"--protocol: not JSON: {exc}") from None
-    if not isinstance(proto, dict):
-        raise InvalidArgumentError("--protocol: must be a JSON object")
+    proto = json_object_option(protocol, "--protocol")
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format=f"%(asctime)s agent {name}/{backend}: %(message)s")
     for noisy in ("httpx", "httpcore", "adb_shell"):

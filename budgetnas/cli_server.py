@@ -11,7 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from budgetnas.errors import InvalidArgumentError, ServerError
+from budgetnas.cliutil import json_object_option
+from budgetnas.errors import ServerError
 
 app = typer.Typer(help="The LUT server and its clients.")
 campaign_app = typer.Typer(help="Measurement campaigns on the LUT server.", no_args_is_help=True)
@@ -129,12 +130,7 @@ def device_register_cmd(
     facts: Annotated[str, typer.Option("--facts", help="JSON object of device facts")] = "{}",
 ) -> None:
     """Register a device (or rotate its token); prints the new agent token last."""
-    try:
-        parsed = json.loads(facts)
-    except json.JSONDecodeError as exc:
-        raise InvalidArgumentError(f"--facts: not JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise InvalidArgumentError("--facts: must be a JSON object")
+    parsed = json_object_option(facts, "--facts")
     out = call("POST", server, "/v1/devices", token, json={"name": name, "facts": parsed})
     typer.echo(f"device {out['name']} (id {out['id']}) registered; agent token:")
     typer.echo(out["token"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,7 @@ class Spool:
         with self._lock:
             lines = self.path.read_text().splitlines()
         recs: dict[str, dict[str, Any]] = {}
-        for line in lines:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
+        for rec in _parsed(lines):
             if "sent" in rec:
                 recs.pop(rec["sent"], None)
             elif "key" in rec:
@@ -66,12 +63,7 @@ class Spool:
         with self._lock:
             keep = []
             sent = set()
-            lines = self.path.read_text().splitlines()
-            for line in lines:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
+            for rec in _parsed(self.path.read_text().splitlines()):
                 if "sent" in rec:
                     sent.add(rec["sent"])
                 else:
@@ -79,3 +71,12 @@ class Spool:
             tmp = self.path.with_suffix(self.path.suffix + ".tmp")
             tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in keep if r.get("key") not in sent))
             os.replace(tmp, self.path)
+
+
+def _parsed(lines: list[str]) -> Iterator[dict[str, Any]]:
+    """The spool's records; a torn line (a crash mid-write) is skipped."""
+    for line in lines:
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            continue
