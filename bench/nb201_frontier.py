@@ -194,7 +194,7 @@ def main() -> None:
     ap.add_argument("--methods", default="pnag,random,evolution,mnas,tunas,pareto-noacc,sgnas")
     ap.add_argument("--ablations", default="independent,k", help="comma list of: independent, k ('' for none)")
     ap.add_argument("--max-queries", type=int, default=1000)
-    ap.add_argument("--iterations", type=int, default=300)
+    ap.add_argument("--iterations", type=int, default=1000)
     ap.add_argument("--generations", type=int, default=100, help="evolution generations (OFA: 500)")
     ap.add_argument("--random-samples", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)

@@ -52,7 +52,7 @@ def train_cmd(
     out: Annotated[Path, typer.Option("--out", help="checkpoint to write; the torch-free bundle goes beside it")],
     space: Space = "nb201", lut: Lut = None, db: Db = None, latency_table: LatTable = None,
     latency_mlp: LatMlp = None, accuracy_table: AccTable = None, accuracy_db: AccDb = None,
-    dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10, iterations: Iters = 300, seed: Seed = 0,
+    dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10, iterations: Iters = 1000, seed: Seed = 0,
     width: Width = None, resolution: Resolution = None,
 ) -> None:
     """Train the PNAG evaluator and generator; write OUT (torch) and OUT with suffix .bundle (numpy)."""
@@ -60,7 +60,7 @@ def train_cmd(
 
     from generator.export import bundle_parts
     from generator.pnag import TrainConfig, train
-    from lut_server.generation import pack_bundle
+    from spaces.generation import pack_bundle
 
     problem = _problem(space, width, resolution, lut, db, latency_table, latency_mlp, accuracy_table,
                        accuracy_db, dataset, max_queries, seed)
@@ -86,7 +86,7 @@ def train_cmd(
 
 def load_bundle(path: Path) -> Any:
     """A bundle file, or the bundle inside a checkpoint written by ``train``."""
-    from lut_server.generation import GeneratorBundle
+    from spaces.generation import GeneratorBundle
 
     try:
         data = path.read_bytes()
@@ -134,7 +134,7 @@ def search_cmd(
     budget: Annotated[list[float] | None, typer.Option("--budget", help="budget in ms (repeatable)")] = None,
     space: Space = "nb201", lut: Lut = None, db: Db = None, latency_table: LatTable = None,
     latency_mlp: LatMlp = None, accuracy_table: AccTable = None, accuracy_db: AccDb = None,
-    dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10, iterations: Iters = 300, seed: Seed = 0,
+    dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10, iterations: Iters = 1000, seed: Seed = 0,
     width: Width = None, resolution: Resolution = None,
     generations: Annotated[int, typer.Option("--generations", min=1, help="evolution generations")] = 500,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per budget")] = False,

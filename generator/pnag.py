@@ -4,6 +4,13 @@ Each iteration (a) draws M archs (half from the generator, half from the constra
 labels every pair for each of the K budgets with Eq. 6 and takes a pairwise-hinge step on the
 evaluator; (b) samples archs for each budget from the generator and takes a REINFORCE step with
 a per-budget moving-average baseline and an entropy bonus (λ = 1e-3, Adam 3e-4).
+
+Each step's K budgets are jittered around the anchors (``jitter``), so budgets between anchors are
+trained, not only interpolated; over-budget samples are ranked below fitting ones in each row
+(``feasible_first``). Both are ours, not the paper's. On nb201 × raspi4 × ImageNet16 the share of
+generated samples fitting the 20% budget was 0.86 after 300 iterations without either, 0.02 after
+1000 with ``feasible_first`` alone (each anchor collapsed onto archs that just fit it, which
+overshoot the budgets just below it) and 0.99 after 1000 with both.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from generator.rewards import get_reward, pareto_labels
 
 @dataclass
 class TrainConfig:
-    iterations: int = 300  # 1000 is not uniformly better on nb201 (bench/results/it1000)
+    iterations: int = 1000
     budgets: int = 10  # K
     m: int = 64  # archs per evaluator step
     batch: int = 16  # archs per budget per generator step
@@ -37,6 +44,8 @@ class TrainConfig:
     seed: int = 0
     fixed_budgets: list[float] | None = None  # train for these budgets only (repeated independent search)
     threads: int = 0  # torch threads; 0 leaves torch's default
+    jitter: bool = True  # each step, row i trains on a budget drawn between anchors i-1 and i+1
+    feasible_first: bool = True  # evaluator rewards: over-budget samples rank below every fitting one
 
 
 @dataclass
@@ -52,6 +61,23 @@ class Trained:
     def meta(self) -> dict[str, Any]:
         return {"config": asdict(self.config), "budgets": self.budgets, "lat_range": list(self.lat_range),
                 "train_seconds": self.seconds}
+
+
+def feasible_first(r: np.ndarray, fits: np.ndarray, margin: float) -> np.ndarray:
+    """Per budget row, move the over-budget samples' rewards below the lowest fitting sample's.
+
+    The latency oracle is exact and cheap, the evaluator is learned: where the evaluator wrongly
+    scores an over-budget arch above a fitting one, REINFORCE would otherwise push the generator
+    over the budget. The over-budget samples keep their order among themselves (lower latency
+    still wins), and rows with no fitting sample are left as they are.
+    """
+    r = r.copy()
+    for row, ok in zip(r, fits, strict=True):
+        if ok.any() and not ok.all():
+            shift = row[~ok].max() - row[ok].min() + margin
+            if shift > 0:
+                row[~ok] -= shift
+    return r
 
 
 def train(problem: Problem, cfg: TrainConfig) -> Trained:
@@ -87,10 +113,14 @@ def train(problem: Problem, cfg: TrainConfig) -> Trained:
     baseline = np.zeros(k)
     spread = 1.0
     started = np.zeros(k, bool)
-    b_all = torch.as_tensor(np.repeat(budgets, cfg.batch), dtype=torch.float32)
     history: list[dict[str, float]] = []
+    # Without jitter only the K anchor budgets are ever trained; on a space whose latencies cluster,
+    # a budget between two anchors then gets the upper anchor's archs, which do not fit it.
+    half_gap = (e_hi - e_lo) / (k - 1) / 2 if k > 1 and cfg.jitter and not cfg.fixed_budgets else 0.0
 
     for it in range(cfg.iterations):
+        step_b = np.clip(budgets + rng.uniform(-half_gap, half_gap, k), e_lo, e_hi) if half_gap else budgets
+        b_all = torch.as_tensor(np.repeat(step_b, cfg.batch), dtype=torch.float32)
         tok, logp, ent = generator.sample(b_all, gen_t)
         tok_np = tok.numpy()
         lat = latency(tok_np)
@@ -108,7 +138,7 @@ def train(problem: Problem, cfg: TrainConfig) -> Trained:
             e_acc = np.concatenate([acc[pick], problem.score(fresh)])
             feats = torch.as_tensor(token_features(space, e_tok))
             losses = []
-            for bk in budgets:
+            for bk in step_b:
                 lab = torch.as_tensor(pareto_labels(e_acc, e_lat, float(bk), reward.accuracy_condition),
                                       dtype=torch.float32)
                 score = evaluator(feats, torch.full((len(e_tok),), float(bk)))
@@ -128,6 +158,8 @@ def train(problem: Problem, cfg: TrainConfig) -> Trained:
             r = reward.direct(acc, np.where(np.isinf(lat), 10 * budget_np, lat), budget_np)
 
         r_k = r.reshape(k, cfg.batch)
+        if cfg.feasible_first and reward.evaluator:
+            r_k = feasible_first(r_k, (lat <= budget_np).reshape(k, cfg.batch), cfg.margin)
         means = r_k.mean(1)
         baseline = np.where(started, cfg.baseline_momentum * baseline + (1 - cfg.baseline_momentum) * means, means)
         started[:] = True
