@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from budgetnas.cli_generator import load_bundle  # noqa: E402
-from lut_server.generation import CANDIDATES  # noqa: E402
+from spaces.generation import CANDIDATES  # noqa: E402
 
 
 def main() -> None:

@@ -235,7 +235,7 @@ class Demo:
         return bundle
 
     def generate(self, bundle: Path, calibration: dict[str, Any]) -> list[dict[str, Any]]:
-        from lut_server.generation import GeneratorBundle
+        from spaces.generation import GeneratorBundle
 
         lo, hi = GeneratorBundle.from_bytes(bundle.read_bytes()).meta["budget_range"]
         # Ask the generator for a budget shrunk by two calibration residual stds, so that what it

@@ -5,7 +5,7 @@
   which every caller treats as "not known to fit";
 - ``mlp``: an MLP trained on whole-model measurements (a table), for archs never measured.
 
-Each exports plain arrays for the numpy-only generation bundle (``lut_server.generation``).
+Each exports plain arrays for the numpy-only generation bundle (``spaces.generation``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every method behind one registry: PNAG and the baselines, on the same ``Problem`` (latency
 oracle, query-limited accuracy records, accuracy predictor), each answering a list of budgets.
 
-Generator methods answer through the numpy bundle (``lut_server.generation``, numpy only), the
+Generator methods answer through the numpy bundle (``spaces.generation``, numpy only), the
 same code the CLI's ``generate`` and the server use.
 """
 
@@ -20,7 +20,7 @@ from generator.export import bundle_parts, cheapest_tokens
 from generator.features import uniform_tokens
 from generator.pnag import TrainConfig, Trained, train
 from generator.sgnas import train_sgnas
-from lut_server.generation import GeneratorBundle, pack_bundle
+from spaces.generation import GeneratorBundle, pack_bundle
 
 
 @dataclass

@@ -129,8 +129,8 @@ def tiny_nb201_bundle() -> bytes:
     from generator.export import bundle_parts
     from generator.latency import CostModelOracle
     from generator.pnag import TrainConfig, train
-    from lut_server.generation import pack_bundle
     from spaces import get_space
+    from spaces.generation import pack_bundle
     from spaces.token_cost import CostTerm, TokenCostModel
     from tests.test_generator_accuracy import Synthetic
 

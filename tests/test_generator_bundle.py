@@ -15,8 +15,8 @@ from generator.export import bundle_parts
 from generator.latency import CostModelOracle
 from generator.pnag import TrainConfig, train
 from generator.search import METHODS, SearchOptions, run_method
-from lut_server.generation import GeneratorBundle, pack_bundle
 from spaces import get_space
+from spaces.generation import GeneratorBundle, pack_bundle
 from spaces.token_cost import CostTerm, TokenCostModel
 from tests.test_generator_accuracy import Synthetic
 
@@ -68,7 +68,7 @@ def test_bundle_answers_and_budget_rule(setup: tuple) -> None:
 
 
 def test_generation_module_does_not_import_torch() -> None:
-    code = "import sys, lut_server.generation; sys.exit('torch' in sys.modules)"
+    code = "import sys, spaces.generation; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 

@@ -1,4 +1,4 @@
-"""Generator checkpoints and ``/v1/generate`` (served by lut_server.generation, numpy only)."""
+"""Generator checkpoints and ``/v1/generate`` (served by spaces.generation, numpy only)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class GenerateIn(BaseModel):
 
 def _bundle_class() -> Any:
     try:  # imported when first needed: the generator's module, numpy only
-        return importlib.import_module("lut_server.generation").GeneratorBundle
+        return importlib.import_module("spaces.generation").GeneratorBundle
     except ModuleNotFoundError as exc:
         raise MissingExtraError(f"checkpoint: generation is not available on this server ({exc})") from None
 

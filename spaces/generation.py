@@ -4,7 +4,9 @@ A bundle is an ``.npz`` (no pickles) holding a JSON ``meta`` plus arrays: the LS
 (budget anchors, token embeddings, one LSTM cell, per-decision heads), the accuracy predictor
 (MLP weights), the accuracy records read in training, and the latency oracle (LUT cost tables,
 a dense measured table, or an MLP). ``budgetnas train`` writes it; the CLI's ``generate`` and the
-server's ``POST /v1/generate`` both answer through :meth:`GeneratorBundle.generate`.
+server's ``POST /v1/generate`` both answer through :meth:`GeneratorBundle.generate`. It lives in
+``spaces`` (numpy only, no project imports beyond it) because both the generator and the torch-free
+server run it, and neither may import the other.
 
 Budget rule (CLI and server alike): a budget below the cheapest architecture's latency, or one
 that is not a positive finite number, raises :class:`InvalidArgumentError` naming the valid
