@@ -13,6 +13,7 @@ import typer
 
 from budgetnas.cliutil import json_object_option
 from budgetnas.errors import ServerError
+from budgetnas.http import error_detail
 
 app = typer.Typer(help="The LUT server and its clients.")
 campaign_app = typer.Typer(help="Measurement campaigns on the LUT server.", no_args_is_help=True)
@@ -37,11 +38,7 @@ def call(method: str, server: str, path: str, token: str | None = None, timeout:
     except httpx.HTTPError as exc:
         raise ServerError(f"cannot reach {url}: {exc}") from None
     if r.status_code >= 400:
-        try:
-            detail = r.json().get("detail", r.text)
-        except ValueError:
-            detail = r.text.strip()[:500]
-        raise ServerError(f"{method} {path}: HTTP {r.status_code}: {detail}")
+        raise ServerError(f"{method} {path}: HTTP {r.status_code}: {error_detail(r)}")
     if r.headers.get("content-type", "").startswith("application/json"):
         return r.json()
     return r.text

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from budgetnas.errors import ServerError
+from budgetnas.http import error_detail
 
 
 class Unreachable(ServerError):
@@ -41,11 +42,7 @@ class Rest:
         if r.status_code >= 500:
             raise Unreachable(f"{method} {path}: HTTP {r.status_code}: {r.text[:300]}")
         if r.status_code >= 400:
-            try:
-                detail = r.json().get("detail", r.text)
-            except ValueError:
-                detail = r.text[:300]
-            raise HTTPStatusError(f"{method} {path}: HTTP {r.status_code}: {detail}", r.status_code)
+            raise HTTPStatusError(f"{method} {path}: HTTP {r.status_code}: {error_detail(r, 300)}", r.status_code)
         return r.json() if r.content else None
 
     # ---- REST v1 ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from budgetnas.errors import ServerError
+from budgetnas.http import error_detail
 from generator.supernet.checkpoint import atomic_write_bytes
 
 BATCH = 1000  # records per request: keeps each request (one server transaction) small
@@ -49,11 +50,7 @@ class AccuracyClient:
         except httpx.HTTPError as exc:
             raise ServerError(f"LUT server {self.url}: {method} {path} failed: {exc}") from None
         if r.status_code >= 400:
-            try:
-                detail = r.json().get("detail", r.text)
-            except ValueError:
-                detail = r.text
-            raise ServerError(f"LUT server {self.url}: {method} {path} -> HTTP {r.status_code}: {detail}")
+            raise ServerError(f"LUT server {self.url}: {method} {path} -> HTTP {r.status_code}: {error_detail(r)}")
         try:
             return r.json()
         except ValueError:
