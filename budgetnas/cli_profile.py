@@ -73,6 +73,8 @@ def validate_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="write predicted-vs-measured PNG here")] = None,
     update_lut: Annotated[bool, typer.Option("--update-lut", help="store the fitted calibration in the LUT")] = False,
+    calibration: Annotated[str, typer.Option("--calibration", help="grouped (one scale per stage, the default) "
+                                                                   "or affine (slope and intercept only)")] = "grouped",
     quick: Quick = False,
 ) -> None:
     """Measure random whole models on the LUT's runner; report raw and calibrated LUT accuracy."""
@@ -81,6 +83,8 @@ def validate_cmd(
     from profiler.protocol import Protocol
     from spaces.lut import LUT
 
+    if calibration not in ("grouped", "affine"):
+        raise InvalidArgumentError(f"--calibration must be 'grouped' or 'affine', got {calibration!r}")
     if models < MIN_MODELS:
         raise InvalidArgumentError(f"--models must be >= {MIN_MODELS} (half fit the calibration, half are held out)")
     lut = LUT.load(lut_path)
@@ -89,7 +93,8 @@ def validate_cmd(
         check_writable(plot)
     if update_lut:
         check_writable(lut_path)
-    report = validate(lut, models, seed, runner, Protocol.quick() if quick else Protocol())
+    report = validate(lut, models, seed, runner, Protocol.quick() if quick else Protocol(),
+                      grouped=calibration == "grouped")
     d = report.to_dict()
     if plot is not None:
         plot_fidelity(report, plot)
@@ -101,10 +106,13 @@ def validate_cmd(
         return
     typer.echo(f"{d['n_models']} models ({d['n_fit']} fit the calibration, {d['n_eval']} held out), "
                f"{d['backend']} threads={d['threads']} batch={d['batch']}")
-    typer.echo(f"{'':12}{'MAPE':>8}{'RMSPE':>8}{'±5%':>8}{'±10%':>8}{'tau':>8}")
-    for name in ("raw", "calibrated"):
-        r = d[name]
-        typer.echo(f"{name:12}{r['mape']:8.2%}{r['rmspe']:8.2%}{r['within_5pct']:8.0%}{r['within_10pct']:8.0%}"
-                   f"{r['kendall_tau']:8.3f}")
+    typer.echo(f"{'':18}{'MAPE':>8}{'RMSPE':>8}{'±5%':>8}{'±10%':>8}{'tau':>8}")
+    for name in ("raw", "calibrated", "calibrated_affine"):  # the affine row only beside a grouped fit
+        r = d.get(name)
+        if r is not None:
+            typer.echo(f"{name:18}{r['mape']:8.2%}{r['rmspe']:8.2%}{r['within_5pct']:8.0%}{r['within_10pct']:8.0%}"
+                       f"{r['kendall_tau']:8.3f}")
     c = d["calibration"]
-    typer.echo(f"calibration: measured = {c['slope']:.4f} * raw + {c['intercept']:.4f} ms")
+    scales = ", ".join(f"{g.removeprefix('input:')} x{v:.3f}" for g, v in sorted(c.get("group_scales", {}).items()))
+    typer.echo(f"calibration: measured = {c['slope']:.4f} * {'scaled ' if scales else ''}raw + "
+               f"{c['intercept']:.4f} ms" + (f"; stage scales {scales}" if scales else ""))

@@ -41,6 +41,7 @@ class Prepared:
     arch_rows: OrderedDict[str, tuple[str, np.ndarray]] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     fast: UnitIndexer | None = None
+    scaled: np.ndarray | None = None  # values times the calibration's per-group scales, when it has them
 
     @classmethod
     def build(cls, lut: LUT, revision: int) -> Prepared:
@@ -50,6 +51,9 @@ class Prepared:
         index = {k: i for i, k in enumerate(keys)}
         prep = cls(revision, lut, space, np.array([lut.entries[k].value(stat) for k in keys], np.float64),
                    np.array([lut.entries[k].std_ms ** 2 for k in keys], np.float64), keys, index)
+        cal = lut.calibration
+        if cal is not None and cal.group_scales:
+            prep.scaled = prep.values * cal.key_scales(keys)
         indexer = FAST_INDEXERS.get(space.name)
         prep.fast = indexer.build(space, index) if indexer is not None else None
         return prep
@@ -106,7 +110,7 @@ class Prepared:
         raw = np.add.reduceat(self.values[idx], starts)
         cal = self.lut.calibration if calibrated else None
         if cal is not None:  # the band formulas of spaces.lut.LUTPredictor
-            lat = cal.apply(raw)
+            lat = cal.apply(raw if self.scaled is None else np.add.reduceat(self.scaled[idx], starts))
             half = 2.0 * cal.rel_residual_std * lat
         else:
             lat = raw

@@ -52,13 +52,14 @@ class FidelityReport:
     eval_idx: np.ndarray
     calibration: Calibration
     lut_meta: dict[str, Any]
+    scaled_ms: np.ndarray | None = None  # raw sums with the calibration's group scales (None: none)
     noisy_models: int = 0
     wall_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def calibrated_ms(self) -> np.ndarray:
-        return self.calibration.apply(self.raw_ms)
+        return self.calibration.apply(self.raw_ms if self.scaled_ms is None else self.scaled_ms)
 
     def to_dict(self) -> dict[str, Any]:
         e = self.eval_idx
@@ -104,26 +105,38 @@ def measure_models(lut: LUT, n_models: int, seed: int = 0, runner: Runner | None
     return [t.name for t in targets], raw, m
 
 
-def report_from(lut: LUT, names: list[str], raw: np.ndarray, m: Measurement, seed: int = 0) -> FidelityReport:
+def report_from(lut: LUT, names: list[str], raw: np.ndarray, m: Measurement, seed: int = 0,
+                grouped: bool = True) -> FidelityReport:
     """Fit the calibration on a random half, keep the other half for the report.
 
     Whole models are summarised with the LUT's own statistic (median, min...), so both sides agree.
+    ``grouped``: the calibration has per-stage scales (``spaces.lut.key_group``); the report also
+    gives the plain affine calibration's figures as ``calibrated_affine``, for comparison.
     """
     stat = lut.meta.statistic
     measured = np.array([m.stats[n].value(stat) for n in names])
     n = len(names)
     order = np.random.default_rng(seed).permutation(n)
     fit, ev = np.sort(order[: n // 2]), np.sort(order[n // 2:])
-    cal = Calibration.fit(raw[fit].tolist(), measured[fit].tolist())
+    affine = Calibration.fit(raw[fit], measured[fit])
+    extra: dict[str, Any] = {"statistic": stat, "overhead_ms": m.overhead.median_ms,
+                             "calibration_method": "grouped" if grouped else "affine"}
+    cal, scaled = affine, None
+    if grouped:
+        space = space_from_description(lut.meta.space)
+        g, groups = LUTPredictor(lut, space).group_sums([space.parse(a) for a in names])
+        cal = Calibration.fit(raw[fit], measured[fit], g[fit], groups)
+        scaled = g @ np.array([cal.scale(x) for x in groups])
+        extra["calibrated_affine"] = metrics(affine.apply(raw[ev]), measured[ev])
     return FidelityReport(names, raw, measured, fit, ev, cal, lut.to_json_dict(samples=False)["meta"],
-                          noisy_models=sum(m.stats[k].noisy for k in set(names)), wall_seconds=m.wall_seconds,
-                          extra={"statistic": stat, "overhead_ms": m.overhead.median_ms})
+                          scaled_ms=scaled, noisy_models=sum(m.stats[k].noisy for k in set(names)),
+                          wall_seconds=m.wall_seconds, extra=extra)
 
 
 def validate(lut: LUT, n_models: int, seed: int = 0, runner: Runner | None = None,
-             protocol: Protocol | None = None, progress: bool = True) -> FidelityReport:
+             protocol: Protocol | None = None, progress: bool = True, grouped: bool = True) -> FidelityReport:
     names, raw, m = measure_models(lut, n_models, seed, runner, protocol, progress)
-    return report_from(lut, names, raw, m, seed)
+    return report_from(lut, names, raw, m, seed, grouped)
 
 
 def check_writable(path: str | Path) -> Path:

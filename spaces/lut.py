@@ -17,8 +17,15 @@ LUT file (JSON, ``format: budgetnas-lut``, ``version: 1``)::
                                   "p90_ms": ..., "p99_ms": ..., "std_ms": ..., "cv": ...,
                                   "warmup_runs": 10, "seconds": 1.2, "overhead_ms": 0.004,
                                   "noisy": false, "samples_ms": [...]}},
-      "calibration": null | {"slope": 0.97, "intercept": 0.12, "n_models": 50, "rel_residual_std": 0.012}
+      "calibration": null | {"slope": 0.97, "intercept": 0.12, "n_models": 50, "rel_residual_std": 0.012,
+                             "group_scales": {"input:80x80x24": 1.04, ...}}
     }
+
+Calibration: measured ≈ slope · Σ_blocks scale(group of block) · value(block) + intercept. A block's
+group is its input shape (``key_group``: the stage it sits in); ``group_scales`` is optional (absent:
+every scale is 1, the plain affine fit of the sum). Per-stage scales exist because a block timed
+alone and the same block inside a whole model differ by different factors per stage: on ort-cpu at
+r160 the last (5x5) stage needed a factor about 1.3 times the other stages'.
 
 ``statistic`` names the stat a prediction sums (``median`` for our measurements, ``mean`` for
 Once-for-All's YAML, which only has count/mean/std).
@@ -116,17 +123,33 @@ class LatencyStats:
         return stats
 
 
+def key_group(key: str) -> str:
+    """The calibration group of a block key: its input shape (``input:HxWxC``), i.e. its stage."""
+    for part in key.split("-")[1:]:
+        if part.startswith("input:"):
+            return part
+    return key
+
+
+GROUP_RIDGE = 0.1  # prior weight pulling each stage's scale to the global slope, relative to the data's
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """measured ≈ slope * raw_sum + intercept, fitted on measured whole models."""
+    """measured ≈ slope · Σ scale(key_group(k)) · value(k) + intercept, fitted on measured whole models."""
 
     slope: float
     intercept: float
     n_models: int
     rel_residual_std: float
+    group_scales: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, raw_ms: Sequence[float] | np.ndarray, measured_ms: Sequence[float] | np.ndarray) -> Calibration:
+    def fit(cls, raw_ms: Sequence[float] | np.ndarray, measured_ms: Sequence[float] | np.ndarray,
+            group_ms: np.ndarray | None = None, groups: Sequence[str] = ()) -> Calibration:
+        """The affine fit of the raw sums; with ``group_ms`` (models x groups: each group's share of
+        the raw sum, columns named by ``groups``) also one scale per group whose share varies
+        between the models (ridge towards the affine slope, so few models cannot run away)."""
         x, y = np.asarray(raw_ms, np.float64), np.asarray(measured_ms, np.float64)
         if x.size < 2 or x.size != y.size:
             raise InvalidArgumentError("calibration needs at least 2 (predicted, measured) pairs of equal length")
@@ -134,21 +157,69 @@ class Calibration:
             slope, intercept = float(np.mean(y / x)), 0.0
         else:
             slope, intercept = (float(v) for v in np.polyfit(x, y, 1))
-        resid = (y - (slope * x + intercept)) / y
-        return cls(slope, intercept, int(x.size), float(np.sqrt(np.mean(resid**2))))
+        scales: dict[str, float] = {}
+        scaled = x
+        if group_ms is not None:
+            g = np.asarray(group_ms, np.float64)
+            if g.shape != (x.size, len(groups)):
+                raise InvalidArgumentError(f"group_ms must be {x.size} x {len(groups)}, got {g.shape}")
+            scales, intercept = _fit_group_scales(g, list(groups), y, slope, intercept)
+            scaled = g @ np.array([scales.get(n, 1.0) for n in groups])
+        resid = (y - (slope * scaled + intercept)) / y
+        return cls(slope, intercept, int(x.size), float(np.sqrt(np.mean(resid**2))), scales)
 
-    def apply(self, raw_ms: np.ndarray) -> np.ndarray:
-        return self.slope * raw_ms + self.intercept
+    def scale(self, group: str) -> float:
+        return self.group_scales.get(group, 1.0)
+
+    def key_scales(self, keys: Sequence[str]) -> np.ndarray:
+        """Each block key's factor inside the sum (1 for every key without group scales)."""
+        return np.array([self.scale(key_group(k)) for k in keys], np.float64)
+
+    def apply(self, scaled_sum_ms: np.ndarray) -> np.ndarray:
+        """``scaled_sum_ms``: the sum of ``key_scales(keys) * values``, i.e. the raw sum when there
+        are no group scales."""
+        return self.slope * scaled_sum_ms + self.intercept
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.group_scales:
+            d.pop("group_scales")  # the plain affine calibration keeps its original shape
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Calibration:
         try:
-            return cls(float(d["slope"]), float(d["intercept"]), int(d["n_models"]), float(d["rel_residual_std"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            scales = {str(k): float(v) for k, v in (d.get("group_scales") or {}).items()}
+            if any(not (math.isfinite(v) and v > 0) for v in scales.values()):
+                raise ValueError("group scales must be positive numbers")
+            return cls(float(d["slope"]), float(d["intercept"]), int(d["n_models"]), float(d["rel_residual_std"]),
+                       scales)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DataFileError(f"bad calibration {d!r}: {exc}") from None
+
+
+def _fit_group_scales(g: np.ndarray, groups: list[str], y: np.ndarray, slope: float,
+                      intercept: float) -> tuple[dict[str, float], float]:
+    """Per-group scales (relative to ``slope``) and a new intercept, by ridge least squares.
+
+    Groups whose share is the same in every model (the stem, the head) cannot be told apart from
+    the intercept: they keep scale 1. The others fit ``y - slope·fixed ≈ Σ b_g·share_g + c`` with
+    a penalty ``GROUP_RIDGE · n·var(share_g) · (b_g - slope)²``; scale_g = b_g / slope.
+    """
+    n = len(y)
+    var = g.var(axis=0)
+    free = [i for i in range(len(groups)) if var[i] > 1e-12 * max(float(np.abs(g).max()), 1e-12) ** 2]
+    if not free or slope <= 0:
+        return {}, intercept
+    fixed = [i for i in range(len(groups)) if i not in free]
+    target = y - slope * g[:, fixed].sum(axis=1)
+    a = np.column_stack([g[:, free], np.ones(n)])
+    w = np.sqrt(GROUP_RIDGE * n * var[free])
+    prior = np.zeros((len(free), len(free) + 1))
+    prior[np.arange(len(free)), np.arange(len(free))] = w
+    coef, *_ = np.linalg.lstsq(np.vstack([a, prior]), np.concatenate([target, w * slope]), rcond=None)
+    scales = {groups[i]: float(np.clip(coef[j] / slope, 0.25, 4.0)) for j, i in enumerate(free)}
+    return scales, float(coef[-1])
 
 
 @dataclass(frozen=True)
@@ -323,6 +394,17 @@ class LUTPredictor:
         idx, starts = self.key_indices(archs)
         return np.add.reduceat(self._value[idx], starts)
 
+    def group_sums(self, archs: Sequence[Any]) -> tuple[np.ndarray, list[str]]:
+        """Each arch's raw sum split by calibration group (``key_group``): (archs x groups, names)."""
+        groups = sorted({key_group(k) for k in self._keys})
+        col = np.array([groups.index(key_group(k)) for k in self._keys], np.int64)
+        out = np.zeros((len(archs), len(groups)))
+        if archs:
+            idx, starts = self.key_indices(archs)
+            rows = np.repeat(np.arange(len(archs)), np.diff(np.append(starts, len(idx))))
+            np.add.at(out, (rows, col[idx]), self._value[idx])
+        return out, groups
+
     def predict(self, archs: Sequence[Any]) -> list[Prediction]:
         if not archs:
             return []
@@ -330,7 +412,9 @@ class LUTPredictor:
         raw = np.add.reduceat(self._value[idx], starts)
         cal = self.lut.calibration
         if cal is not None:
-            lat = cal.apply(raw)
+            scaled = np.add.reduceat((self._value * cal.key_scales(self._keys))[idx], starts) \
+                if cal.group_scales else raw
+            lat = cal.apply(scaled)
             half = 2.0 * cal.rel_residual_std * lat
         else:
             lat = raw

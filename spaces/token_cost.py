@@ -23,6 +23,7 @@ import numpy as np
 
 from budgetnas.errors import InvalidArgumentError, MissingKeysError, UnknownNameError
 from spaces.base import SearchSpace
+from spaces.lut import key_group
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,8 @@ def cost_model_from_costs(space: SearchSpace[Any], key_cost: dict[str, float], s
 def cost_model_from_lut(space: SearchSpace[Any], lut: Any, calibrated: bool = True) -> TokenCostModel:
     """From a :class:`spaces.lut.LUT` (its statistic, and its calibration when ``calibrated``)."""
     stat = lut.meta.statistic
-    costs = {k: s.value(stat) for k, s in lut.entries.items()}
     cal = lut.calibration if calibrated else None
+    costs = {k: s.value(stat) * (cal.scale(key_group(k)) if cal else 1.0) for k, s in lut.entries.items()}
     return cost_model_from_costs(space, costs, cal.slope if cal else 1.0, cal.intercept if cal else 0.0)
 
 

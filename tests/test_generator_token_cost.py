@@ -8,7 +8,7 @@ import pytest
 from budgetnas.errors import MissingKeysError
 from generator.features import uniform_tokens
 from spaces import get_space
-from spaces.lut import LUT, Calibration, LatencyStats, LUTMeta, LUTPredictor
+from spaces.lut import LUT, Calibration, LatencyStats, LUTMeta, LUTPredictor, key_group
 from spaces.token_cost import canonical_tokens, cost_model_from_lut, token_features
 
 
@@ -19,10 +19,13 @@ def _random_lut(space, seed: int = 0, calibration: Calibration | None = None) ->
     return LUT(LUTMeta(space=space.describe(), device="t", backend="b"), entries, calibration)
 
 
+@pytest.mark.parametrize("grouped", [False, True])
 @pytest.mark.parametrize("name", ["nb201", "ofa-mbv3"])
-def test_cost_tables_equal_lut_predictor(name: str) -> None:
+def test_cost_tables_equal_lut_predictor(name: str, grouped: bool) -> None:
     sp = get_space(name)
-    lut = _random_lut(sp, calibration=Calibration(1.1, 0.3, 5, 0.01))
+    groups = sorted({key_group(k) for k in sp.all_block_keys()})
+    scales = {g: 0.8 + 0.1 * i for i, g in enumerate(groups)} if grouped else {}
+    lut = _random_lut(sp, calibration=Calibration(1.1, 0.3, 5, 0.01, scales))
     model = cost_model_from_lut(sp, lut)
     archs = sp.sample_many(200, seed=3)
     ref = np.array([p.latency_ms for p in LUTPredictor(lut, sp).predict(archs)])

@@ -75,6 +75,26 @@ def test_calibration_fit_and_band() -> None:
         Calibration.fit([1.0], [1.0])
 
 
+def test_grouped_calibration_recovers_stage_scales() -> None:
+    rng = np.random.default_rng(0)
+    n, groups = 60, ["input:80x80x24", "input:5x5x192", "input:160x160x3"]  # the last: the same in every model
+    g = np.column_stack([rng.uniform(1, 3, n), rng.uniform(0.2, 1.0, n), np.full(n, 0.5)])
+    measured = 1.2 * (1.0 * g[:, 0] + 1.5 * g[:, 1] + g[:, 2]) + 0.3
+    raw = g.sum(axis=1)
+    affine = Calibration.fit(raw, measured)
+    cal = Calibration.fit(raw, measured, g, groups)
+    assert set(cal.group_scales) == {"input:80x80x24", "input:5x5x192"}  # a constant share has no scale
+    ratio = cal.scale("input:5x5x192") / cal.scale("input:80x80x24")
+    assert ratio == pytest.approx(1.5, rel=0.05)  # the ridge pulls slightly towards equal scales
+    assert cal.rel_residual_std < affine.rel_residual_std / 3
+    assert Calibration.from_dict(json.loads(json.dumps(cal.to_dict()))) == cal
+    assert "group_scales" not in affine.to_dict()  # the affine form keeps its original shape
+    with pytest.raises(InvalidArgumentError, match="group_ms must be 60 x 2"):
+        Calibration.fit(raw, measured, g, groups[:2])
+    with pytest.raises(DataFileError, match="positive"):
+        Calibration.from_dict({**cal.to_dict(), "group_scales": {"input:5x5x192": -1.0}})
+
+
 @pytest.mark.parametrize("content,needle", [
     ("{}", "not a budgetnas LUT"),
     (json.dumps({"format": "budgetnas-lut", "version": 9}), "version 9"),

@@ -84,6 +84,7 @@ def test_validate_human_output(small_lut_file: Path, capsys: pytest.CaptureFixtu
     assert run(["validate", "--lut", str(small_lut_file), "--models", "4", "--quick"]) == 0
     out = capsys.readouterr().out
     assert "calibrated" in out and "RMSPE" in out and "2 held out" in out
+    assert "calibrated_affine" in out  # the grouped default is shown beside the affine fit
     assert LUT.load(small_lut_file).calibration is None  # only --update-lut writes it
 
 
@@ -141,6 +142,8 @@ def test_profile_cuda_without_gpu(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_validate_bad_input(small_lut_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _bad(["validate", "--lut", str(tmp_path / "missing.json"), "--models", "4"], capsys, "cannot read LUT")
     _bad(["validate", "--lut", str(small_lut_file), "--models", "2"], capsys, "--models must be >= 4")
+    _bad(["validate", "--lut", str(small_lut_file), "--models", "4", "--calibration", "cubic"], capsys,
+         "--calibration must be 'grouped' or 'affine', got 'cubic'")
     _bad(["validate", "--lut", str(small_lut_file), "--models", "4", "--plot", str(tmp_path / "x" / "p.png")], capsys,
          "cannot write")
     other = tmp_path / "other.json"

@@ -9,7 +9,7 @@ import pytest
 from budgetnas.errors import InvalidArchitectureError, MissingKeysError
 from lut_server.predictor import Prepared
 from spaces import get_space
-from spaces.lut import LUT, Calibration, LUTMeta, LUTPredictor
+from spaces.lut import LUT, Calibration, LUTMeta, LUTPredictor, key_group
 from tests.conftest import shared_file
 
 
@@ -40,15 +40,19 @@ def test_fast_rows_equal_the_walk(ofa) -> None:
     assert len({p["latency_ms"] for p in again}) == 1
 
 
-def test_calibration_and_errors(ofa) -> None:
+@pytest.mark.parametrize("scales", [{}, {"input:12x12x136": 1.3, "input:6x6x192": 0.7, "input:48x48x32": 1.1}])
+def test_calibration_and_errors(ofa, scales: dict[str, float]) -> None:
     sp, lut = ofa
-    cal = Calibration(slope=0.9, intercept=1.5, n_models=10, rel_residual_std=0.02)
+    cal = Calibration(slope=0.9, intercept=1.5, n_models=10, rel_residual_std=0.02, group_scales=scales)
     lut2 = LUT(lut.meta, lut.entries, cal)
     prep = Prepared.build(lut2, revision=1)
     arch = sp.format(sp.sample_many(1, seed=1)[0])
     p = prep.predict([arch])[0]
     q = LUTPredictor(lut2, sp).predict([sp.parse(arch)])[0]
     assert (p["latency_ms"], p["low_ms"], p["high_ms"]) == pytest.approx((q.latency_ms, q.low_ms, q.high_ms))
+    by_hand = 1.5 + 0.9 * sum(lut.entries[k].value(lut.meta.statistic) * scales.get(key_group(k), 1.0)
+                              for k in sp.block_keys(sp.parse(arch)))
+    assert p["latency_ms"] == pytest.approx(by_hand, rel=1e-12)
     assert prep.predict([arch], calibrated=False)[0]["latency_ms"] == pytest.approx(q.raw_ms)
     five = arch.split("|")
     five[2] = ",".join(["k3e3"] * 5)
