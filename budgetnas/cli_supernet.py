@@ -112,7 +112,8 @@ def eval_cmd(
             typer.echo(f"warning: {checkpoint} is from an unfinished run (phase {ckpt['phase']}, "
                        f"epoch {ckpt['epoch']})", err=True)
         net.to(dev)
-        accs = evaluate_archs(net, chosen, eval_data(data, dev, calib_images), dev, progress=not quiet)
+        accs = [s.top1 for s in evaluate_archs(net, chosen, eval_data(data, dev, calib_images), dev,
+                                                 progress=not quiet)]
         write_csv(out, names, accs)
         typer.echo(f"wrote {out}: {len(names)} sub-networks, top1 {min(accs):.4f}..{max(accs):.4f}")
         if client is not None:

@@ -44,15 +44,29 @@ def recalibrate_bn(model: nn.Module, batches: Sequence[torch.Tensor]) -> None:
         model.train(was_training)
 
 
+@dataclass(frozen=True)
+class Scores:
+    """A sub-network on the validation set: top-1 (the record) and mean cross-entropy.
+
+    The loss is continuous: on a small validation set, where top-1 moves in steps of one image,
+    it separates sub-networks that top-1 ties or orders by chance.
+    """
+
+    top1: float
+    loss: float
+
+
 @torch.no_grad()
-def top1(model: nn.Module, loader: DataLoader[Any], device: torch.device) -> float:
+def scores(model: nn.Module, loader: DataLoader[Any], device: torch.device) -> Scores:
     model.eval()
     correct = total = 0
+    loss = 0.0
     for x, y in loader:
-        pred = model(x.to(device)).argmax(1).cpu()
-        correct += int((pred == y).sum())
+        logits = model(x.to(device)).cpu()
+        correct += int((logits.argmax(1) == y).sum())
+        loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         total += len(y)
-    return correct / max(total, 1)
+    return Scores(correct / max(total, 1), loss / max(total, 1))
 
 
 @dataclass
@@ -76,15 +90,15 @@ def eval_data(data: DataSplits, device: torch.device, calib_images: int = CALIB_
     return EvalData(calib, DataLoader(batches, batch_size=None))  # type: ignore[arg-type]
 
 
-def evaluate_arch(net: OFASupernet, arch: OFAArch, ed: EvalData, device: torch.device) -> float:
-    """Top-1 of the extracted sub-network after BN recalibration."""
+def evaluate_arch(net: OFASupernet, arch: OFAArch, ed: EvalData, device: torch.device) -> Scores:
+    """Top-1 and loss of the extracted sub-network after BN recalibration."""
     model = net.extract(arch).to(device)
     recalibrate_bn(model, ed.calib)
-    return top1(model, ed.val, device)
+    return scores(model, ed.val, device)
 
 
 def evaluate_archs(net: OFASupernet, archs: Sequence[OFAArch], ed: EvalData, device: torch.device,
-                   progress: bool = True) -> list[float]:
+                   progress: bool = True) -> list[Scores]:
     out = []
     for a in tqdm(archs, desc="sub-networks", file=sys.stderr, disable=not progress, dynamic_ncols=True):
         out.append(evaluate_arch(net, a, ed, device))
