@@ -44,7 +44,7 @@ class TrainConfig:
     seed: int = 0
     fixed_budgets: list[float] | None = None  # train for these budgets only (repeated independent search)
     threads: int = 0  # torch threads; 0 leaves torch's default
-    jitter: bool = True  # each step, row i trains on a budget drawn between anchors i-1 and i+1
+    jitter: bool = True  # each step, row i trains on a budget within half an anchor gap of anchor i
     feasible_first: bool = True  # evaluator rewards: over-budget samples rank below every fitting one
 
 
