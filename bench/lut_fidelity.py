@@ -4,8 +4,8 @@ For each resolution: build the LUT (every block key, interleaved rounds), measur
 random whole models (interleaved rounds, same runner and threads), fit the calibration on a random
 half and report on the held-out half: MAPE, RMSPE, share within ±5% / ±10%, Kendall tau, for the raw
 sum, the affine calibration (slope, intercept) and the grouped one (a scale per stage, see
-``spaces.lut.Calibration``; the LUT's default). The same measurements are summarised twice, with the median and
-with the min of each entry's samples (the LUT ``statistic``), since on a shared VM long calls are
+``spaces.lut.Calibration``; the LUT's default). The same measurements are summarised twice, with
+the median and with the min of each entry's samples (the LUT ``statistic``), since on a shared VM long calls are
 preempted more often than short ones and the median of a whole model drifts up with load.
 
 Goal (issue 3): calibrated >= 95% within ±5%, RMSPE <= 3%, Kendall tau >= 0.9, >= 100 held-out models.
@@ -89,7 +89,8 @@ def main() -> None:
             print("  stage scales: " + ", ".join(f"{g.removeprefix('input:')} x{v:.3f}" for g, v in
                                                 sorted(d["calibration"].get("group_scales", {}).items())))
             print(f"  -> {verdict(d['calibrated'])} with the grouped calibration, "
-                  f"{verdict(d['calibrated_affine'])} with the affine one (goal: calibrated ±5% >= 95%, RMSPE <= 3%, tau >= 0.9)", flush=True)
+                  f"{verdict(d['calibrated_affine'])} with the affine one "
+                  "(goal: calibrated ±5% >= 95%, RMSPE <= 3%, tau >= 0.9)", flush=True)
             if args.json:
                 print(json.dumps({"resolution": res, **d}))
         del raw_med
