@@ -2,16 +2,24 @@
 same sub-networks (BN-recalibrated) with both, report Kendall tau between the two rankings and the
 spread of accuracies. Writes bench/results/supernet_rank.md.
 
+Two sets of sub-networks are ranked:
+- ``random``: uniformly sampled from the space (what ``supernet eval --archs N`` records);
+- ``ladder``: the 27 sub-networks whose layers are all alike (depth d, expand e, kernel k in every
+  unit), from the smallest to the largest: they span the space's capacity range, as the
+  FLOPs-spread sets of OFA / AttentiveNAS do.
+
     nice -n 10 .venv/bin/python bench/supernet_rank.py --quick
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,25 +28,51 @@ from scipy.stats import kendalltau, spearmanr
 
 from generator.supernet import checkpoint
 from generator.supernet.data import load_dataset
-from generator.supernet.evaluate import eval_data, evaluate_archs
+from generator.supernet.evaluate import CALIB_IMAGES, eval_data, evaluate_archs
 from generator.supernet.network import OFASupernet
 from generator.supernet.train import TrainConfig, train
+from spaces.ofa_mbv3 import DEPTHS, EXPANDS, KERNELS, N_UNITS, OFAArch, OFAMobileNetV3
 
 RESULTS = Path(__file__).resolve().parent / "results" / "supernet_rank.md"
+
+
+def ladder(space: OFAMobileNetV3) -> list[OFAArch]:
+    """Every sub-network whose layers all share one (depth, expand, kernel)."""
+    return [OFAArch(space.width, space.resolution, (((k, e),) * d,) * N_UNITS)
+            for d, e, k in itertools.product(DEPTHS, EXPANDS, KERNELS)]
+
+
+@dataclass
+class SetScores:
+    """One set of sub-networks scored by each seed's supernet."""
+
+    names: list[str]
+    params: list[int]
+    top1: list[list[float]] = field(default_factory=list)  # [seed][arch]
+    loss: list[list[float]] = field(default_factory=list)
+
+    def tau(self, metric: str) -> tuple[float, float]:
+        a, b = (np.asarray(v) for v in getattr(self, metric))
+        return float(kendalltau(a, b).statistic), float(spearmanr(a, b).statistic)
+
+    def params_tau(self) -> list[float]:
+        """Does capacity order the sub-networks? Kendall tau of parameter count against -loss, per seed."""
+        return [float(kendalltau(self.params, -np.asarray(v)).statistic) for v in self.loss]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer steps per phase and fewer sub-networks")
     ap.add_argument("--seeds", type=int, nargs=2, default=[0, 1])
-    ap.add_argument("--archs", type=int, default=None, help="sub-networks to rank (default 32, quick 20)")
+    ap.add_argument("--archs", type=int, default=None, help="random sub-networks to rank (default 32, quick 20)")
     ap.add_argument("--arch-seed", type=int, default=123)
     ap.add_argument("--epochs", type=int, default=None, help="epochs per phase (default 1)")
     ap.add_argument("--max-batches", type=int, default=None, help="steps per epoch cap (default all 44, quick 24)")
     ap.add_argument("--input-size", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--n-random", type=int, default=1)
-    ap.add_argument("--calib-images", type=int, default=256)
+    ap.add_argument("--no-augment", dest="augment", action="store_false", help="train on undistorted images")
+    ap.add_argument("--calib-images", type=int, default=CALIB_IMAGES)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: no OpenMP spin-waiting when shared)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
@@ -46,18 +80,18 @@ def main() -> None:
     epochs = args.epochs or 1  # 2 epochs per phase would pass the 10-minute budget on a shared 2-core CPU
     max_batches = args.max_batches if args.max_batches is not None else (24 if args.quick else None)
 
-    accs: list[list[float]] = []
-    losses: list[list[float]] = []
+    sets: dict[str, SetScores] = {}
     times: list[float] = []
     eval_times: list[float] = []
     cpu_times: list[float] = []
-    names: list[str] = []
     cfg = TrainConfig()
+    data = load_dataset("digits", args.input_size)
+    dev = torch.device("cpu")
     with tempfile.TemporaryDirectory(prefix="supernet_rank_") as tmp:
         for seed in args.seeds:
             cfg = TrainConfig(dataset="digits", width=1.0, resolution=128, input_size=args.input_size,
                               epochs=epochs, batch_size=args.batch_size, max_batches=max_batches,
-                              n_random=args.n_random, seed=seed, threads=args.threads)
+                              n_random=args.n_random, augment=args.augment, seed=seed, threads=args.threads)
             path = Path(tmp) / f"seed{seed}.ckpt"
             t0, c0 = time.perf_counter(), time.process_time()
             train(cfg, path, progress=sys.stderr.isatty())
@@ -68,24 +102,31 @@ def main() -> None:
             space = checkpoint.space_of(ckpt)
             net = OFASupernet(space)
             net.load_state_dict(ckpt["state"])
-            archs = space.sample_many(n_archs, args.arch_seed)
-            names = [space.format(a) for a in archs]
-            data = load_dataset("digits", args.input_size)
             t0 = time.perf_counter()
-            dev = torch.device("cpu")
-            sc = evaluate_archs(net, archs, eval_data(data, dev, args.calib_images), dev, progress=sys.stderr.isatty())
-            accs.append([x.top1 for x in sc])
-            losses.append([x.loss for x in sc])
+            ed = eval_data(data, dev, args.calib_images)
+            for set_name, archs in (("random", space.sample_many(n_archs, args.arch_seed)), ("ladder", ladder(space))):
+                if set_name not in sets:
+                    sets[set_name] = SetScores([space.format(a) for a in archs],
+                                               [sum(p.numel() for p in net.extract(a).parameters()) for a in archs])
+                sc = evaluate_archs(net, archs, ed, dev, progress=sys.stderr.isatty())
+                sets[set_name].top1.append([x.top1 for x in sc])
+                sets[set_name].loss.append([x.loss for x in sc])
             eval_times.append(time.perf_counter() - t0)
-            print(f"seed {seed}: evaluated {n_archs} sub-networks in {eval_times[-1]:.1f}s; "
-                  f"top1 {min(accs[-1]):.4f}..{max(accs[-1]):.4f}", flush=True)
+            print(f"seed {seed}: evaluated {sum(len(s.names) for s in sets.values())} sub-networks in "
+                  f"{eval_times[-1]:.1f}s", flush=True)
+    sizes = len(data.train), len(data.val)  # type: ignore[arg-type]
+    text = "\n".join(report(args, sets, cfg, epochs, max_batches, n_archs, sizes, times, cpu_times, eval_times))
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
 
-    a, b = np.asarray(accs[0]), np.asarray(accs[1])
-    tau = float(kendalltau(a, b).statistic)
-    rho = float(spearmanr(a, b).statistic)
-    la, lb = np.asarray(losses[0]), np.asarray(losses[1])
-    tau_loss = float(kendalltau(la, lb).statistic)
-    rho_loss = float(spearmanr(la, lb).statistic)
+
+def report(args: argparse.Namespace, sets: dict[str, SetScores], cfg: TrainConfig, epochs: int,
+           max_batches: int | None, n_archs: int, sizes: tuple[int, int], times: list[float],
+           cpu_times: list[float], eval_times: list[float]) -> list[str]:
+    s0, s1 = args.seeds
+    n_train, n_val = sizes
+    calib = min(args.calib_images, n_train)
     lines = [
         "# Supernet ranking consistency (bench/supernet_rank.py)",
         "",
@@ -94,49 +135,51 @@ def main() -> None:
         "",
         "## Settings",
         "",
-        f"- dataset digits (1437 train / 360 val images), space ofa-mbv3 w1.0 r128 (block keys of r128), "
-        f"input {args.input_size}x{args.input_size} px, 10 classes",
+        f"- dataset digits ({n_train} train / {n_val} val images), space ofa-mbv3 w1.0 r128 (block keys of r128), "
+        f"input {args.input_size}x{args.input_size} px, 10 classes; training images "
+        f"{'randomly distorted (rotation, zoom, shift)' if args.augment else 'undistorted'}",
         f"- phases {', '.join(cfg.phases)}; {epochs} epoch(s) per phase, "
         f"{'at most ' + str(max_batches) if max_batches else 'all'} steps of {args.batch_size} images per epoch",
         f"- sandwich rule (largest + smallest + {args.n_random} random) with in-place distillation; SGD lr {cfg.lr}, "
         "cosine per phase",
-        f"- {n_archs} uniformly sampled sub-networks (seed {args.arch_seed}), BN recalibrated on "
-        f"{args.calib_images} training images, top-1 on the 360 validation images",
+        f"- sub-networks: `random` = {n_archs} uniformly sampled (seed {args.arch_seed}); `ladder` = the 27 with "
+        "the same depth, expand and kernel in every unit (smallest to largest)",
+        f"- BN recalibrated on {calib} training images, then top-1 and mean cross-entropy on the {n_val} validation "
+        "images",
         f"- command: `{' '.join(sys.argv)}`",
         "",
         "## Figures",
         "",
-        f"| | seed {args.seeds[0]} | seed {args.seeds[1]} |",
+        f"| | seed {s0} | seed {s1} |",
         "|---|---|---|",
         f"| training wall time (s) | {times[0]:.1f} | {times[1]:.1f} |",
         f"| training CPU time (s) | {cpu_times[0]:.1f} | {cpu_times[1]:.1f} |",
-        f"| evaluation time (s) | {eval_times[0]:.1f} | {eval_times[1]:.1f} |",
-        f"| top-1 min | {a.min():.4f} | {b.min():.4f} |",
-        f"| top-1 max | {a.max():.4f} | {b.max():.4f} |",
-        f"| top-1 mean | {a.mean():.4f} | {b.mean():.4f} |",
-        f"| top-1 std | {a.std():.4f} | {b.std():.4f} |",
-        f"| distinct values | {len(set(a.tolist()))} | {len(set(b.tolist()))} |",
-        f"| validation loss min..max | {la.min():.4f}..{la.max():.4f} | {lb.min():.4f}..{lb.max():.4f} |",
-        "",
-        f"**Kendall tau between the two seeds' rankings by top-1: {tau:.3f}** (Spearman rho {rho:.3f}; "
-        "AttentiveNAS reports 0.94 between runs on ImageNet).",
-        "",
-        f"**Kendall tau between the two seeds' rankings by validation loss: {tau_loss:.3f}** (Spearman rho "
-        f"{rho_loss:.3f}). Same sub-networks, same images: the loss does not move in steps of one image.",
-        "",
-        "## Sub-networks",
-        "",
-        f"| arch | top-1 seed {args.seeds[0]} | top-1 seed {args.seeds[1]} | loss seed {args.seeds[0]} "
-        f"| loss seed {args.seeds[1]} |",
-        "|---|---|---|---|---|",
-        *[f"| `{n}` | {x:.4f} | {y:.4f} | {u:.4f} | {v:.4f} |"
-          for n, x, y, u, v in zip(names, a, b, la, lb, strict=True)],
-        "",
+        f"| evaluation time, both sets (s) | {eval_times[0]:.1f} | {eval_times[1]:.1f} |",
     ]
-    text = "\n".join(lines)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    for name, st in sets.items():
+        a, b = (np.asarray(v) for v in st.top1)
+        la, lb = (np.asarray(v) for v in st.loss)
+        lines += [
+            f"| `{name}` top-1 min..max | {a.min():.4f}..{a.max():.4f} | {b.min():.4f}..{b.max():.4f} |",
+            f"| `{name}` top-1 mean (std) | {a.mean():.4f} ({a.std():.4f}) | {b.mean():.4f} ({b.std():.4f}) |",
+            f"| `{name}` distinct top-1 values | {len(set(a.tolist()))} | {len(set(b.tolist()))} |",
+            f"| `{name}` loss min..max | {la.min():.4f}..{la.max():.4f} | {lb.min():.4f}..{lb.max():.4f} |",
+            f"| `{name}` Kendall tau, parameters vs -loss | {st.params_tau()[0]:.3f} | {st.params_tau()[1]:.3f} |",
+        ]
+    lines += ["", "Kendall tau (Spearman rho) between the two seeds' rankings; AttentiveNAS reports 0.94 between "
+              "runs on ImageNet.", "", "| sub-networks | by top-1 | by validation loss |", "|---|---|---|"]
+    for name, st in sets.items():
+        (t, r), (tl, rl) = st.tau("top1"), st.tau("loss")
+        lines.append(f"| `{name}` ({len(st.names)}) | **{t:.3f}** ({r:.3f}) | **{tl:.3f}** ({rl:.3f}) |")
+    lines += ["", "The loss does not move in steps of one image, so it separates sub-networks that top-1 ties."]
+    for name, st in sets.items():
+        lines += ["", f"## Sub-networks: `{name}`", "",
+                  f"| arch | parameters | top-1 seed {s0} | top-1 seed {s1} | loss seed {s0} | loss seed {s1} |",
+                  "|---|---|---|---|---|---|",
+                  *[f"| `{n}` | {p} | {x:.4f} | {y:.4f} | {u:.4f} | {v:.4f} |"
+                    for n, p, x, y, u, v in zip(st.names, st.params, *st.top1, *st.loss, strict=True)]]
+    lines.append("")
+    return lines
 
 
 if __name__ == "__main__":

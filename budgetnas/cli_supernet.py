@@ -39,6 +39,9 @@ def train_cmd(
     n_random: Annotated[int, typer.Option("--n-random", help="random sub-networks per sandwich step")] = 2,
     distill: Annotated[bool, typer.Option("--distill/--no-distill",
                                           help="in-place distillation from the largest sub-network")] = True,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment",
+                                          help="random distortions of training images (digits: rotate, zoom, "
+                                               "shift; image folders: also mirror)")] = True,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run saved in --out")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
@@ -50,7 +53,7 @@ def train_cmd(
     cfg = TrainConfig(dataset=dataset, width=width, resolution=resolution, input_size=input_size,
                       phases=tuple(p.strip() for p in phases.split(",") if p.strip()), epochs=epochs,
                       batch_size=batch_size, max_batches=max_batches, lr=lr, sandwich=use_sandwich,
-                      n_random=n_random, distill=distill, seed=seed, device=device,
+                      n_random=n_random, distill=distill, augment=augment, seed=seed, device=device,
                       threads=threads)
     ckpt = train(cfg, out, resume=resume, progress=not quiet)
     typer.echo(f"wrote {out} ({ckpt['dataset_name']}, {len(ckpt['history'])} epochs, "
@@ -67,7 +70,8 @@ def eval_cmd(
     dataset: Annotated[str | None, typer.Option("--dataset", help="override the checkpoint's dataset spec")] = None,
     device: Device = "cpu",
     threads: Threads = None,
-    calib_images: Annotated[int, typer.Option("--calib-images", help="training images for BN recalibration")] = 512,
+    calib_images: Annotated[int, typer.Option(
+        "--calib-images", help="training images for BN recalibration (all of them if fewer)")] = 2000,
     server: Annotated[str | None, typer.Option("--server", help="LUT server URL: POST /v1/accuracy")] = None,
     token: Annotated[str | None, typer.Option("--token", envvar="BUDGETNAS_ADMIN_TOKEN",
                                               help="admin token for --server")] = None,

@@ -9,6 +9,7 @@ runs evaluate on the same images.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +33,19 @@ class DataSplits:
     train: Dataset[tuple[torch.Tensor, int]]
     val: Dataset[tuple[torch.Tensor, int]]
     classes: list[str]
+    # Random label-preserving distortion of one training image (None: the dataset has none).
+    augment: Augment | None = None
+
+    def train_augmented(self) -> Dataset[tuple[torch.Tensor, int]]:
+        """The training images, each freshly distorted by ``augment`` every time it is read."""
+        return self.train if self.augment is None else Augmented(self.train, self.augment)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
 
+Augment = Callable[[torch.Tensor], torch.Tensor]
 DatasetFactory = Callable[[str | None, int], DataSplits]
 DATASETS: dict[str, DatasetFactory] = {}
 
@@ -63,6 +71,45 @@ def _split(n: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(SPLIT_SEED).permutation(n)
     n_val = max(1, round(n * val_fraction))
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+# ---- augmentation ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RandomAffine:
+    """Random rotation, zoom and shift (and optionally a horizontal flip) of one CxHxW image.
+
+    Draws from torch's global generator, which ``train`` seeds: a run is repeatable. Shifts are
+    fractions of the half-width (affine_grid's coordinates span [-1, 1]).
+    """
+
+    degrees: float
+    scale: float  # zoom factor drawn from [1 - scale, 1 + scale]
+    shift: float
+    flip: bool = False
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        u = torch.rand(5) * 2 - 1
+        angle = math.radians(self.degrees) * float(u[0])
+        zoom = 1 + self.scale * float(u[1])
+        sx = -1.0 if self.flip and float(u[4]) < 0 else 1.0
+        cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
+        theta = torch.tensor([[[cos * sx, -sin, self.shift * float(u[2])],
+                               [sin * sx, cos, self.shift * float(u[3])]]], dtype=x.dtype)
+        grid = F.affine_grid(theta, [1, *x.shape], align_corners=False)
+        # Border padding repeats the background instead of inventing a black frame.
+        return F.grid_sample(x[None], grid, padding_mode="border", align_corners=False)[0]
+
+
+class Augmented(Dataset[tuple[torch.Tensor, int]]):
+    def __init__(self, base: Dataset[tuple[torch.Tensor, int]], augment: Augment) -> None:
+        self.base, self.augment = base, augment
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x, y = self.base[i]
+        return self.augment(x), y
 
 
 # ---- digits ---------------------------------------------------------------------------------
@@ -91,8 +138,10 @@ def _digits(arg: str | None, resolution: int) -> DataSplits:
     images = torch.from_numpy(d.images.astype(np.float32) / 16.0)
     labels = torch.from_numpy(d.target.astype(np.int64))
     tr, va = _split(len(labels), 0.2)
+    # Handwriting varies in slant, size and position, never in mirror image: no flip.
     return DataSplits("digits", TensorImages(images[tr], labels[tr], resolution),
-                      TensorImages(images[va], labels[va], resolution), [str(c) for c in d.target_names])
+                      TensorImages(images[va], labels[va], resolution), [str(c) for c in d.target_names],
+                      RandomAffine(degrees=15, scale=0.1, shift=0.2))
 
 
 # ---- image folders --------------------------------------------------------------------------
@@ -177,7 +226,8 @@ def _imagefolder(arg: str | None, resolution: int) -> DataSplits:
                             "for training and validation")
     _check_images(tr_files + va_files)
     return DataSplits(f"imagefolder:{root.resolve().name}", ImageFiles(tr_files, tr_labels, resolution),
-                      ImageFiles(va_files, va_labels, resolution), classes)
+                      ImageFiles(va_files, va_labels, resolution), classes,
+                      RandomAffine(degrees=0, scale=0.15, shift=0.15, flip=True))
 
 
 def calibration_subset(train: Dataset[tuple[torch.Tensor, int]], n: int) -> list[int]:

@@ -54,6 +54,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 3e-5
     label_smoothing: float = 0.1
+    augment: bool = True  # the dataset's random distortions of training images (digits: affine, no flip)
     sandwich: bool = True
     n_random: int = 2
     distill: bool = True
@@ -207,7 +208,8 @@ def _train_phase(cfg: TrainConfig, pi: int, net: OFASupernet, model: nn.Module, 
     choices = phase_choices(phase)
     sampler: DistributedSampler[Any] = DistributedSampler(data.train, dd.world, dd.rank, shuffle=True,
                                                           seed=cfg.seed, drop_last=True)
-    loader = DataLoader(data.train, batch_size=cfg.batch_size, sampler=sampler, drop_last=True)
+    images = data.train_augmented() if cfg.augment else data.train
+    loader = DataLoader(images, batch_size=cfg.batch_size, sampler=sampler, drop_last=True)
     steps = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
     if steps == 0:
         raise InvalidArgumentError(f"batch size {cfg.batch_size} x {dd.world} process(es) exceeds the "
@@ -222,6 +224,9 @@ def _train_phase(cfg: TrainConfig, pi: int, net: OFASupernet, model: nn.Module, 
     net.train()
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(pi * 10_000 + epoch)
+        # Augmentation draws from torch's global generator: seeding it per epoch makes a resumed run
+        # distort the same images the same way as an uninterrupted one.
+        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, pi, epoch]).generate_state(1)[0]))
         t0 = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(total=steps, desc=f"{phase} {epoch + 1}/{cfg.epochs}", file=sys.stderr, disable=not progress,
