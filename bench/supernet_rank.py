@@ -119,6 +119,32 @@ def main() -> None:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
+    plot(sets, args.seeds, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+def plot(sets: dict[str, SetScores], seeds: list[int], path: Path) -> None:
+    """Seed against seed, one panel per metric: points along a rising line are ranked alike."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    for ax, metric, label in ((axes[0], "top1", "top-1"), (axes[1], "loss", "validation loss")):
+        for (name, st), marker in zip(sets.items(), "os", strict=False):
+            a, b = getattr(st, metric)
+            ax.scatter(a, b, marker=marker, alpha=0.7, label=f"{name} ({len(a)}): tau {st.tau(metric)[0]:.2f}")
+        lo = min(min(min(v) for v in getattr(st, metric)) for st in sets.values())
+        hi = max(max(max(v) for v in getattr(st, metric)) for st in sets.values())
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+        ax.set_xlabel(f"{label}, seed {seeds[0]}")
+        ax.set_ylabel(f"{label}, seed {seeds[1]}")
+        ax.legend(fontsize=8)
+    fig.suptitle("Same sub-networks, two supernet training seeds (digits)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def report(args: argparse.Namespace, sets: dict[str, SetScores], cfg: TrainConfig, epochs: int,

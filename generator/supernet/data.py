@@ -4,7 +4,8 @@ A dataset spec is ``NAME`` or ``NAME:ARGUMENT``: ``digits`` (scikit-learn's bund
 upscaled) or ``imagefolder:PATH`` (``PATH/<class>/<image>``, or ``PATH/train/...`` and
 ``PATH/val/...``, read with Pillow). Every dataset yields 3xRxR float tensors normalised to about
 [-1, 1] and has fixed train / validation splits that do not depend on the training seed, so two
-runs evaluate on the same images.
+runs evaluate on the same images. Training may read the train split through the dataset's random
+distortion (``DataSplits.train_augmented``); validation and BN-calibration images are never distorted.
 """
 
 from __future__ import annotations
