@@ -21,14 +21,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from scipy.stats import kendalltau, spearmanr
+from torch.utils.data import DataLoader
 
 from generator.supernet import checkpoint
 from generator.supernet.data import load_dataset
-from generator.supernet.evaluate import CALIB_IMAGES, eval_data, evaluate_archs
+from generator.supernet.evaluate import CALIB_IMAGES, EvalData, Scores, eval_data, recalibrate_bn, scores
 from generator.supernet.network import OFASupernet
 from generator.supernet.train import TrainConfig, train
 from spaces.ofa_mbv3 import DEPTHS, EXPANDS, KERNELS, N_UNITS, OFAArch, OFAMobileNetV3
@@ -50,14 +52,44 @@ class SetScores:
     params: list[int]
     top1: list[list[float]] = field(default_factory=list)  # [seed][arch]
     loss: list[list[float]] = field(default_factory=list)
+    halves: list[list[tuple[Scores, Scores]]] = field(default_factory=list)  # [seed][arch]: even, odd images
+
+    def add(self, scored: list[tuple[Scores, Scores, Scores]]) -> None:
+        self.top1.append([full.top1 for full, _, _ in scored])
+        self.loss.append([full.loss for full, _, _ in scored])
+        self.halves.append([(a, b) for _, a, b in scored])
 
     def tau(self, metric: str) -> tuple[float, float]:
         a, b = (np.asarray(v) for v in getattr(self, metric))
         return float(kendalltau(a, b).statistic), float(spearmanr(a, b).statistic)
 
+    def split_half_tau(self, metric: str) -> list[float]:
+        """Per seed: Kendall tau between the rankings on the even and on the odd validation images.
+
+        No training noise enters it, only the finite validation set: the agreement that half the
+        images allow on their own.
+        """
+        return [float(kendalltau([getattr(a, metric) for a, _ in h], [getattr(b, metric) for _, b in h]).statistic)
+                for h in self.halves]
+
     def params_tau(self) -> list[float]:
         """Does capacity order the sub-networks? Kendall tau of parameter count against -loss, per seed."""
         return [float(kendalltau(self.params, -np.asarray(v)).statistic) for v in self.loss]
+
+
+def split_halves(ed: EvalData) -> tuple[DataLoader[Any], DataLoader[Any]]:
+    """The validation batches cut into their even and their odd images."""
+    batches = list(ed.val)
+    return (DataLoader([(x[0::2], y[0::2]) for x, y in batches], batch_size=None),  # type: ignore[arg-type]
+            DataLoader([(x[1::2], y[1::2]) for x, y in batches], batch_size=None))  # type: ignore[arg-type]
+
+
+def score_arch(net: OFASupernet, arch: OFAArch, ed: EvalData, halves: tuple[DataLoader[Any], DataLoader[Any]],
+               dev: torch.device) -> tuple[Scores, Scores, Scores]:
+    """``evaluate_arch`` on all validation images, then on each half (same recalibrated model)."""
+    model = net.extract(arch).to(dev)
+    recalibrate_bn(model, ed.calib)
+    return scores(model, ed.val, dev), scores(model, halves[0], dev), scores(model, halves[1], dev)
 
 
 def main() -> None:
@@ -70,7 +102,7 @@ def main() -> None:
     ap.add_argument("--max-batches", type=int, default=None, help="steps per epoch cap (default all 44, quick 24)")
     ap.add_argument("--input-size", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--n-random", type=int, default=1)
+    ap.add_argument("--n-random", type=int, default=2, help="random sub-networks per sandwich step (as `supernet train`)")
     ap.add_argument("--no-augment", dest="augment", action="store_false", help="train on undistorted images")
     ap.add_argument("--calib-images", type=int, default=CALIB_IMAGES)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: no OpenMP spin-waiting when shared)")
@@ -104,13 +136,12 @@ def main() -> None:
             net.load_state_dict(ckpt["state"])
             t0 = time.perf_counter()
             ed = eval_data(data, dev, args.calib_images)
+            halves = split_halves(ed)
             for set_name, archs in (("random", space.sample_many(n_archs, args.arch_seed)), ("ladder", ladder(space))):
                 if set_name not in sets:
                     sets[set_name] = SetScores([space.format(a) for a in archs],
                                                [sum(p.numel() for p in net.extract(a).parameters()) for a in archs])
-                sc = evaluate_archs(net, archs, ed, dev, progress=sys.stderr.isatty())
-                sets[set_name].top1.append([x.top1 for x in sc])
-                sets[set_name].loss.append([x.loss for x in sc])
+                sets[set_name].add([score_arch(net, a, ed, halves, dev) for a in archs])
             eval_times.append(time.perf_counter() - t0)
             print(f"seed {seed}: evaluated {sum(len(s.names) for s in sets.values())} sub-networks in "
                   f"{eval_times[-1]:.1f}s", flush=True)
@@ -191,13 +222,20 @@ def report(args: argparse.Namespace, sets: dict[str, SetScores], cfg: TrainConfi
             f"| `{name}` distinct top-1 values | {len(set(a.tolist()))} | {len(set(b.tolist()))} |",
             f"| `{name}` loss min..max | {la.min():.4f}..{la.max():.4f} | {lb.min():.4f}..{lb.max():.4f} |",
             f"| `{name}` Kendall tau, parameters vs -loss | {st.params_tau()[0]:.3f} | {st.params_tau()[1]:.3f} |",
+            f"| `{name}` split-half tau, top-1 | {st.split_half_tau('top1')[0]:.3f} | "
+            f"{st.split_half_tau('top1')[1]:.3f} |",
+            f"| `{name}` split-half tau, loss | {st.split_half_tau('loss')[0]:.3f} | "
+            f"{st.split_half_tau('loss')[1]:.3f} |",
         ]
     lines += ["", "Kendall tau (Spearman rho) between the two seeds' rankings; AttentiveNAS reports 0.94 between "
               "runs on ImageNet.", "", "| sub-networks | by top-1 | by validation loss |", "|---|---|---|"]
     for name, st in sets.items():
         (t, r), (tl, rl) = st.tau("top1"), st.tau("loss")
         lines.append(f"| `{name}` ({len(st.names)}) | **{t:.3f}** ({r:.3f}) | **{tl:.3f}** ({rl:.3f}) |")
-    lines += ["", "The loss does not move in steps of one image, so it separates sub-networks that top-1 ties."]
+    lines += ["", "The loss does not move in steps of one image, so it separates sub-networks that top-1 ties.",
+              "", "Split-half tau: one supernet's sub-networks ranked on the even against the odd validation images. "
+              "No training noise enters it, only the finite validation set: it shows how well half the images "
+              "can rank these sub-networks at all (all of them do somewhat better)."]
     for name, st in sets.items():
         lines += ["", f"## Sub-networks: `{name}`", "",
                   f"| arch | parameters | top-1 seed {s0} | top-1 seed {s1} | loss seed {s0} | loss seed {s1} |",

@@ -71,3 +71,21 @@ def test_cli_no_augment(tmp_path: Path) -> None:
     assert run(["supernet", "train", "--out", str(out), "--phases", "full", "--no-augment", "--input-size", "32",
                 "--max-batches", "1", "--batch-size", "4", "--threads", "1", "--quiet"]) == 0
     assert checkpoint.load(out)["config"]["augment"] is False
+
+
+def test_a_checkpoint_from_before_augmentation_resumes_without_it(tmp_path: Path) -> None:
+    cfg = TrainConfig(input_size=32, phases=("full", "kernel"), epochs=1, max_batches=1, batch_size=4, n_random=0,
+                      threads=1, augment=False)
+    out = tmp_path / "old.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out, progress=False, log=_interrupt)
+    old = checkpoint.load(out)
+    del old["config"]["augment"]  # as written before the setting existed
+    checkpoint.save(out, old)
+    with pytest.raises(DataFileError, match="augment"):
+        train(TrainConfig(**{**cfg.__dict__, "augment": True}), out, resume=True, progress=False, log=lambda s: None)
+    assert train(cfg, out, resume=True, progress=False, log=lambda s: None)["complete"]
+
+
+def _interrupt(_: str) -> None:
+    raise KeyboardInterrupt  # after the first epoch's checkpoint is on disk

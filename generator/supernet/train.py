@@ -88,7 +88,12 @@ class TrainConfig:
         """Fields that differ from a checkpoint's config (a resume must not change the run)."""
         mine = asdict(self)
         skip = {"device", "threads"}  # a run may move between machines
-        return [k for k in mine if k not in skip and _jsonish(mine[k]) != _jsonish(other.get(k))]
+        theirs = {**ADDED_LATER, **other}
+        return [k for k in mine if k not in skip and _jsonish(mine[k]) != _jsonish(theirs.get(k))]
+
+
+# Settings added after checkpoints were first written, with the value older runs trained with.
+ADDED_LATER: dict[str, Any] = {"augment": False}
 
 
 def _jsonish(v: Any) -> Any:
