@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from generator.supernet import checkpoint
 from generator.supernet.data import load_dataset
-from generator.supernet.evaluate import CALIB_IMAGES, EvalData, Scores, eval_data, recalibrate_bn, scores
+from generator.supernet.evaluate import CALIB_IMAGES, EvalData, Scores, eval_data, recalibrated, scores
 from generator.supernet.network import OFASupernet
 from generator.supernet.train import TrainConfig, train
 from spaces.ofa_mbv3 import DEPTHS, EXPANDS, KERNELS, N_UNITS, OFAArch, OFAMobileNetV3
@@ -87,8 +87,7 @@ def split_halves(ed: EvalData) -> tuple[DataLoader[Any], DataLoader[Any]]:
 def score_arch(net: OFASupernet, arch: OFAArch, ed: EvalData, halves: tuple[DataLoader[Any], DataLoader[Any]],
                dev: torch.device) -> tuple[Scores, Scores, Scores]:
     """``evaluate_arch`` on all validation images, then on each half (same recalibrated model)."""
-    model = net.extract(arch).to(dev)
-    recalibrate_bn(model, ed.calib)
+    model = recalibrated(net, arch, ed, dev)
     return scores(model, ed.val, dev), scores(model, halves[0], dev), scores(model, halves[1], dev)
 
 

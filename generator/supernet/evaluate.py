@@ -93,11 +93,16 @@ def eval_data(data: DataSplits, device: torch.device, calib_images: int = CALIB_
     return EvalData(calib, DataLoader(batches, batch_size=None))  # type: ignore[arg-type]
 
 
-def evaluate_arch(net: OFASupernet, arch: OFAArch, ed: EvalData, device: torch.device) -> Scores:
-    """Top-1 and loss of the extracted sub-network after BN recalibration."""
+def recalibrated(net: OFASupernet, arch: OFAArch, ed: EvalData, device: torch.device) -> nn.Module:
+    """The extracted sub-network with its BatchNorm statistics re-estimated on the calibration batches."""
     model = net.extract(arch).to(device)
     recalibrate_bn(model, ed.calib)
-    return scores(model, ed.val, device)
+    return model
+
+
+def evaluate_arch(net: OFASupernet, arch: OFAArch, ed: EvalData, device: torch.device) -> Scores:
+    """Top-1 and loss of the extracted sub-network after BN recalibration."""
+    return scores(recalibrated(net, arch, ed, device), ed.val, device)
 
 
 def evaluate_archs(net: OFASupernet, archs: Sequence[OFAArch], ed: EvalData, device: torch.device,
