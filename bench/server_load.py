@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/server_load.py [--db URL] [--workers N] [--requests N] [--jobs N]
 
-Figures: single-architecture predict p50/p99 latency and requests/s with 32 concurrent clients;
+Figures: single-architecture predict p50/p99 latency and requests/s with 32 concurrent clients
+(closed loop: the saturation point) and at a fixed offered rate (open loop, ``--rate``, default 500/s);
 a 10,000-architecture batch predict (cold: archs never seen; warm: the same batch again); lease+result
 cycles/s with 20 agents, with a check that no job is lost or done twice. Needs the Once-for-All
 Note10 LUT in ../shared/data. Not run in CI: the figures depend on the machine.
@@ -82,6 +83,37 @@ async def single_predict(base: str, lut: int, archs: list[str], clients: int, to
           f"p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, {len(ms) / wall:.0f} req/s")
 
 
+async def paced_predict(base: str, lut: int, archs: list[str], rate: float, seconds: float, clients: int) -> None:
+    """Open loop at a fixed offered rate over at most ``clients`` connections.
+
+    Requests are due on a fixed schedule whatever the answers do, and latency counts from the due
+    time: a slow answer delays the ones behind it, and they are charged for it (no coordinated
+    omission). The 32-client figure above is closed loop: it measures the saturation point instead.
+    """
+    warm = int(rate)  # the first second opens the connections and is not counted
+    n = warm + int(rate * seconds)
+    lat: list[float] = []
+    slots = iter(range(n))  # shared: each connection takes the next due request when it is free
+    start = time.perf_counter() + 0.2
+
+    async def connection() -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+            for i in slots:
+                due = start + i / rate
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                r = await c.post("/v1/predict", json={"lut": lut, "archs": [archs[i % len(archs)]]})
+                if i >= warm:
+                    lat.append(time.perf_counter() - due)
+                assert r.status_code == 200, r.text
+
+    await asyncio.gather(*(connection() for _ in range(clients)))
+    wall = time.perf_counter() - start - warm / rate
+    ms = np.array(lat) * 1000
+    print(f"single-arch predict, offered {rate:.0f} req/s for {seconds:.0f} s over <= {clients} connections: "
+          f"p50 {np.percentile(ms, 50):.1f} ms, p90 {np.percentile(ms, 90):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, "
+          f"achieved {len(ms) / wall:.0f} req/s")
+
+
 def sequential_predict(base: str, lut: int, archs: list[str], n: int = 500) -> None:
     """One client, one request at a time: the service time without queueing."""
     with httpx.Client(base_url=base, timeout=30) as c:
@@ -99,7 +131,8 @@ def sequential_predict(base: str, lut: int, archs: list[str], n: int = 500) -> N
 def batch_predict(base: str, lut: int, space_seed: int) -> None:
     sp = get_space("ofa-mbv3", width=1.2, resolution=224)
     with httpx.Client(base_url=base, timeout=120) as c:
-        cold, warm = [], []
+        cold: list[float] = []
+        warm: list[float] = []
         for rep in range(3):
             archs = [sp.format(a) for a in sp.sample_many(10_000, seed=space_seed + rep)]
             for out in (cold, warm, warm):
@@ -155,6 +188,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--requests", type=int, default=4000, help="single-arch predict requests")
     ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--rate", type=float, default=500, help="offered req/s for the open-loop predict figure")
+    ap.add_argument("--seconds", type=float, default=10, help="duration of the open-loop predict figure")
     ap.add_argument("--jobs", type=int, default=1500, help="jobs for the lease+result figure")
     ap.add_argument("--agents", type=int, default=20)
     args = ap.parse_args()
@@ -174,6 +209,7 @@ def main() -> None:
         archs = [sp.format(a) for a in sp.sample_many(1000, seed=0)]
         sequential_predict(base, lut, archs)
         asyncio.run(single_predict(base, lut, archs, args.clients, args.requests))
+        asyncio.run(paced_predict(base, lut, archs, args.rate, args.seconds, args.clients))
         batch_predict(base, lut, space_seed=100)
         lease_cycles(base, args.jobs, args.agents)
     finally:
