@@ -1,189 +1,335 @@
-"""PNAG vs baselines on NAS-Bench-201 ground truth (../shared/data/nb201/nb201_bench.csv).
+"""PNAG vs baselines on NAS-Bench-201 ground truth (../shared/data/nb201/nb201_bench.csv), under one
+protocol (``generator.search``): every method gets the same accuracy-query budget Q, the same
+exploration records (half of Q, spread over the latency range), spends the other half validating
+its own best candidates, and answers with the same final-pick rule.
 
-For each device x dataset: the methods read at most --max-queries accuracy records (through the
-counting source), answer budgets at 20/40/60/80/100% of the table's latency range, and are scored
-against the whole table (used here only to score): regret = best feasible accuracy - accuracy of
-the returned arch. Also: share of 1,000 generated samples within budget, generation time for a
-new budget, training time, and the paper's ablations (Table 2 rewards, Table 3 Pareto vs
-independent, Table 5 K). Writes markdown tables (and PNG plots) and prints them.
+Per device x dataset x Q x seed, for budgets at 20/40/60/80/100% of the table's latency range,
+the regret (best accuracy of the whole table within the budget - true accuracy of the answer) of:
 
-    .venv/bin/python bench/nb201_frontier.py --quick            # pixel3 x cifar10, short training
-    nice -n 10 .venv/bin/python bench/nb201_frontier.py         # the full sweep (by hand, never CI)
+- each method's *final* answer (after validation), beside the naive user who reads Q random
+  archs and keeps the best that fits;
+- each method's *own-candidate* answer: its first candidates only, scored by the shared accuracy
+  (exploration records + predictor), beside the *floor*: the exhaustive best of that shared score
+  over the whole table (what a method could reach with the same information);
+- predictor calls (training included), records read, seconds; for PNAG also the share of 1,000
+  generated samples within budget, distinct fitting archs among 256 samples, whether the
+  answers' predicted accuracy is non-decreasing in the budget, and ms to answer a new budget.
+
+Runs are appended as JSON lines (``--runs``), so an interrupted sweep resumes; ``--render`` only
+rewrites the markdown and plots from them. The ablations (Tables 2, 3, 5) run with ``--ablations``.
+
+    .venv/bin/python bench/nb201_frontier.py --quick                  # one setting, one seed, short
+    nice .venv/bin/python bench/nb201_frontier.py --workers 2         # the full sweep (by hand, never CI)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
-from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from generator.accuracy import TableAccuracy, prepare  # noqa: E402
+from generator.accuracy import Problem, TableAccuracy, prepare  # noqa: E402
 from generator.latency import TableOracle  # noqa: E402
 from generator.pnag import TrainConfig  # noqa: E402
-from generator.search import MethodResult, SearchOptions, run_method  # noqa: E402
+from generator.search import Answer, MethodResult, SearchOptions, run_method  # noqa: E402
 from generator.tables import read_table  # noqa: E402
 from spaces import get_space  # noqa: E402
 
 PCTS = (0.2, 0.4, 0.6, 0.8, 1.0)
-GENERATOR_METHODS = {"pnag", "pareto-noacc", "mnas", "tunas"}
+SP = get_space("nb201")
 
 
-def regrets_of(answers: list, budgets: list[float], truth: dict[bytes, float], lat_all: np.ndarray,
-               acc_all: np.ndarray, oracle: TableOracle) -> tuple[list[float], int]:
-    regrets, over = [], 0
-    for b, ans in zip(budgets, answers, strict=True):
-        best = float(np.max(acc_all[lat_all <= b]))
-        true_lat = float(oracle(ans.tokens[None])[0])
-        over += int(not true_lat <= b)
-        regrets.append(best - truth[ans.tokens.tobytes()])
-    return regrets, over
+class Setting:
+    """One device x dataset: the oracle, the whole table (for scoring only) and the budgets."""
+
+    def __init__(self, csv: Path, device: str, dataset: str) -> None:
+        self.device, self.dataset = device, dataset
+        lat_table = read_table(f"{csv}:{device}_latency_ms", SP)
+        self.acc_table = read_table(f"{csv}:{dataset}_acc", SP)
+        self.oracle = TableOracle(SP, lat_table)
+        tok = self.acc_table.tokens
+        lat = self.oracle(tok)
+        keep = ~np.isnan(lat) & ~np.isnan(self.acc_table.values)
+        self.tok, self.lat, self.acc = tok[keep], lat[keep], self.acc_table.values[keep]
+        self.truth = {r.tobytes(): float(v) for r, v in zip(self.tok, self.acc, strict=True)}
+        lo, hi = float(self.lat.min()), float(self.lat.max())
+        self.budgets = [lo + p * (hi - lo) for p in PCTS]
+        self.best = [float(self.acc[self.lat <= b].max()) for b in self.budgets]
+
+    def regrets(self, answers: list[Answer]) -> tuple[list[float], int]:
+        out, over = [], 0
+        for b, best, a in zip(self.budgets, self.best, answers, strict=True):
+            over += int(not float(self.oracle(a.tokens[None])[0]) <= b)
+            out.append(best - self.truth.get(a.tokens.tobytes(), float("nan")))
+        return out, over
+
+    def floor(self, problem: Problem) -> list[float]:
+        """True regret of the exhaustive best of the shared score within each budget."""
+        score = problem.score(self.tok)
+        return [best - float(self.acc[self.lat <= b][np.argmax(score[self.lat <= b])])
+                for b, best in zip(self.budgets, self.best, strict=True)]
 
 
-def score(res: MethodResult, budgets: list[float], truth: dict[bytes, float], lat_all: np.ndarray,
-          acc_all: np.ndarray, oracle: TableOracle, no_records: list | None = None) -> dict[str, float]:
-    """``no_records``: the method's answers when the records read may not compete in the final choice."""
-    regrets, over = regrets_of(res.answers, budgets, truth, lat_all, acc_all, oracle)
-    row = {"regret": float(np.mean(regrets)), "max_regret": float(np.max(regrets)), "over": over,
-           "train_s": res.train_seconds, "answer_ms": 1000 * float(np.mean(res.answer_seconds))}
-    if res.bundle is not None:
-        sp = res.bundle.space
-        no_records = []
-        for b in budgets:
-            out = res.bundle.generate(b, seed=0, use_records=False)
-            tok = np.asarray(sp.to_tokens(sp.parse(out["arch"])), np.int64)
-            no_records.append(type(res.answers[0])(tok, out["latency_ms"], out["accuracy"]))
-    if res.bare is not None:
-        no_records = res.bare
-    if no_records is not None:
-        nr, nr_over = regrets_of(no_records, budgets, truth, lat_all, acc_all, oracle)
-        row.update(regret_gen=float(np.mean(nr)), over_gen=nr_over)
-    for p, r in zip(PCTS, regrets, strict=True):
-        row[f"r{int(p * 100)}"] = r
-    if res.bundle is not None:
-        shares, gaps, gen_ms = [], [], []
-        rng = np.random.default_rng(0)
-        for b in budgets:
-            out = res.bundle.generate(b, samples=1000, seed=1)
-            lat = np.array([np.nan if s["latency_ms"] is None else s["latency_ms"] for s in out["samples"]])
-            fit = lat <= b
-            shares.append(float(fit.mean()))
-            gaps.append(float(np.median((b - lat[fit]) / b)) if fit.any() else float("nan"))
-            for _ in range(3):  # a new budget each time: no caching can help
-                nb = float(b * rng.uniform(0.9, 1.0))
-                t0 = time.perf_counter()
-                res.bundle.generate(nb, seed=2)
-                gen_ms.append(1000 * (time.perf_counter() - t0))
-        row.update(share=float(np.mean(shares)), min_share=float(np.min(shares)), gap=float(np.nanmean(gaps)),
-                   gen_ms=float(np.median(gen_ms)))
-    return row
-
-
-def fmt(v: float | int | None, spec: str = ".2f") -> str:
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return "—"
-    return format(v, spec)
-
-
-def histogram_plot(res: MethodResult, budgets: list[float], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    assert res.bundle is not None
-    fig, axes = plt.subplots(1, len(budgets), figsize=(3.2 * len(budgets), 2.8), sharey=True)
-    for ax, b, p in zip(axes, budgets, PCTS, strict=True):
-        out = res.bundle.generate(b, samples=1000, seed=1)
-        lat = [s["latency_ms"] for s in out["samples"] if s["latency_ms"] is not None]
-        ax.hist(lat, bins=40, color="tab:blue", alpha=0.8)
-        ax.axvline(b, color="red", ls="--", lw=1)
-        ax.set_title(f"{int(p * 100)}%: B={b:.2f} ms", fontsize=9)
-        ax.set_xlabel("latency (ms)")
-    axes[0].set_ylabel("count of 1,000 samples")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def frontier_plot(results: dict[str, MethodResult], budgets: list[float], lat_all: np.ndarray,
-                  acc_all: np.ndarray, truth: dict[bytes, float], oracle: TableOracle, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    order = np.argsort(lat_all)
-    ax.step(lat_all[order], np.maximum.accumulate(acc_all[order]), where="post", color="black", lw=1,
-            label="true frontier (table scan)")
-    for name, res in results.items():
-        xs = [float(oracle(a.tokens[None])[0]) for a in res.answers]
-        ys = [truth[a.tokens.tobytes()] for a in res.answers]
-        ax.plot(xs, ys, "o-", ms=4, lw=0.8, label=name)
+def generator_stats(res: MethodResult, budgets: list[float]) -> dict[str, Any]:
+    bundle = res.bundle
+    assert bundle is not None
+    share, distinct, gen_ms, samples = [], [], [], []
+    rng = np.random.default_rng(0)
     for b in budgets:
-        ax.axvline(b, color="grey", ls=":", lw=0.6)
-    lo = float(np.percentile(acc_all, 5))
-    ax.set_ylim(lo, float(acc_all.max()) + 0.5)
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        out = bundle.generate(b, samples=1000, seed=1)
+        lat = np.array([np.nan if s["latency_ms"] is None else s["latency_ms"] for s in out["samples"]])
+        share.append(float(np.mean(lat <= b)))
+        samples.append([round(float(v), 4) for v in lat if not np.isnan(v)])
+        s = bundle.sample(b, 256, np.random.default_rng(2))
+        distinct.append(len(np.unique(s[bundle.latency(s) <= b], axis=0)))
+        for _ in range(3):  # a new budget each time: no caching can help
+            nb = float(b * rng.uniform(0.9, 1.0))
+            t0 = time.perf_counter()
+            bundle.generate(max(nb, bundle.cheapest), seed=2)
+            gen_ms.append(1000 * (time.perf_counter() - t0))
+    pred = [a.accuracy for a in res.answers]
+    return {"share": share, "distinct": distinct, "gen_ms": float(np.median(gen_ms)),
+            "monotone": bool(all(y >= x - 1e-9 for x, y in pairwise(pred))), "samples": samples}
 
 
-def render(lines: list[str], summary: dict[str, list[dict[str, float]]], t2: dict[str, list[float]],
-           t3: list[tuple[str, dict[str, float], dict[str, float]]], t5: dict[int, list[dict[str, float]]]) -> str:
-    """The whole markdown so far: per-setting tables, then summary and ablations."""
-    out = list(lines)
-    out.append("\n## Summary over all settings\n")
-    out.append("| method | mean regret | settings with mean regret <= 0.3 | archs over budget | mean regret, own "
-               "candidates only | samples within budget | gen ms / new budget | train s (mean) |")
-    out.append("|---|---|---|---|---|---|---|---|")
-    for m, rs in summary.items():
-        share = fmt(float(np.mean([r["share"] for r in rs])), ".1%") if "share" in rs[0] else "—"
-        gen = fmt(float(np.mean([r["gen_ms"] for r in rs])), ".1f") if "gen_ms" in rs[0] else "—"
-        out.append(f"| {m} | {np.mean([r['regret'] for r in rs]):.3f} | "
-                   f"{sum(r['regret'] <= 0.3 for r in rs)}/{len(rs)} | {sum(int(r['over']) for r in rs)} | "
-                   f"{fmt(float(np.mean([r.get('regret_gen', np.nan) for r in rs])), '.3f')} | {share} | "
-                     f"{gen} | {np.mean([r['train_s'] for r in rs]):.1f} |")
-    if t2:
-        out.append("\n## Table 2 — reward functions (same generator, same queries)\n")
-        out.append("| reward | mean regret | mean regret, generated candidates only | samples within budget |\n"
-                   "|---|---|---|---|")
-        names = {"pnag": "Pareto (Eq. 6)", "pareto-noacc": "Pareto without accuracy condition",
-                 "mnas": "MnasNet ACC·(LAT/B)^-0.07", "tunas": "TuNAS ACC - 0.07·|LAT/B - 1|"}
-        for m in t2:
-            out.append(f"| {names[m]} | {np.mean(t2[m]):.3f} | "
-                       f"{np.mean([r['regret_gen'] for r in summary[m]]):.3f} | "
-                         f"{np.mean([r['share'] for r in summary[m]]):.1%} |")
-    if t3:
-        out.append("\n## Table 3 — one Pareto generator vs repeated independent search per budget\n")
-        out.append("| setting | PNAG regret (generated only) | PNAG train s | independent regret (generated only) "
-                   "| independent train s (5 searches) |")
-        out.append("|---|---|---|---|---|")
-        for setting, a, b in t3:
-            out.append(f"| {setting} | {a['regret']:.3f} ({a['regret_gen']:.3f}) | {a['train_s']:.1f} | "
-                       f"{b['regret']:.3f} ({fmt(b.get('regret_gen'), '.3f')}) | {b['train_s']:.1f} |")
-    if t5:
-        out.append("\n## Table 5 — number of budget anchors K\n")
-        out.append("| K | mean regret | mean regret, generated only | samples within budget (mean / min) |\n"
-                   "|---|---|---|---|")
-        for k in sorted(t5):
-            rs = t5[k]
-            out.append(f"| {k} | {np.mean([r['regret'] for r in rs]):.3f} | "
-                       f"{np.mean([r['regret_gen'] for r in rs]):.3f} | "
-                         f"{np.mean([r['share'] for r in rs]):.1%} / {np.min([r['min_share'] for r in rs]):.1%} |")
-    return "\n".join(out) + "\n"
+def run_task(task: dict[str, Any]) -> dict[str, Any]:
+    """One device x dataset x Q x seed (x variant): every method, scored."""
+    import torch
+
+    torch.set_num_threads(1)
+    st = Setting(Path(task["csv"]), task["device"], task["dataset"])
+    t0 = time.perf_counter()
+    problem = prepare(SP, st.oracle, TableAccuracy(st.acc_table), task["queries"], seed=task["seed"])
+    prep_s = time.perf_counter() - t0
+    floor = st.floor(problem)
+    cfg = dict(task.get("train", {}))
+    rounds = cfg.pop("rounds", SearchOptions().rounds)
+    opts = SearchOptions(train=TrainConfig(seed=task["seed"], **cfg), evo_generations=task["generations"],
+                         random_samples=task["random_samples"], rounds=rounds)
+    out: dict[str, Any] = {k: v for k, v in task.items() if k != "csv"}
+    out.update(budgets=st.budgets, floor=floor, explore_queries=problem.accuracy.used, prep_s=prep_s,
+               predictor_tau=problem.report.kendall_tau, methods={})
+    for m in task["methods"]:
+        res = run_method(m, problem, st.budgets, opts)
+        final, over = st.regrets(res.answers)
+        own, own_over = st.regrets(res.own)
+        row: dict[str, Any] = {"final": final, "own": own, "over": over, "own_over": own_over, "calls": res.calls,
+                               "queries": res.queries, "seconds": res.train_seconds + (0 if m == "naive" else prep_s),
+                               "answer_lat": [float(st.oracle(a.tokens[None])[0]) for a in res.answers],
+                               "answer_acc": [st.truth.get(a.tokens.tobytes(), float("nan")) for a in res.answers]}
+        if res.bundle is not None:
+            row.update(generator_stats(res, st.budgets))
+            if task["seed"] != 0:
+                row.pop("samples")
+        out["methods"][m] = row
+        print(f"   {task['device']} x {task['dataset']} Q={task['queries']} seed {task['seed']} "
+              f"{task.get('variant', '')} {m:12s} final {np.mean(final):.3f} own {np.mean(own):.3f} "
+              f"floor {np.mean(floor):.3f} calls {res.calls} {row['seconds']:.1f}s", flush=True)
+    return out
+
+
+# ---- rendering ---------------------------------------------------------------------------------
+
+def ci95(xs: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t-interval."""
+    a = np.asarray(xs, np.float64)
+    if len(a) < 2:
+        return float(a.mean()), float("nan")
+    from scipy.stats import t
+
+    return float(a.mean()), float(t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
+
+
+def pm(xs: list[float], spec: str = ".3f") -> str:
+    m, h = ci95(xs)
+    return f"{m:{spec}}" if np.isnan(h) else f"{m:{spec}} ± {h:{spec}}"
+
+
+def per_seed(runs: list[dict[str, Any]], get: Any) -> list[float]:
+    """The value averaged over the settings of each seed: one number per seed (the CI's sample)."""
+    seeds = sorted({r["seed"] for r in runs})
+    return [float(np.mean([get(r) for r in runs if r["seed"] == s])) for s in seeds]
+
+
+def main_table(runs: list[dict[str, Any]], q: int) -> list[str]:
+    rs = [r for r in runs if r["queries"] == q and not r.get("variant")]
+    if not rs:
+        return []
+    methods = list(rs[0]["methods"])
+    n_set = len({(r["device"], r["dataset"]) for r in rs})
+    seeds = sorted({r["seed"] for r in rs})
+    lines = [f"\n## Q = {q} accuracy queries ({n_set} settings x {len(seeds)} seeds)\n",
+             "Mean over settings and budgets; ± is the 95% t-interval over the seeds' means.\n",
+             "| method | final regret | own-candidate regret | archs over budget | predictor calls | records read "
+             "| seconds |", "|---|---|---|---|---|---|---|"]
+    for m in methods:
+        g = [r["methods"][m] for r in rs]
+        lines.append(f"| {m} | {pm(per_seed(rs, lambda r, m=m: np.mean(r['methods'][m]['final'])))} | "
+                     f"{pm(per_seed(rs, lambda r, m=m: np.mean(r['methods'][m]['own'])))} | "
+                     f"{sum(x['over'] for x in g)}/{5 * len(g)} | {np.mean([x['calls'] for x in g]):,.0f} | "
+                     f"{np.mean([x['queries'] for x in g]):.0f} | {np.mean([x['seconds'] for x in g]):.1f} |")
+    lines.append(f"| floor: exhaustive best of the shared score | — | "
+                 f"{pm(per_seed(rs, lambda r: np.mean(r['floor'])))} | — | 15,625 | {rs[0]['explore_queries']} | — |")
+    if "pnag" in methods:
+        p = [r["methods"]["pnag"] for r in rs]
+        share = [s for x in p for s in x["share"]]
+        distinct = [d for x in p for d in x["distinct"]]
+        lines.append(f"\nPNAG's generator: samples within budget {np.mean(share):.1%} (min {np.min(share):.1%} over "
+                     f"{len(share)} budgets); distinct fitting archs among 256 samples: min {np.min(distinct)}, "
+                     f"median {np.median(distinct):.0f}; answers' predicted accuracy non-decreasing in the budget "
+                     f"in {sum(x['monotone'] for x in p)}/{len(p)} runs; a new budget answered in "
+                     f"{np.median([x['gen_ms'] for x in p]):.1f} ms (median), training "
+                     f"{np.max([x['seconds'] for x in p]):.1f} s at most.")
+    lines.append("\nPer setting (mean over seeds; final / own-candidate regret):\n")
+    lines.append("| setting | " + " | ".join(methods) + " | floor |")
+    lines.append("|---|" + "---|" * (len(methods) + 1))
+    for dev, ds in sorted({(r["device"], r["dataset"]) for r in rs}):
+        sel = [r for r in rs if r["device"] == dev and r["dataset"] == ds]
+        cells = [f"{np.mean([np.mean(r['methods'][m]['final']) for r in sel]):.3f} / "
+                 f"{np.mean([np.mean(r['methods'][m]['own']) for r in sel]):.3f}" for m in methods]
+        lines.append(f"| {dev} × {ds} | " + " | ".join(cells) + f" | {np.mean([np.mean(r['floor']) for r in sel]):.3f} |")
+    return lines
+
+
+def ablation_table(runs: list[dict[str, Any]], title: str, variants: list[str]) -> list[str]:
+    rs = [r for r in runs if r.get("variant") in variants]
+    if not rs:
+        return []
+    lines = [f"\n## {title}\n", "| variant | method | final regret | own-candidate regret | samples within budget | "
+             "min distinct of 256 | train s |", "|---|---|---|---|---|---|---|"]
+    for v in variants:
+        sel = [r for r in rs if r["variant"] == v]
+        if not sel:
+            continue
+        for m in sel[0]["methods"]:
+            g = [r["methods"][m] for r in sel]
+            share = f"{np.mean([s for x in g for s in x['share']]):.1%}" if "share" in g[0] else "—"
+            dist = f"{np.min([d for x in g for d in x['distinct']])}" if "distinct" in g[0] else "—"
+            lines.append(f"| {v} | {m} | {pm(per_seed(sel, lambda r, m=m: np.mean(r['methods'][m]['final'])))} | "
+                         f"{pm(per_seed(sel, lambda r, m=m: np.mean(r['methods'][m]['own'])))} | {share} | {dist} | "
+                         f"{np.mean([x['seconds'] for x in g]):.1f} |")
+    return lines
+
+
+def plots(runs: list[dict[str, Any]], out: Path, csv: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    for q in sorted({r["queries"] for r in runs}):
+        rs = [r for r in runs if r["queries"] == q and r["seed"] == 0 and not r.get("variant")]
+        if not rs:
+            continue
+        fig, axes = plt.subplots(3, 3, figsize=(13, 10))
+        for ax, r in zip(axes.ravel(), rs, strict=False):
+            st = Setting(csv, r["device"], r["dataset"])
+            order = np.argsort(st.lat)
+            ax.step(st.lat[order], np.maximum.accumulate(st.acc[order]), where="post", color="black", lw=1,
+                    label="true frontier")
+            for m, row in r["methods"].items():
+                ax.plot(row["answer_lat"], row["answer_acc"], "o-", ms=3, lw=0.8, label=m)
+            for b in r["budgets"]:
+                ax.axvline(b, color="grey", ls=":", lw=0.6)
+            ax.set_ylim(float(np.percentile(st.acc, 20)), float(st.acc.max()) + 0.5)
+            ax.set_title(f"{r['device']} × {r['dataset']}", fontsize=9)
+            ax.set_xlabel("latency (ms)", fontsize=8)
+            ax.set_ylabel("true accuracy (%)", fontsize=8)
+        axes.ravel()[0].legend(fontsize=6)
+        fig.suptitle(f"final answers at Q = {q} (seed 0)")
+        fig.tight_layout()
+        name = f"nb201_frontier_q{q}.png"
+        fig.savefig(out / name, dpi=90)
+        plt.close(fig)
+        made.append(name)
+        with_s = [r for r in rs if "samples" in r["methods"].get("pnag", {})]
+        if with_s:
+            fig, axes = plt.subplots(len(with_s), 5, figsize=(15, 1.9 * len(with_s)), squeeze=False)
+            for row_ax, r in zip(axes, with_s, strict=True):
+                p = r["methods"]["pnag"]
+                for ax, b, lat, pct in zip(row_ax, r["budgets"], p["samples"], PCTS, strict=True):
+                    ax.hist(lat, bins=40, color="tab:blue")
+                    ax.axvline(b, color="red", ls="--", lw=1)
+                    ax.set_title(f"{r['device']}×{r['dataset']} {int(pct * 100)}%", fontsize=7)
+                    ax.tick_params(labelsize=6)
+            fig.suptitle(f"PNAG: latency of 1,000 generated samples per budget (red: budget), Q = {q}", fontsize=9)
+            fig.tight_layout()
+            name = f"nb201_hist_q{q}.png"
+            fig.savefig(out / name, dpi=80)
+            plt.close(fig)
+            made.append(name)
+    return made
+
+
+def render(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    lines = ["# nb201 frontier benchmark\n", f"`{' '.join(sys.argv)}`\n",
+             "Protocol: `generator/search.py`. Regret in accuracy points against the best arch of the whole table "
+             "within the budget (budgets at 20/40/60/80/100% of each table's latency range). *final*: after the "
+             "method's validation rounds, final-pick rule shared by all. *own-candidate*: the method's first "
+             "candidates only, scored by the shared accuracy; *floor*: the exhaustive best of that score. "
+             "*naive*: Q random archs read, best that fits kept.\n"]
+    for q in sorted({r["queries"] for r in runs}):
+        lines += main_table(runs, q)
+    lines += ablation_table(runs, "Table 2 — rewards (same generator, same protocol)",
+                            ["reward:pareto", "reward:evaluator", "reward:pareto-noacc", "reward:mnas", "reward:tunas"])
+    lines += ablation_table(runs, "Table 3 — one generator for all budgets vs independent search per budget",
+                            ["table3"])
+    lines += ablation_table(runs, "Table 5 — number of budget anchors K", ["K=2", "K=5", "K=10", "K=30"])
+    lines += ablation_table(runs, "Design ablations (ours)", ["no-imitation", "no-scouts", "rounds=0"])
+    made = plots(runs, Path(args.plots), Path(args.csv))
+    lines += ["", *[f"![{m}]({m})" for m in made]]
+    return "\n".join(lines) + "\n"
+
+
+def tasks(args: argparse.Namespace) -> list[dict[str, Any]]:
+    base = {"csv": args.csv, "generations": args.generations, "random_samples": args.random_samples}
+    out = []
+    methods = [m for m in args.methods.split(",") if m]
+    for q in [int(x) for x in args.queries.split(",")]:
+        for seed in range(args.seeds):
+            for dev in args.devices.split(","):
+                for ds in args.datasets.split(","):
+                    out.append({**base, "device": dev, "dataset": ds, "queries": q, "seed": seed,
+                                "methods": methods, "train": {"iterations": args.iterations}})
+    abl = [a for a in args.ablations.split(",") if a]
+    settings = [s.split(":") for s in args.ablation_settings.split(",")]
+    for a in abl:
+        variants: list[tuple[str, list[str], dict[str, Any]]] = []
+        if a == "rewards":
+            variants = [(f"reward:{r}", [m], {}) for r, m in (("pareto", "pnag"), ("evaluator", "pnag-paper"),
+                                                               ("pareto-noacc", "pareto-noacc"), ("mnas", "mnas"),
+                                                               ("tunas", "tunas"))]
+        elif a == "independent":
+            variants = [("table3", ["pnag", "independent"], {})]
+        elif a == "k":
+            variants = [(f"K={k}", ["pnag"], {"budgets": k}) for k in (2, 5, 10, 30)]
+        elif a == "design":
+            variants = [("no-imitation", ["pnag"], {"imitation": 0.0}), ("no-scouts", ["pnag"], {"scouts": 0}),
+                        ("rounds=0", ["pnag", "random", "evolution"], {"rounds": 0})]
+        for v, ms, train in variants:
+            for seed in range(args.ablation_seeds):
+                for dev, ds in settings:
+                    t = {"iterations": args.iterations, **train}
+                    out.append({**base, "device": dev, "dataset": ds, "queries": args.ablation_queries, "seed": seed,
+                                "methods": ms, "train": t, "variant": v})
+    return out
+
+
+def key(t: dict[str, Any]) -> str:
+    return json.dumps([t["device"], t["dataset"], t["queries"], t["seed"], t.get("variant", ""), t["methods"]])
 
 
 def main() -> None:
@@ -191,110 +337,53 @@ def main() -> None:
     ap.add_argument("--csv", default=str(REPO.parent / "shared/data/nb201/nb201_bench.csv"))
     ap.add_argument("--devices", default="pixel3,raspi4,edgegpu")
     ap.add_argument("--datasets", default="cifar10,cifar100,imagenet16_120")
-    ap.add_argument("--methods", default="pnag,random,evolution,mnas,tunas,pareto-noacc,sgnas")
-    ap.add_argument("--ablations", default="independent,k", help="comma list of: independent, k ('' for none)")
-    ap.add_argument("--max-queries", type=int, default=1000)
-    ap.add_argument("--iterations", type=int, default=1000)
+    ap.add_argument("--methods", default="pnag,random,evolution,naive")
+    ap.add_argument("--queries", default="100,1000", help="comma list of Q regimes")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--iterations", type=int, default=TrainConfig().iterations)
     ap.add_argument("--generations", type=int, default=100, help="evolution generations (OFA: 500)")
     ap.add_argument("--random-samples", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true", help="pixel3 x cifar10, 100 iterations, 30 generations")
+    ap.add_argument("--ablations", default="", help="comma list of: rewards, independent, k, design")
+    ap.add_argument("--ablation-settings", default="pixel3:cifar10,raspi4:imagenet16_120,edgegpu:cifar100")
+    ap.add_argument("--ablation-seeds", type=int, default=3)
+    ap.add_argument("--ablation-queries", type=int, default=1000)
+    ap.add_argument("--workers", type=int, default=1, help="processes (each pinned to one thread)")
+    ap.add_argument("--quick", action="store_true", help="pixel3 x cifar10, Q=100, one seed, 100 iterations")
+    ap.add_argument("--render", action="store_true", help="only rewrite the markdown and plots from --runs")
+    ap.add_argument("--runs", default=str(REPO / "bench/results/nb201_frontier_runs.jsonl"))
     ap.add_argument("--out", default=str(REPO / "bench/results/nb201_frontier.md"))
     ap.add_argument("--plots", default=str(REPO / "bench/results"))
     args = ap.parse_args()
     if args.quick:
-        args.devices, args.datasets, args.iterations, args.generations = "pixel3", "cifar10", 100, 30
-    csv = Path(args.csv)
-    if not csv.exists():
-        sys.exit(f"error: {csv} not found (the reference data lives beside the repository)")
-    sp = get_space("nb201")
-    methods = [m for m in args.methods.split(",") if m]
-    ablations = {a for a in args.ablations.split(",") if a}
-    plots = Path(args.plots)
-    plots.mkdir(parents=True, exist_ok=True)
-    lines = ["# nb201 frontier benchmark\n",
-             f"`{' '.join(sys.argv)}` — max {args.max_queries} accuracy queries, {args.iterations} training "
-             f"iterations, evolution {args.generations} generations, random search {args.random_samples} archs "
-             f"per budget, seed {args.seed}; budgets at 20/40/60/80/100% of each table's latency range. "
-             f"Regret in accuracy points vs the best feasible arch of the whole table.\n"]
-    summary: dict[str, list[dict[str, float]]] = {}
-    t2: dict[str, list[float]] = {}
-    t3: list[tuple[str, dict[str, float], dict[str, float]]] = []
-    t5: dict[int, list[dict[str, float]]] = {}
-    for device in args.devices.split(","):
-        for dataset in args.datasets.split(","):
-            setting = f"{device} × {dataset}"
-            print(f"== {setting}", flush=True)
-            lat_table = read_table(f"{csv}:{device}_latency_ms", sp)
-            acc_table = read_table(f"{csv}:{dataset}_acc", sp)
-            oracle = TableOracle(sp, lat_table)
-            truth = {r.tobytes(): float(v) for r, v in zip(acc_table.tokens, acc_table.values, strict=True)}
-            acc_all = acc_table.values
-            lat_all = oracle(acc_table.tokens)
-            keep = ~np.isnan(lat_all) & ~np.isnan(acc_all)
-            lat_all, acc_all = lat_all[keep], acc_all[keep]
-            lo, hi = float(lat_all.min()), float(lat_all.max())
-            budgets = [lo + p * (hi - lo) for p in PCTS]
-            t0 = time.perf_counter()
-            problem = prepare(sp, oracle, TableAccuracy(acc_table), args.max_queries, seed=args.seed)
-            prep_s = time.perf_counter() - t0
-            print(f"   queries {problem.accuracy.used}, predictor tau {problem.report.kendall_tau:.3f} "
-                  f"rmse {problem.report.rmse:.2f}, {prep_s:.1f}s", flush=True)
-            opts = SearchOptions(train=TrainConfig(iterations=args.iterations, seed=args.seed),
-                                 evo_generations=args.generations, random_samples=args.random_samples)
-            results: dict[str, MethodResult] = {}
-            rows: dict[str, dict[str, float]] = {}
-            for m in methods:
-                res = run_method(m, problem, budgets, opts)
-                results[m] = res
-                bare = None
-                if m in ("random", "evolution", "sgnas"):  # cheap to rerun without the records competing
-                    bare = run_method(m, problem, budgets, replace(opts, use_records=False)).answers
-                rows[m] = score(res, budgets, truth, lat_all, acc_all, oracle, bare)
-                rows[m]["train_s"] += prep_s
-                print(f"   {m:13s} regret {rows[m]['regret']:.3f} (own candidates only "
-                      f"{fmt(rows[m].get('regret_gen'), '.3f')}) over {rows[m]['over']} "
-                      f"share {fmt(rows[m].get('share'), '.3f')} train {rows[m]['train_s']:.1f}s", flush=True)
-                summary.setdefault(m, []).append(rows[m])
-                if m in GENERATOR_METHODS:
-                    t2.setdefault(m, []).append(rows[m]["regret"])
-            assert problem.accuracy.used <= args.max_queries
-            lines.append(f"\n## {setting}\n\nlatency range {lo:.3f}..{hi:.3f} ms; budgets "
-                         + ", ".join(f"{b:.2f}" for b in budgets) + f" ms; {problem.accuracy.used} accuracy "
-                         f"records read; predictor held-out Kendall tau {problem.report.kendall_tau:.3f}, RMSE "
-                         f"{problem.report.rmse:.2f} (n={problem.report.n_test}); query selection + predictor "
-                         f"{prep_s:.1f}s (included in train s)\n")
-            lines.append("| method | mean regret | max regret | regret @20/40/60/80/100% | over budget | "
-                         "mean regret, own candidates only | samples within budget (mean / min) | "
-                         "median gap under budget | gen ms / new budget | train s |")
-            lines.append("|---|---|---|---|---|---|---|---|---|---|")
-            for m, r in rows.items():
-                per = " / ".join(fmt(r[f"r{int(p * 100)}"]) for p in PCTS)
-                share = f"{fmt(r.get('share'), '.1%')} / {fmt(r.get('min_share'), '.1%')}" if "share" in r else "—"
-                lines.append(f"| {m} | {r['regret']:.3f} | {r['max_regret']:.2f} | {per} | {r['over']}/5 | "
-                             f"{fmt(r.get('regret_gen'), '.3f')} | {share} "
-                             f"| {fmt(r.get('gap'), '.1%')} | {fmt(r.get('gen_ms'), '.1f')} | {r['train_s']:.1f} |")
-            tag = f"{device}_{dataset}"
-            if "pnag" in results:
-                histogram_plot(results["pnag"], budgets, plots / f"nb201_hist_{tag}.png",
-                               f"PNAG: latency of 1,000 generated archs per budget ({setting})")
-            frontier_plot(results, budgets, lat_all, acc_all, truth, oracle, plots / f"nb201_frontier_{tag}.png",
-                          f"generated frontier vs baselines ({setting})")
-            if "independent" in ablations and "pnag" in rows:
-                res = run_method("independent", problem, budgets, opts)
-                t3.append((setting, rows["pnag"], score(res, budgets, truth, lat_all, acc_all, oracle)))
-                print(f"   independent   regret {t3[-1][2]['regret']:.3f} train {t3[-1][2]['train_s']:.1f}s")
-            if "k" in ablations:
-                for k in (2, 5, 10, 30):
-                    if k == 10 and "pnag" in rows:
-                        t5.setdefault(k, []).append(rows["pnag"])
-                        continue
-                    o = replace(opts, train=replace(opts.train, budgets=k))
-                    r = score(run_method("pnag", problem, budgets, o), budgets, truth, lat_all, acc_all, oracle)
-                    t5.setdefault(k, []).append(r)
-                    print(f"   K={k:<3d}         regret {r['regret']:.3f} share {r['share']:.3f}", flush=True)
-            Path(args.out).write_text(render(lines, summary, t2, t3, t5))  # partial results survive an interrupt
-    text = render(lines, summary, t2, t3, t5)
+        args.devices, args.datasets, args.queries, args.seeds, args.iterations = "pixel3", "cifar10", "100", 1, 100
+        args.generations = 20
+        args.runs, args.out = "/tmp/nb201_frontier_quick.jsonl", "/tmp/nb201_frontier_quick.md"
+        args.plots = "/tmp"
+        Path(args.runs).unlink(missing_ok=True)
+    if not Path(args.csv).exists():
+        sys.exit(f"error: {args.csv} not found (the reference data lives beside the repository)")
+    runs_path = Path(args.runs)
+    done = [json.loads(x) for x in runs_path.read_text().splitlines() if x.strip()] if runs_path.exists() else []
+    if not args.render:
+        have = {key(r) for r in done}
+        todo = [t for t in tasks(args) if key(t) not in have]
+        print(f"{len(todo)} runs to do ({len(have)} already in {runs_path})", flush=True)
+        with runs_path.open("a") as fh:
+            if args.workers > 1:
+                from multiprocessing import get_context
+
+                with get_context("spawn").Pool(args.workers) as pool:
+                    for r in pool.imap_unordered(run_task, todo):
+                        fh.write(json.dumps(r) + "\n")
+                        fh.flush()
+                        done.append(r)
+            else:
+                for t in todo:
+                    r = run_task(t)
+                    fh.write(json.dumps(r) + "\n")
+                    fh.flush()
+                    done.append(r)
+    text = render(done, args)
     Path(args.out).write_text(text)
     print(text)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import math
+import zipfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +25,11 @@ AccDb = Annotated[str | None, typer.Option("--accuracy-db", help="accuracy recor
 Dataset = Annotated[str | None, typer.Option("--dataset", help="dataset of the database's accuracy records")]
 MaxQ = Annotated[int, typer.Option("--max-queries", min=10, help="accuracy records read in total, at most")]
 K = Annotated[int, typer.Option("--budgets", min=1, help="K: budget anchors evenly spaced over the latency range")]
-Iters = Annotated[int, typer.Option("--iterations", min=1, help="training iterations")]
+Iters = Annotated[int, typer.Option("--iterations", min=1, help="training iterations (before validation rounds)")]
+Explore = Annotated[float, typer.Option("--explore-share", min=0.1, max=1.0,
+                                        help="share of --max-queries read spread over the latency range before "
+                                             "training; the rest validates the method's own best candidates")]
+Rounds = Annotated[int, typer.Option("--rounds", min=0, help="validation rounds (each refits the predictor)")]
 Seed = Annotated[int, typer.Option("--seed")]
 Width = Annotated[float | None, typer.Option("--width", help="ofa-mbv3 width (1.0 or 1.2)")]
 Resolution = Annotated[int | None, typer.Option("--resolution", help="input resolution")]
@@ -30,7 +37,8 @@ Resolution = Annotated[int | None, typer.Option("--resolution", help="input reso
 
 def _problem(space: str, width: float | None, resolution: int | None, lut: str | None, db: str | None,
              latency_table: str | None, latency_mlp: str | None, accuracy_table: str | None,
-             accuracy_db: str | None, dataset: str | None, max_queries: int, seed: int) -> Any:
+             accuracy_db: str | None, dataset: str | None, max_queries: int, seed: int,
+             explore_share: float = 0.5) -> Any:
     from budgetnas.cli_spaces import space_with
     from generator.accuracy import prepare
     from generator.sources import accuracy_source, latency_oracle
@@ -40,7 +48,7 @@ def _problem(space: str, width: float | None, resolution: int | None, lut: str |
     sp = space_with(space, width, resolution)
     lat = latency_oracle(sp, lut=lut, db=db, latency_table=latency_table, latency_mlp=latency_mlp, seed=seed)
     acc = accuracy_source(sp, accuracy_table=accuracy_table, accuracy_db=accuracy_db, dataset=dataset)
-    return prepare(sp, lat, acc, max_queries, seed=seed)
+    return prepare(sp, lat, acc, max_queries, seed=seed, explore_share=explore_share)
 
 
 def bundle_path(out: Path) -> Path:
@@ -52,24 +60,32 @@ def train_cmd(
     out: Annotated[Path, typer.Option("--out", help="checkpoint to write; the torch-free bundle goes beside it")],
     space: Space = "nb201", lut: Lut = None, db: Db = None, latency_table: LatTable = None,
     latency_mlp: LatMlp = None, accuracy_table: AccTable = None, accuracy_db: AccDb = None,
-    dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10, iterations: Iters = 1000, seed: Seed = 0,
-    width: Width = None, resolution: Resolution = None,
+    dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10, iterations: Iters = 600, seed: Seed = 0,
+    width: Width = None, resolution: Resolution = None, explore_share: Explore = 0.5, rounds: Rounds = 2,
+    method: Annotated[str, typer.Option("--method", help="pnag (ours), pnag-paper (Algorithm 1: a frozen learned "
+                                                          "evaluator), mnas, tunas, pareto-noacc")] = "pnag",
 ) -> None:
-    """Train the PNAG evaluator and generator; write OUT (torch) and OUT with suffix .bundle (numpy)."""
+    """Train the PNAG generator; write OUT (torch) and OUT with suffix .bundle (numpy)."""
     import torch
 
-    from generator.export import bundle_parts
-    from generator.pnag import TrainConfig, train
-    from spaces.generation import pack_bundle
+    from generator.pnag import TrainConfig
+    from generator.search import GENERATORS, SearchOptions, run_method
 
+    if method not in GENERATORS:
+        from budgetnas.errors import UnknownNameError
+
+        raise UnknownNameError("generator method", method, GENERATORS)
     problem = _problem(space, width, resolution, lut, db, latency_table, latency_mlp, accuracy_table,
-                       accuracy_db, dataset, max_queries, seed)
-    trained = train(problem, TrainConfig(iterations=iterations, budgets=budgets, seed=seed))
-    meta, arrays = bundle_parts(problem, trained)
-    data = pack_bundle(meta, arrays)
+                       accuracy_db, dataset, max_queries, seed, explore_share)
+    explored = problem.accuracy.used
+    res = run_method(method, problem, [], SearchOptions(train=TrainConfig(iterations=iterations, budgets=budgets,
+                                                                          seed=seed), rounds=rounds))
+    trained, bundle, final = res.trained, res.bundle, res.problem
+    assert trained is not None and bundle is not None and final is not None
+    data = bundle.to_bytes()
     ckpt = {"generator": trained.generator.state_dict(),
             "evaluator": trained.evaluator.state_dict() if trained.evaluator else None,
-            "predictor": problem.predictor.net.state_dict(), "meta": json.dumps(meta), "bundle": data}
+            "predictor": final.predictor.net.state_dict(), "meta": json.dumps(bundle.meta), "bundle": data}
     try:
         torch.save(ckpt, out)
         bundle_path(out).write_bytes(data)
@@ -77,10 +93,12 @@ def train_cmd(
         raise DataFileError(f"cannot write {out}: {exc.strerror}") from None
     rep = problem.report
     last = trained.history[-1]
-    typer.echo(f"accuracy records read {problem.accuracy.used}/{max_queries}; predictor held-out "
-               f"kendall_tau={rep.kendall_tau:.3f} rmse={rep.rmse:.3f} (n_test={rep.n_test})")
-    typer.echo(f"trained {iterations} iterations in {trained.seconds:.1f}s; last batch within budget "
-               f"{last['feasible']:.1%}; budgets {trained.budgets[0]:.4g}..{trained.budgets[-1]:.4g} ms")
+    typer.echo(f"accuracy records read {final.accuracy.used}/{max_queries} ({explored} spread over the latency "
+               f"range, {final.accuracy.used - explored} validating the generator's best); predictor held-out "
+               f"kendall_tau={rep.kendall_tau:.3f} rmse={rep.rmse:.3f} (n_test={rep.n_test}, first fit)")
+    typer.echo(f"trained {trained.steps} iterations in {trained.seconds:.1f}s ({trained.calls} predictor calls, "
+               f"{len(trained.archive)} distinct archs seen); last batch within budget {last['feasible']:.1%}; "
+               f"budgets {bundle.cheapest:.4g}..{bundle.dearest:.4g} ms")
     typer.echo(f"wrote {out} and {bundle_path(out)}")
 
 
@@ -92,10 +110,12 @@ def load_bundle(path: Path) -> Any:
         data = path.read_bytes()
     except OSError as exc:
         raise DataFileError(f"cannot read checkpoint {path}: {exc.strerror}") from None
-    try:
-        return GeneratorBundle.from_bytes(data)
-    except DataFileError:
-        pass
+    try:  # a bundle is a zip holding meta.npy (a torch checkpoint is a zip too, without it)
+        is_bundle = "meta.npy" in zipfile.ZipFile(io.BytesIO(data)).namelist()
+    except zipfile.BadZipFile:
+        is_bundle = False
+    if is_bundle:
+        return GeneratorBundle.from_bytes(data)  # its errors (version, space) are the answer
     import torch
 
     try:
@@ -129,36 +149,36 @@ def generate_cmd(
 
 @app.command("search")
 def search_cmd(
-    method: Annotated[str, typer.Option("--method", help="pnag, random, evolution, mnas, tunas, sgnas, "
-                                                          "pareto-noacc, independent")],
+    method: Annotated[str, typer.Option("--method", help="pnag, pnag-paper, random, evolution, naive, mnas, "
+                                                          "tunas, sgnas, pareto-noacc, independent")],
     budget: Annotated[list[float] | None, typer.Option("--budget", help="budget in ms (repeatable)")] = None,
     space: Space = "nb201", lut: Lut = None, db: Db = None, latency_table: LatTable = None,
     latency_mlp: LatMlp = None, accuracy_table: AccTable = None, accuracy_db: AccDb = None,
-    dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10, iterations: Iters = 1000, seed: Seed = 0,
-    width: Width = None, resolution: Resolution = None,
+    dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10, iterations: Iters = 600, seed: Seed = 0,
+    width: Width = None, resolution: Resolution = None, explore_share: Explore = 0.5, rounds: Rounds = 2,
     generations: Annotated[int, typer.Option("--generations", min=1, help="evolution generations")] = 500,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per budget")] = False,
 ) -> None:
     """Run one method (PNAG or a baseline) for the given budgets (default: 20..100% of the range)."""
     from generator.pnag import TrainConfig
-    from generator.search import METHODS, SearchOptions, run_method
+    from generator.search import METHOD_NAMES, SearchOptions, run_method
 
-    if method not in METHODS:
+    if method not in METHOD_NAMES:
         from budgetnas.errors import UnknownNameError
 
-        raise UnknownNameError("search method", method, sorted(METHODS))
+        raise UnknownNameError("search method", method, METHOD_NAMES)
     problem = _problem(space, width, resolution, lut, db, latency_table, latency_mlp, accuracy_table,
-                       accuracy_db, dataset, max_queries, seed)
+                       accuracy_db, dataset, max_queries, seed, explore_share)
     lo, hi = problem.lat_range
     targets = list(budget) if budget else [lo + p * (hi - lo) for p in (0.2, 0.4, 0.6, 0.8, 1.0)]
     for b in targets:  # the same rule as `generate` and the server
-        if not b > 0:
+        if not (math.isfinite(b) and b > 0):
             raise InvalidArgumentError(f"budget must be a positive number of ms, got {b}")
         if b < lo:
             raise InvalidArgumentError(f"budget {b:g} ms is below the cheapest architecture ({lo:.4g} ms); "
                                        f"valid budgets are {lo:.4g}..{hi:.4g} ms (larger ones are accepted)")
     opts = SearchOptions(train=TrainConfig(iterations=iterations, budgets=budgets, seed=seed),
-                         evo_generations=generations)
+                         evo_generations=generations, rounds=rounds)
     res = run_method(method, problem, targets, opts)
     for b, ans in zip(targets, res.answers, strict=True):
         arch = problem.space.format(problem.space.from_tokens(ans.tokens.tolist()))
@@ -167,4 +187,5 @@ def search_cmd(
             row["warning"] = ans.warning
         typer.echo(json.dumps(row) if as_json else
                    f"{b:10.4f} ms  {ans.latency_ms:10.4f} ms  {ans.accuracy:7.3f}  {arch}")
-    typer.echo(f"{method}: {problem.accuracy.used} accuracy records read; train {res.train_seconds:.1f}s", err=True)
+    typer.echo(f"{method}: {res.queries} accuracy records read, {res.calls} predictor calls; "
+               f"train {res.train_seconds:.1f}s", err=True)

@@ -55,7 +55,7 @@ class Settings:
     supernet_max_batches: int = 24
     eval_archs: int = 150
     max_queries: int = 150
-    iterations: int = 150
+    iterations: int = 600
     n_budgets: int = 5
     samples: int = 1000
     seed: int = 0
@@ -378,7 +378,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--validation-models", type=int, default=24)
     p.add_argument("--quick", action="store_true", help="short measurement protocol (rougher numbers)")
-    p.add_argument("--iterations", type=int, default=150, help="generator training iterations")
+    p.add_argument("--iterations", type=int, default=600, help="generator training iterations")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     out = a.out or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"

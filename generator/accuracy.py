@@ -8,12 +8,12 @@ score with the raw table, outside this path).
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from budgetnas.errors import BudgetNASError, DataFileError
+from budgetnas.errors import BudgetNASError, DataFileError, InvalidArgumentError
 from generator.features import token_features, uniform_tokens
 from generator.latency import LatencyOracle
 from generator.mlp import FitReport, MLPRegressor, fit_with_holdout
@@ -114,7 +114,7 @@ def constrained_sample(space: SearchSpace[Any], latency: LatencyOracle, targets:
 @dataclass
 class Problem:
     """What every method shares: the space, the latency oracle, the query-limited accuracy
-    records and the predictor fitted on them."""
+    records and the predictor fitted on them. ``calls`` counts archs scored (predictor calls)."""
 
     space: SearchSpace[Any]
     latency: LatencyOracle
@@ -123,11 +123,28 @@ class Problem:
     report: FitReport
     lat_range: tuple[float, float]
     known: dict[bytes, float] = field(default_factory=dict)
+    epochs: int = 120
+    seed: int = 0
+    calls: int = 0
+    residuals: list[float] = field(default_factory=list)  # prediction - record of each validated arch
+
+    @property
+    def bias(self) -> float:
+        """The predictor's optimism where it matters: the mean amount by which it overrated the
+        archs chosen for validation (the best-looking, so the ones it errs upwards on), >= 0."""
+        return max(0.0, float(np.mean(self.residuals))) if self.residuals else 0.0
+
+    def predict(self, tokens: np.ndarray) -> np.ndarray:
+        """The predictor alone (counted as calls), less its measured optimism."""
+        tok = canonical_tokens(self.space, tokens)
+        self.calls += len(tok)
+        return self.predictor.predict(token_features(self.space, tok)) - self.bias
 
     def score(self, tokens: np.ndarray) -> np.ndarray:
-        """Accuracy as the methods see it: the record when one was read, else the prediction."""
+        """Accuracy as the methods see it: the record when one was read, else the prediction less
+        the predictor's measured optimism (so a guess beats a record only by what it has earned)."""
         tok = canonical_tokens(self.space, tokens)
-        pred = self.predictor.predict(token_features(self.space, tok))
+        pred = self.predict(tok)
         if self.known:
             for i, r in enumerate(tok):
                 v = self.known.get(r.tobytes())
@@ -135,45 +152,110 @@ class Problem:
                     pred[i] = v
         return pred
 
+    def fork(self) -> Problem:
+        """An independent copy for one method: its own query counter (the records read so far
+        carried over, the rest of the budget its own), the same predictor, calls from zero."""
+        counter = CountingAccuracy(self.space, self.accuracy.source, self.accuracy.max_queries)
+        counter.read = dict(self.accuracy.read)
+        return replace(self, accuracy=counter, known=dict(self.known), calls=0, residuals=list(self.residuals))
+
+    def read(self, tokens: np.ndarray) -> None:
+        """Query these archs' records, note how far the predictor was off on them, and refit it on
+        every record read."""
+        before = self.predict(tokens) + self.bias
+        values = self.accuracy.query(tokens)
+        self.residuals += [float(v) for v in (before - values)[~np.isnan(values)]]
+        tok, val = self.accuracy.records()
+        self.predictor = MLPRegressor(self.space.feature_dim, seed=self.seed)
+        self.predictor.fit(token_features(self.space, tok), val, epochs=self.epochs)
+        self.known = {r.tobytes(): float(v) for r, v in zip(tok, val, strict=True)}
+
 
 def prepare(space: SearchSpace[Any], latency: LatencyOracle, source: AccuracySource, max_queries: int,
             seed: int = 0, epochs: int = 120, explore_share: float = 0.5) -> Problem:
-    """Spend the query budget in two rounds, then fit the accuracy predictor on what was read.
-
-    Round 1 draws archs spread evenly over the latency range (constrained sampler); round 2 reads
-    the archs the first predictor places nearest its predicted frontier (latency vs accuracy),
-    where the answers to any budget lie.
+    """Spend ``explore_share`` of the query budget on archs spread evenly over the latency range
+    (constrained sampler) and fit the accuracy predictor on them; the rest of the budget is left
+    on the counter for the method to spend on its own candidates (:func:`validate`).
     """
     if max_queries < 10:
         raise BudgetNASError(f"--max-queries must be >= 10 to fit an accuracy predictor, got {max_queries}")
+    if not 0 < explore_share <= 1:
+        raise InvalidArgumentError(f"explore share must be in (0, 1], got {explore_share}")
     rng = np.random.default_rng(seed)
     counter = CountingAccuracy(space, source, max_queries)
     lo, hi = latency.bounds()
-    n1 = max(10, int(max_queries * explore_share))
+    n1 = min(max_queries, max(10, round(max_queries * explore_share)))
     listed = source.available()
     first = np.unique(canonical_tokens(space, constrained_sample(space, latency, np.linspace(lo, hi, n1), rng,
                                                                  candidates=listed)), axis=0)
+    if len(first) < n1:  # duplicates from the sampler: top up with uniform draws (or listed archs)
+        pool = listed if listed is not None else uniform_tokens(space, 4 * n1, rng)
+        pool = np.unique(canonical_tokens(space, pool), axis=0)
+        seen = {r.tobytes() for r in first}
+        extra = [r for r in pool[rng.permutation(len(pool))] if r.tobytes() not in seen][:n1 - len(first)]
+        if extra:
+            first = np.concatenate([first, np.asarray(extra)])
     counter.query(first)
     tok, val = counter.records()
     if len(val) < 10:
         raise DataFileError(f"only {len(val)} of the {len(first)} archs drawn have an accuracy record; "
                             f"the accuracy table covers too little of {space.name}")
-    model = MLPRegressor(space.feature_dim, seed=seed)
-    model.fit(token_features(space, tok), val, epochs=epochs)
-    if counter.left > 0:
-        pool = listed if listed is not None else uniform_tokens(space, 30000, rng)
-        pool = np.unique(canonical_tokens(space, pool), axis=0)
-        lat = latency(pool)
-        pool, lat = pool[~np.isnan(lat)], lat[~np.isnan(lat)]
-        acc = model.predict(token_features(space, pool))
-        order = np.argsort(lat)
-        best_so_far = np.maximum.accumulate(acc[order])
-        gap = np.empty_like(acc)
-        gap[order] = best_so_far - acc[order]  # 0 on the predicted frontier
-        seen = {k for k in counter.read}
-        picks = [i for i in np.argsort(gap, kind="stable") if pool[i].tobytes() not in seen][:counter.left]
-        counter.query(pool[picks])
-    tok, val = counter.records()
     model, report = fit_with_holdout(token_features(space, tok), val, seed, epochs=epochs)
     known = {r.tobytes(): float(v) for r, v in zip(tok, val, strict=True)}
-    return Problem(space, latency, counter, model, report, (lo, hi), known)
+    return Problem(space, latency, counter, model, report, (lo, hi), known, epochs=epochs, seed=seed)
+
+
+def validate(problem: Problem, cand: np.ndarray, budgets: np.ndarray, n: int) -> int:
+    """Spend up to ``n`` queries on the method's own candidates, then refit the predictor.
+
+    Round-robin over ``budgets``: each takes its best-scored candidate that fits it and has no
+    record yet (preferring ones at least two decisions away from this call's other picks), and only
+    while that candidate's predicted accuracy beats the best record that fits (a query that cannot
+    change the answer is not spent). Where the source lists the archs
+    it can answer, only those are queried (and when fewer than ``n`` candidates are listed, the
+    other listed archs compete too). Returns the number of records read.
+    """
+    n = min(n, problem.accuracy.left)
+    if n <= 0 or not len(cand):
+        return 0
+    read = problem.accuracy.read
+    cand = np.unique(canonical_tokens(problem.space, cand), axis=0)
+    listed = problem.accuracy.source.available()
+    if listed is not None:
+        listed = np.unique(canonical_tokens(problem.space, listed), axis=0)
+        ok = {r.tobytes() for r in listed}
+        cand = cand[[r.tobytes() in ok for r in cand]]
+        if sum(r.tobytes() not in read for r in cand) < n:  # few candidates have records: the listed archs too
+            cand = np.unique(np.concatenate([cand, listed]), axis=0)
+    cand = cand[[r.tobytes() not in read for r in cand]]
+    if not len(cand):
+        return 0
+    lat = problem.latency(cand)
+    pred = problem.predict(cand) + problem.bias  # optimistic: could it beat the record at all?
+    rec_tok, rec_val = problem.accuracy.records()
+    rec_lat = problem.latency(rec_tok) if len(rec_tok) else np.zeros(0)
+    order = np.argsort(-pred, kind="stable")
+    taken = np.zeros(len(cand), bool)
+    picks: list[int] = []
+    active = list(np.asarray(budgets, np.float64))
+    while len(picks) < n and active:
+        still = []
+        for b in active:
+            fit = rec_val[rec_lat <= b]
+            best_rec = float(fit.max()) if len(fit) else -np.inf
+            free = [int(i) for i in order if not taken[i] and lat[i] <= b]
+            # prefer a candidate that differs from every pick of this call in two decisions or more:
+            # near-copies of a pick mostly repeat what its record will say
+            j = next((i for i in free if not picks or (cand[picks] != cand[i]).sum(1).min() >= 2),
+                     free[0] if free else None)
+            if j is None or pred[j] <= best_rec:
+                continue
+            taken[j] = True
+            picks.append(j)
+            still.append(b)
+            if len(picks) == n:
+                break
+        active = still
+    if picks:
+        problem.read(cand[picks])
+    return len(picks)

@@ -10,7 +10,7 @@ from generator.accuracy import Problem
 from generator.features import uniform_tokens
 from generator.latency import CostModelOracle, LatencyOracle, TableOracle
 from generator.nets import LSTMGenerator
-from generator.pnag import Trained
+from generator.pnag import Trained, candidates
 
 
 def cheapest_tokens(oracle: LatencyOracle, seed: int = 0) -> np.ndarray:
@@ -51,6 +51,7 @@ def bundle_parts(problem: Problem, trained: Trained,
         arrays[f"acc_w{i}"], arrays[f"acc_b{i}"] = w.astype(np.float32), b.astype(np.float32)
     tok, val = problem.accuracy.records()
     arrays["known_tokens"], arrays["known_acc"] = tok.astype(np.int64), val.astype(np.float64)
+    arrays["cand_tokens"] = trained.archive.tokens[candidates(trained)].astype(np.int64)
     cheap = cheapest_tokens(problem.latency)
     arrays["cheapest_tokens"] = cheap
     cheapest = float(problem.latency(cheap[None])[0])
@@ -62,7 +63,8 @@ def bundle_parts(problem: Problem, trained: Trained,
         "latency": lat_meta,
         "accuracy": {"layers": len(layers), "mean": problem.predictor.mean, "std": problem.predictor.std,
                      "queries": problem.accuracy.used, "max_queries": problem.accuracy.max_queries,
-                     "kendall_tau": rep.kendall_tau, "rmse": rep.rmse, "n_test": rep.n_test},
+                     "kendall_tau": rep.kendall_tau, "rmse": rep.rmse, "n_test": rep.n_test,
+                     "bias": problem.bias},
         "budget_range": [cheapest, float(problem.lat_range[1])],
         "embedding_range": [gen.budget.lo, gen.budget.hi],
         "train": trained.meta(),

@@ -54,8 +54,8 @@ class LSTMGenerator(nn.Module):
         self.cell = nn.LSTMCell(2 * EMBED, HIDDEN)
         self.heads = nn.ModuleList(nn.Linear(HIDDEN, s) for s in sizes)
 
-    def _steps(self, budgets: torch.Tensor, tokens: torch.Tensor | None,
-               gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    def _steps(self, budgets: torch.Tensor, tokens: torch.Tensor | None, gen: torch.Generator | None,
+               temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         n = budgets.shape[0]
         b = self.budget(budgets)
         h = torch.zeros(n, HIDDEN)
@@ -64,7 +64,7 @@ class LSTMGenerator(nn.Module):
         out_tok, logps, ents, all_logits = [], [], [], []
         for t, head in enumerate(self.heads):
             h, c = self.cell(torch.cat([prev, b], dim=1), (h, c))
-            logits = head(h)
+            logits = head(h) / temperature
             logp = torch.log_softmax(logits, dim=1)
             tok = torch.multinomial(logp.exp(), 1, generator=gen).squeeze(1) if tokens is None else tokens[:, t]
             out_tok.append(tok)
@@ -74,11 +74,15 @@ class LSTMGenerator(nn.Module):
             prev = self.embeds[t](tok)
         return torch.stack(out_tok, 1), torch.stack(logps, 1).sum(1), torch.stack(ents, 1).sum(1), all_logits
 
-    def sample(self, budgets: torch.Tensor, gen: torch.Generator | None = None
+    def sample(self, budgets: torch.Tensor, gen: torch.Generator | None = None, temperature: float = 1.0
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(tokens, log-probability, entropy) of one sampled arch per budget."""
-        tok, logp, ent, _ = self._steps(budgets, None, gen)
+        """(tokens, log-probability, entropy) of one sampled arch per budget (at ``temperature``)."""
+        tok, logp, ent, _ = self._steps(budgets, None, gen, temperature)
         return tok, logp, ent
+
+    def log_prob(self, budgets: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Log-probability of the given archs (teacher forcing), differentiable."""
+        return self._steps(budgets, tokens, None)[1]
 
     def logits(self, budgets: torch.Tensor, tokens: torch.Tensor) -> list[torch.Tensor]:
         """Per-step logits with the given tokens fed back (teacher forcing)."""

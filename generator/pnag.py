@@ -1,16 +1,22 @@
-"""PNAG training: the Pareto evaluator and the LSTM generator, learned together.
+"""PNAG training: the LSTM generator conditioned on interpolated budget embeddings, REINFORCE
+with an entropy bonus, rewarded by Eq. 6's Pareto-dominance order.
 
-Each iteration (a) draws M archs (half from the generator, half from the constrained sampler),
-labels every pair for each of the K budgets with Eq. 6 and takes a pairwise-hinge step on the
-evaluator; (b) samples archs for each budget from the generator and takes a REINFORCE step with
-a per-budget moving-average baseline and an entropy bonus (λ = 1e-3, Adam 3e-4).
+Each step draws ``rows`` budgets stratified over the whole latency range (a continuous budget per
+row, so budgets between the K anchors are trained, not only interpolated), samples ``batch``
+archs for each and scores them (``generator.rewards``). What we changed from the paper, each
+measured in ``bench/results/nb201_frontier*.md``:
 
-Each step's K budgets are jittered around the anchors (``jitter``), so budgets between anchors are
-trained, not only interpolated; over-budget samples are ranked below fitting ones in each row
-(``feasible_first``). Both are ours, not the paper's. On nb201 × raspi4 × ImageNet16 the share of
-generated samples fitting the 20% budget was 0.86 after 300 iterations without either, 0.02 after
-1000 with ``feasible_first`` alone (each anchor collapsed onto archs that just fit it, which
-overshoot the budgets just below it) and 0.99 after 1000 with both.
+- the default reward (``pareto``) orders samples by Eq. 6 directly with the exact latency oracle
+  and the accuracy the methods share (records, else the predictor), instead of a second learned
+  model of that order; the paper's Algorithm 1 (an evaluator pre-trained on the M records, then
+  frozen) stays as ``reward="evaluator"``;
+- the advantage is the sample's centred rank within its budget's row, scaled to unit variance:
+  each budget pulls equally hard whatever its reward scale, and the entropy bonus keeps a
+  fixed weight against it (a running std over all budgets made it negligible: the policy
+  collapsed onto one arch);
+- every distinct sample goes into an :class:`~generator.archive.Archive`; a self-imitation term
+  raises the probability of the archive's best fitting arch for each row's budget, and the
+  archive's per-budget bests ship in the bundle as candidates.
 """
 
 from __future__ import annotations
@@ -23,29 +29,32 @@ import numpy as np
 import torch
 
 from budgetnas.errors import InvalidArgumentError
-from generator.accuracy import Problem, constrained_sample
-from generator.features import token_features
+from generator.accuracy import Problem
+from generator.archive import Archive
+from generator.features import token_features, uniform_tokens
 from generator.nets import Evaluator, LSTMGenerator
-from generator.rewards import get_reward, pareto_labels
+from generator.rewards import Reward, get_reward, pareto_labels, pareto_value
+from spaces.token_cost import canonical_tokens
 
 
 @dataclass
 class TrainConfig:
-    iterations: int = 1000
-    budgets: int = 10  # K
-    m: int = 64  # archs per evaluator step
-    batch: int = 16  # archs per budget per generator step
-    lr: float = 3e-4
-    evaluator_lr: float = 1e-3
-    entropy: float = 1e-3
-    margin: float = 0.1
-    baseline_momentum: float = 0.9
+    iterations: int = 600
+    budgets: int = 10  # K anchors of the budget embedding
+    rows: int = 20  # budgets per step, stratified over the range
+    batch: int = 16  # archs per budget per step
+    lr: float = 3e-3
+    entropy: float = 0.2  # the entropy bonus's weight: a temperature in units of each budget's value scale
+    imitation: float = 0.1  # weight of self-imitation of the archive's best fitting arch
+    scouts: int = 8  # archs per budget per step drawn at ``scout_temperature``, for the archive only
+    scout_temperature: float = 2.0
     reward: str = "pareto"
     seed: int = 0
     fixed_budgets: list[float] | None = None  # train for these budgets only (repeated independent search)
     threads: int = 0  # torch threads; 0 leaves torch's default
-    jitter: bool = True  # each step, row i trains on a budget within half an anchor gap of anchor i
-    feasible_first: bool = True  # evaluator rewards: over-budget samples rank below every fitting one
+    evaluator_steps: int = 400  # reward "evaluator": pre-training steps on the records (Algorithm 1)
+    evaluator_lr: float = 1e-3
+    margin: float = 0.1  # hinge margin of the evaluator's pairwise loss
 
 
 @dataclass
@@ -53,125 +62,178 @@ class Trained:
     generator: LSTMGenerator
     evaluator: Evaluator | None
     config: TrainConfig
-    budgets: list[float]
+    budgets: list[float]  # the K anchors
     lat_range: tuple[float, float]
     seconds: float
+    archive: Archive
+    calls: int = 0  # archs scored by the shared accuracy (predictor calls)
+    steps: int = 0  # iterations trained in all
     history: list[dict[str, float]] = field(default_factory=list)
 
     def meta(self) -> dict[str, Any]:
         return {"config": asdict(self.config), "budgets": self.budgets, "lat_range": list(self.lat_range),
-                "train_seconds": self.seconds}
+                "train_seconds": self.seconds, "predictor_calls": self.calls, "archive": len(self.archive),
+                "iterations": self.steps}
 
 
-def feasible_first(r: np.ndarray, fits: np.ndarray, margin: float) -> np.ndarray:
-    """Per budget row, move the over-budget samples' rewards below the lowest fitting sample's.
-
-    The latency oracle is exact and cheap, the evaluator is learned: where the evaluator wrongly
-    scores an over-budget arch above a fitting one, REINFORCE would otherwise push the generator
-    over the budget. The over-budget samples keep their order among themselves (lower latency
-    still wins), and rows with no fitting sample are left as they are.
-    """
-    r = r.copy()
-    for row, ok in zip(r, fits, strict=True):
-        if ok.any() and not ok.all():
-            shift = row[~ok].max() - row[ok].min() + margin
-            if shift > 0:
-                row[~ok] -= shift
-    return r
+REFERENCE = 2048  # uniform archs that set each budget's reward scale
 
 
-def train(problem: Problem, cfg: TrainConfig) -> Trained:
-    if cfg.iterations < 1 or cfg.budgets < 1 or cfg.m < 2 or cfg.batch < 1:
-        raise InvalidArgumentError("iterations, budgets and batch must be >= 1 and m >= 2")
+def reference_scale(problem: Problem, reward: Reward, evaluator: Evaluator | None, anchors: np.ndarray,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Per anchor budget: (floor, scale) = (min, std) of the reward's value over uniform archs that
+    fit it (at least the 8 cheapest). Advantages are divided by the scale of their budget, fixed
+    for a run: a scale taken from the current samples shrinks as the policy sharpens, which
+    re-amplifies small differences until the entropy bonus no longer counts and the policy
+    collapses. With a fixed scale, the entropy weight is a temperature in units of each budget's
+    spread of values."""
+    space = problem.space
+    ref = np.concatenate([uniform_tokens(space, REFERENCE, rng), problem.accuracy.records()[0]])
+    lat = problem.latency(ref)
+    lat = np.where(np.isnan(lat), np.inf, lat)
+    acc = problem.score(ref)
+    order = np.argsort(lat, kind="stable")
+    floor, scale = np.zeros(len(anchors)), np.ones(len(anchors))
+    for i, b in enumerate(anchors):
+        pick = order[:max(8, int(np.sum(lat <= b)))]
+        bb = np.full(len(pick), float(b))
+        v = _values(reward, problem, evaluator, ref[pick], lat[pick], acc[pick], bb, bb, np.ones(len(pick)))
+        floor[i], scale[i] = float(np.min(v)), float(np.std(v)) or 1.0
+    return floor, scale
+
+
+def pretrain_evaluator(problem: Problem, cfg: TrainConfig, k: int, lo: float, hi: float,
+                       rng: np.random.Generator) -> Evaluator:
+    """Algorithm 1's first stage: the evaluator learns Eq. 6's order on the records read (their
+    true accuracy), for budgets drawn over the range; then it is frozen."""
+    tok, val = problem.accuracy.records()
+    lat = problem.latency(tok)
+    lat = np.where(np.isnan(lat), np.inf, lat)
+    feats = torch.as_tensor(token_features(problem.space, tok))
+    ev = Evaluator(problem.space.feature_dim, k, lo, hi)
+    opt = torch.optim.Adam(ev.parameters(), lr=cfg.evaluator_lr)
+    m = min(len(tok), 128)
+    for _ in range(cfg.evaluator_steps):
+        idx = rng.choice(len(tok), size=m, replace=False)
+        losses = []
+        for b in rng.uniform(lo, hi, 4):
+            lab = torch.as_tensor(pareto_labels(val[idx], lat[idx], float(b)), dtype=torch.float32)
+            score = ev(feats[idx], torch.full((m,), float(b)))
+            mask = lab > 0
+            if mask.any():
+                losses.append(torch.relu(cfg.margin - (score[:, None] - score[None, :])[mask]).mean())
+        if losses:
+            loss = torch.stack(losses).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    ev.eval()
+    for p in ev.parameters():
+        p.requires_grad_(False)
+    return ev
+
+
+def _values(reward: Reward, problem: Problem, evaluator: Evaluator | None, tok: np.ndarray, lat: np.ndarray,
+            acc: np.ndarray, budget: np.ndarray, floor: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    if reward.evaluator:
+        assert evaluator is not None
+        with torch.no_grad():
+            return evaluator(torch.as_tensor(token_features(problem.space, tok)),
+                             torch.as_tensor(budget, dtype=torch.float32)).numpy().astype(np.float64)
+    if reward.direct is not None:
+        return reward.direct(acc, np.where(np.isinf(lat), 10 * budget, lat), budget)
+    return pareto_value(acc, lat, budget, floor, scale, reward.accuracy_condition)
+
+
+def train(problem: Problem, cfg: TrainConfig, init: Trained | None = None) -> Trained:
+    """Train a generator (or, with ``init``, go on training it: after new records were read, its
+    archive is rescored and the generator fine-tuned for ``cfg.iterations`` more steps)."""
+    if cfg.iterations < 1 or cfg.budgets < 1 or cfg.rows < 1 or cfg.batch < 2:
+        raise InvalidArgumentError("iterations, budgets and rows must be >= 1 and batch >= 2")
     reward = get_reward(cfg.reward)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
-    rng = np.random.default_rng(cfg.seed)
+    calls0 = problem.calls
+    rng = np.random.default_rng(cfg.seed + (0 if init is None else 7919 * (len(init.history) + 1)))
     torch.manual_seed(cfg.seed)
-    gen_t = torch.Generator().manual_seed(cfg.seed)
+    gen_t = torch.Generator().manual_seed(int(rng.integers(2**31)))
     space, latency = problem.space, problem.latency
     sizes = [len(d.choices) for d in space.decisions]
 
-    # K budgets evenly spaced over the latency range of M archs drawn across the space's range
     lo, hi = problem.lat_range
-    pool = constrained_sample(space, latency, np.linspace(lo, hi, cfg.m), rng)
-    pool_lat = latency(pool)
-    r_lo, r_hi = float(np.nanmin(pool_lat)), float(np.nanmax(pool_lat))
     if cfg.fixed_budgets:
-        budgets = np.asarray(cfg.fixed_budgets, np.float64)
-        k = len(budgets)
+        fixed = np.sort(np.asarray(cfg.fixed_budgets, np.float64))
+        k = len(fixed)
+        anchors = fixed
+        e_lo, e_hi = (float(fixed.min()), float(fixed.max())) if k > 1 else (lo, hi)
     else:
         k = cfg.budgets
-        budgets = np.linspace(r_lo, r_hi, k) if k > 1 else np.asarray([(r_lo + r_hi) / 2])
-    e_lo, e_hi = (float(budgets.min()), float(budgets.max())) if k > 1 else (r_lo, r_hi)
+        anchors = np.linspace(lo, hi, k) if k > 1 else np.asarray([(lo + hi) / 2])
+        e_lo, e_hi = lo, hi
 
-    generator = LSTMGenerator(sizes, k, e_lo, e_hi)
-    g_opt = torch.optim.Adam(generator.parameters(), lr=cfg.lr)
-    evaluator = Evaluator(space.feature_dim, k, e_lo, e_hi) if reward.evaluator else None
-    e_opt = torch.optim.Adam(evaluator.parameters(), lr=cfg.evaluator_lr) if evaluator else None
-    baseline = np.zeros(k)
-    spread = 1.0
-    started = np.zeros(k, bool)
-    history: list[dict[str, float]] = []
-    # Without jitter only the K anchor budgets are ever trained; on a space whose latencies cluster,
-    # a budget between two anchors then gets the upper anchor's archs, which do not fit it.
-    half_gap = (e_hi - e_lo) / (k - 1) / 2 if k > 1 and cfg.jitter and not cfg.fixed_budgets else 0.0
+    if init is None:
+        generator = LSTMGenerator(sizes, k, e_lo, e_hi)
+        archive = Archive(len(sizes))
+        evaluator = pretrain_evaluator(problem, cfg, k, e_lo, e_hi, rng) if reward.evaluator else None
+        history: list[dict[str, float]] = []
+    else:
+        generator, archive, evaluator, history = init.generator, init.archive, init.evaluator, list(init.history)
+        archive.rescore(problem.score)
+    opt = torch.optim.Adam(generator.parameters(), lr=cfg.lr)
+    ref_floor, ref_scale = reference_scale(problem, reward, evaluator, anchors, rng)
 
+    rows = len(anchors) if cfg.fixed_budgets else cfg.rows
+    batch = cfg.batch * cfg.rows // rows  # the same samples per step either way
+    done = init.steps if init else 0
     for it in range(cfg.iterations):
-        step_b = np.clip(budgets + rng.uniform(-half_gap, half_gap, k), e_lo, e_hi) if half_gap else budgets
-        b_all = torch.as_tensor(np.repeat(step_b, cfg.batch), dtype=torch.float32)
+        # one budget per stratum of the range, uniform within it
+        step_b = anchors if cfg.fixed_budgets else lo + (np.arange(rows) + rng.random(rows)) / rows * (hi - lo)
+        budget_np = np.repeat(step_b, batch)
+        b_all = torch.as_tensor(budget_np, dtype=torch.float32)
         tok, logp, ent = generator.sample(b_all, gen_t)
-        tok_np = tok.numpy()
+        tok_np = canonical_tokens(space, tok.numpy())
         lat = latency(tok_np)
         lat = np.where(np.isnan(lat), np.inf, lat)  # unknown latency never counts as fitting
-        acc = problem.score(tok_np)
-        budget_np = b_all.numpy().astype(np.float64)
-
-        if evaluator is not None and e_opt is not None:
-            half = cfg.m // 2
-            pick = rng.choice(len(tok_np), size=min(half, len(tok_np)), replace=False)
-            fresh = constrained_sample(space, latency, rng.uniform(r_lo, r_hi, cfg.m - len(pick)), rng, pool=4000)
-            e_tok = np.concatenate([tok_np[pick], fresh])
-            e_lat = np.concatenate([lat[pick], latency(fresh)])
-            e_lat = np.where(np.isnan(e_lat), np.inf, e_lat)
-            e_acc = np.concatenate([acc[pick], problem.score(fresh)])
-            feats = torch.as_tensor(token_features(space, e_tok))
-            losses = []
-            for bk in step_b:
-                lab = torch.as_tensor(pareto_labels(e_acc, e_lat, float(bk), reward.accuracy_condition),
-                                      dtype=torch.float32)
-                score = evaluator(feats, torch.full((len(e_tok),), float(bk)))
-                diff = score[:, None] - score[None, :]
-                mask = lab > 0
-                if mask.any():
-                    losses.append(torch.relu(cfg.margin - diff[mask]).mean())
-            if losses:
-                e_loss = torch.stack(losses).mean()
-                e_opt.zero_grad()
-                e_loss.backward()
-                e_opt.step()
+        acc = archive.scored(tok_np, lat, problem.score)
+        if cfg.scouts:  # wider draws: they find archs the sharpening policy no longer samples
             with torch.no_grad():
-                r = evaluator(torch.as_tensor(token_features(space, tok_np)), b_all).numpy().astype(np.float64)
-        else:
-            assert reward.direct is not None
-            r = reward.direct(acc, np.where(np.isinf(lat), 10 * budget_np, lat), budget_np)
-
-        r_k = r.reshape(k, cfg.batch)
-        if cfg.feasible_first and reward.evaluator:
-            r_k = feasible_first(r_k, (lat <= budget_np).reshape(k, cfg.batch), cfg.margin)
-        means = r_k.mean(1)
-        baseline = np.where(started, cfg.baseline_momentum * baseline + (1 - cfg.baseline_momentum) * means, means)
-        started[:] = True
-        adv = r_k - baseline[:, None]
-        spread = 0.9 * spread + 0.1 * float(adv.std() + 1e-8) if it else float(adv.std() + 1e-8)
-        adv_t = torch.as_tensor((adv / spread).ravel(), dtype=torch.float32)
-        g_loss = -(adv_t * logp).mean() - cfg.entropy * ent.mean()
-        g_opt.zero_grad()
-        g_loss.backward()
-        g_opt.step()
+                drawn = generator.sample(torch.as_tensor(np.repeat(step_b, cfg.scouts), dtype=torch.float32), gen_t,
+                                         cfg.scout_temperature)[0]
+            s_tok = canonical_tokens(space, drawn.numpy())
+            s_lat = latency(s_tok)
+            archive.scored(s_tok, np.where(np.isnan(s_lat), np.inf, s_lat), problem.score)
+        scale = np.repeat(np.interp(step_b, anchors, ref_scale), batch)
+        fit_acc = np.where(lat <= budget_np, acc, np.inf).reshape(rows, batch).min(1)
+        floor = np.repeat(np.minimum(np.interp(step_b, anchors, ref_floor), fit_acc), batch)
+        values = _values(reward, problem, evaluator, tok_np, lat, acc, budget_np, floor, scale).reshape(rows, -1)
+        adv = ((values - values.mean(1, keepdims=True)).ravel() / scale)
+        loss = -(torch.as_tensor(adv, dtype=torch.float32) * logp).mean() - cfg.entropy * ent.mean()
+        if cfg.imitation and reward.direct is None and not reward.evaluator:
+            best = archive.best(step_b)
+            ok = best >= 0
+            if ok.any():
+                elite = torch.as_tensor(archive.tokens[best[ok]])
+                elite_logp = generator.log_prob(torch.as_tensor(step_b[ok], dtype=torch.float32), elite)
+                loss = loss - cfg.imitation * elite_logp.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
         if it % 10 == 0 or it == cfg.iterations - 1:
-            history.append({"iteration": it, "feasible": float(np.mean(lat <= budget_np)),
-                            "reward": float(r.mean()), "accuracy": float(acc.mean())})
-    return Trained(generator, evaluator, cfg, [float(b) for b in budgets], (r_lo, r_hi),
-                   time.perf_counter() - t0, history)
+            history.append({"iteration": done + it, "feasible": float(np.mean(lat <= budget_np)),
+                            "accuracy": float(np.mean(acc[lat <= budget_np])) if (lat <= budget_np).any() else
+                            float("nan"), "entropy": float(ent.detach().mean())})
+    seconds = time.perf_counter() - t0 + (init.seconds if init else 0.0)
+    calls = problem.calls - calls0 + (init.calls if init else 0)
+    return Trained(generator, evaluator, cfg, [float(b) for b in anchors], (lo, hi), seconds, archive, calls,
+                   done + cfg.iterations, history)
+
+
+def candidates(trained: Trained, grid: int = 64, per_budget: int = 4) -> np.ndarray:
+    """Archive indices shipped as candidates: the ``per_budget`` best at ``grid`` budgets evenly
+    over the range, and the archive's Pareto front."""
+    lo, hi = trained.lat_range
+    arc = trained.archive
+    idx = np.concatenate([arc.top(np.linspace(lo, hi, grid), per_budget), arc.front()])
+    _, first = np.unique(idx, return_index=True)
+    return idx[np.sort(first)]

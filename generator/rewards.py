@@ -1,8 +1,14 @@
 """Reward functions for the budget-conditioned generator (the paper's Table 2), a registry.
 
-- ``pareto``: the learned evaluator R(β|B;w), trained with Eq. 6's Pareto-dominance labels;
-- ``pareto-noacc``: the same evaluator, labels without the accuracy condition (pairs that both
-  fit the budget are left out, so only "lower latency wins" is learned);
+Each reward gives every sampled arch a value for its budget; the generator's advantage is the
+value's rank within the budget's row (so only the order matters, see ``generator.pnag``).
+
+- ``pareto``: Eq. 6's Pareto-dominance order, grounded: an arch within budget is valued by its
+  accuracy (record or predictor), every over-budget arch ranks below every fitting one, and
+  among those lower latency wins (the latency oracle is exact);
+- ``pareto-noacc``: the same order without the accuracy condition (fitting archs tie);
+- ``evaluator``: the paper's Algorithm 1: a learned evaluator R(β|B;w) pre-trained with Eq. 6's
+  labels on the M archs whose accuracy was read, then frozen;
 - ``mnas``: MnasNet's soft multi-objective reward ACC·(LAT/B)^w, w = -0.07;
 - ``tunas``: TuNAS's absolute reward ACC + β·|LAT/B - 1|, β = -0.07 (accuracy as a fraction).
 """
@@ -25,9 +31,9 @@ Direct = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (acc %, l
 @dataclass(frozen=True)
 class Reward:
     name: str
-    evaluator: bool  # reward = the learned evaluator's score
+    evaluator: bool = False  # value = the frozen learned evaluator's score
     accuracy_condition: bool = True  # Eq. 6's "both within budget: higher accuracy wins"
-    direct: Direct | None = None
+    direct: Direct | None = None  # value = direct(acc, lat, budget); None with evaluator False: Eq. 6 order
 
 
 def _mnas(acc: np.ndarray, lat: np.ndarray, budget: np.ndarray) -> np.ndarray:
@@ -38,9 +44,22 @@ def _tunas(acc: np.ndarray, lat: np.ndarray, budget: np.ndarray) -> np.ndarray:
     return acc / 100.0 + TUNAS_BETA * np.abs(lat / budget - 1.0)
 
 
+def pareto_value(acc: np.ndarray, lat: np.ndarray, budget: np.ndarray, floor: np.ndarray, scale: np.ndarray,
+                 accuracy_condition: bool = True, penalty: float = 3.0) -> np.ndarray:
+    """A value whose order is Eq. 6's for each sample's budget: a fitting arch is worth its
+    accuracy (all tie at ``floor`` without the accuracy condition); an over-budget one is worth
+    less than ``floor`` (at most the worst fitting accuracy), by ``penalty`` scales plus one per
+    tenth of the budget it overshoots (capped at 100), so lower latency still wins among them."""
+    fits = lat <= budget
+    with np.errstate(invalid="ignore", divide="ignore"):
+        overshoot = np.minimum(np.nan_to_num(10.0 * (lat / budget - 1.0), nan=100.0, posinf=100.0), 100.0)
+    return np.where(fits, acc if accuracy_condition else floor, floor - scale * (penalty + overshoot))
+
+
 REWARDS: dict[str, Reward] = {
-    "pareto": Reward("pareto", evaluator=True),
-    "pareto-noacc": Reward("pareto-noacc", evaluator=True, accuracy_condition=False),
+    "pareto": Reward("pareto"),
+    "pareto-noacc": Reward("pareto-noacc", accuracy_condition=False),
+    "evaluator": Reward("evaluator", evaluator=True),
     "mnas": Reward("mnas", evaluator=False, direct=_mnas),
     "tunas": Reward("tunas", evaluator=False, direct=_tunas),
 }

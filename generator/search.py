@@ -1,8 +1,23 @@
-"""Every method behind one registry: PNAG and the baselines, on the same ``Problem`` (latency
-oracle, query-limited accuracy records, accuracy predictor), each answering a list of budgets.
+"""Every method behind one registry and one protocol, on the same ``Problem`` (latency oracle,
+query-limited accuracy records, accuracy predictor), each answering a list of budgets.
+
+The protocol (:func:`run_method`), the same for every method:
+
+1. the method works on its own fork of the shared problem: the records read in exploration,
+   the predictor fitted on them, and the rest of the query budget;
+2. it proposes candidates; the answers it would give from them alone, scored by the shared
+   accuracy, are its *own-candidate* answers (no records compete);
+3. ``rounds`` times: it spends an equal slice of the remaining queries on its best candidates
+   (:func:`generator.accuracy.validate`), the predictor is refitted, and it proposes again;
+4. the *final* answer for each budget is the best-scored fitting arch among its candidates and
+   every record read (a record's value is its measured accuracy): one final-pick rule for all.
 
 Generator methods answer through the numpy bundle (``spaces.generation``, numpy only), the
-same code the CLI's ``generate`` and the server use.
+same code the CLI's ``generate`` and the server use. Validation spends queries at the budgets
+asked, as every method does; a generator trained with no budget named (``budgetnas train``)
+spends them along the whole latency range, since any budget may be asked later
+(``validate_range`` forces that in the benchmark's ablation). ``naive`` is the user without a method: it reads ``max_queries`` random
+archs and keeps the best that fits.
 """
 
 from __future__ import annotations
@@ -10,17 +25,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
 
 from budgetnas.errors import UnknownNameError
-from generator.accuracy import Problem, constrained_sample
+from generator.accuracy import CountingAccuracy, Problem, constrained_sample, validate
 from generator.export import bundle_parts, cheapest_tokens
 from generator.features import uniform_tokens
-from generator.pnag import TrainConfig, Trained, train
-from generator.sgnas import train_sgnas
+from generator.pnag import TrainConfig, Trained, candidates, train
+from generator.sgnas import SGNAS, train_sgnas
 from spaces.generation import GeneratorBundle, pack_bundle
+from spaces.token_cost import canonical_tokens
 
 
 @dataclass
@@ -34,30 +51,38 @@ class Answer:
 @dataclass
 class SearchOptions:
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: int = 200  # generator iterations after each validation round
+    rounds: int = 2  # validation rounds over the queries left after exploration
+    validate_range: bool = False  # generators validate along the whole range even when budgets are asked
     random_samples: int = 1000  # archs scored per budget by random search
     evo_population: int = 100  # Once-for-All's evolution settings ...
     evo_parents: float = 0.25
     evo_mutate_prob: float = 0.1
     evo_mutation_ratio: float = 0.5
     evo_generations: int = 500  # ... OFA runs 500 generations
-    use_records: bool = True  # the archs whose record was read compete in every final choice
 
 
 @dataclass
 class MethodResult:
     method: str
-    answers: list[Answer]
+    answers: list[Answer]  # the final answers
     train_seconds: float
     answer_seconds: list[float]
+    own: list[Answer]  # from the method's first candidates only, scored by the shared accuracy
+    calls: int = 0  # predictor calls, training included
+    queries: int = 0  # accuracy records read in all
     bundle: GeneratorBundle | None = None
-    bare: list[Answer] | None = None  # answers with only the method's own candidates (no records)
+    trained: Trained | None = None  # generator methods: the final generator
+    problem: Problem | None = None  # the method's fork: its records and final predictor
 
 
 def best_feasible(problem: Problem, cand: np.ndarray, budget: float, use_records: bool = True) -> Answer | None:
-    """The best-scored candidate that fits; with ``use_records`` the archs whose accuracy record was
-    read are candidates too (the same final choice as the generator bundle's)."""
+    """The final-pick rule: the best-scored candidate that fits; with ``use_records`` every arch
+    whose accuracy record was read is a candidate too (the same rule as the generator bundle's)."""
     if use_records and problem.known:
-        cand = np.concatenate([cand, problem.accuracy.records()[0]])
+        cand = np.concatenate([cand.reshape(-1, len(problem.space.decisions)), problem.accuracy.records()[0]])
+    if not len(cand):
+        return None
     lat = problem.latency(cand)
     ok = lat <= budget
     if not ok.any():
@@ -77,80 +102,132 @@ def make_bundle(problem: Problem, trained: Trained, method: str) -> GeneratorBun
     return GeneratorBundle.from_bytes(pack_bundle(*bundle_parts(problem, trained, method)))
 
 
-def _bundle_answers(name: str, problem: Problem, budgets: list[float], trained: Trained, seed: int,
-                    use_records: bool = True) -> MethodResult:
-    bundle = make_bundle(problem, trained, name)
-    answers, times = [], []
-    for b in budgets:
-        t0 = time.perf_counter()
-        out = bundle.generate(b, seed=seed, use_records=use_records)
-        times.append(time.perf_counter() - t0)
-        tok = np.asarray(problem.space.to_tokens(problem.space.parse(out["arch"])), np.int64)
-        answers.append(Answer(tok, out["latency_ms"], out["accuracy"], out.get("warning")))
-    return MethodResult(name, answers, trained.seconds, times, bundle)
+class Method:
+    """One search method: ``propose`` candidates for the budgets (again after each validation
+    round, given its previous state), and say where validation should spend queries."""
+
+    name = "method"
+
+    def propose(self, problem: Problem, budgets: list[float], opts: SearchOptions,
+                state: Any) -> tuple[list[np.ndarray], Any]:
+        raise NotImplementedError
+
+    def validation_budgets(self, problem: Problem, budgets: list[float], n: int, opts: SearchOptions) -> np.ndarray:
+        return np.asarray(budgets, np.float64)
+
+    def validation_pool(self, problem: Problem, cands: list[np.ndarray], state: Any) -> np.ndarray:
+        """The candidates validation may spend queries on."""
+        return np.concatenate(cands) if cands else np.zeros((0, len(problem.space.decisions)), np.int64)
+
+    def answer(self, problem: Problem, budgets: list[float], cands: list[np.ndarray], state: Any,
+               use_records: bool, seed: int) -> tuple[list[Answer], list[float]]:
+        answers, times = [], []
+        for b, c in zip(budgets, cands, strict=True):
+            t0 = time.perf_counter()
+            answers.append(best_feasible(problem, c, b, use_records) or fallback(problem, b))
+            times.append(time.perf_counter() - t0)
+        return answers, times
 
 
-def _generator_method(reward: str) -> Callable[[Problem, list[float], SearchOptions], MethodResult]:
-    def run(problem: Problem, budgets: list[float], opts: SearchOptions) -> MethodResult:
-        trained = train(problem, replace(opts.train, reward=reward))
-        return _bundle_answers(reward if reward != "pareto" else "pnag", problem, budgets, trained, opts.train.seed,
-                               opts.use_records)
-    return run
+class Generator(Method):
+    """PNAG (and its reward variants): one generator for every budget, answered by its bundle."""
+
+    def __init__(self, name: str, reward: str) -> None:
+        self.name, self.reward = name, reward
+
+    def propose(self, problem: Problem, budgets: list[float], opts: SearchOptions,
+                state: Any) -> tuple[list[np.ndarray], Any]:
+        cfg = replace(opts.train, reward=self.reward)
+        trained = train(problem, cfg) if state is None else train(problem, replace(cfg, iterations=opts.finetune),
+                                                                   init=state[0])
+        bundle = make_bundle(problem, trained, self.name)
+        arc = trained.archive
+        cand = arc.tokens[candidates(trained)]
+        return [cand] * len(budgets), (trained, bundle)
+
+    def validation_budgets(self, problem: Problem, budgets: list[float], n: int, opts: SearchOptions) -> np.ndarray:
+        if budgets and not opts.validate_range:
+            return np.asarray(budgets, np.float64)
+        lo, hi = problem.lat_range
+        return lo + (np.arange(n) + 0.5) / n * (hi - lo)  # no budget named: any may be asked
+
+    def validation_pool(self, problem: Problem, cands: list[np.ndarray], state: Any) -> np.ndarray:
+        trained: Trained = state[0]
+        return trained.archive.tokens[candidates(trained)]
+
+    def answer(self, problem: Problem, budgets: list[float], cands: list[np.ndarray], state: Any,
+               use_records: bool, seed: int) -> tuple[list[Answer], list[float]]:
+        bundle: GeneratorBundle = state[1]
+        answers, times = [], []
+        for b in budgets:
+            t0 = time.perf_counter()
+            out = bundle.generate(b, seed=seed, use_records=use_records)
+            times.append(time.perf_counter() - t0)
+            tok = np.asarray(problem.space.to_tokens(problem.space.parse(out["arch"])), np.int64)
+            answers.append(Answer(tok, out["latency_ms"], out["accuracy"], out.get("warning")))
+        return answers, times
 
 
-def independent(problem: Problem, budgets: list[float], opts: SearchOptions) -> MethodResult:
+class Independent(Method):
     """Repeated independent search: one PNAG generator per budget, each with the full iterations."""
-    answers, bare, times, total = [], [], [], 0.0
-    for b in budgets:
-        trained = train(problem, replace(opts.train, fixed_budgets=[b]))
-        res = _bundle_answers("independent", problem, [b], trained, opts.train.seed, opts.use_records)
-        answers += res.answers
-        bare += _bundle_answers("independent", problem, [b], trained, opts.train.seed, False).answers
-        times += res.answer_seconds
-        total += trained.seconds
-    return MethodResult("independent", answers, total, times, bare=bare)
+
+    name = "independent"
+
+    def propose(self, problem: Problem, budgets: list[float], opts: SearchOptions,
+                state: Any) -> tuple[list[np.ndarray], Any]:
+        out, new = [], []
+        for i, b in enumerate(budgets):
+            cfg = replace(opts.train, fixed_budgets=[b])
+            t = train(problem, cfg) if state is None else train(problem, replace(cfg, iterations=opts.finetune),
+                                                                 init=state[i])
+            new.append(t)
+            out.append(t.archive.tokens[t.archive.top(np.asarray([b]), 256)])
+        return out, new
 
 
-def random_search(problem: Problem, budgets: list[float], opts: SearchOptions) -> MethodResult:
-    rng = np.random.default_rng(opts.train.seed)
-    answers, times = [], []
-    for b in budgets:
-        t0 = time.perf_counter()
-        ans = best_feasible(problem, uniform_tokens(problem.space, opts.random_samples, rng), b, opts.use_records)
-        answers.append(ans or fallback(problem, b))
-        times.append(time.perf_counter() - t0)
-    return MethodResult("random", answers, 0.0, times)
+class RandomSearch(Method):
+    name = "random"
+
+    def propose(self, problem: Problem, budgets: list[float], opts: SearchOptions,
+                state: Any) -> tuple[list[np.ndarray], Any]:
+        rng = state if state is not None else np.random.default_rng(opts.train.seed)
+        return [uniform_tokens(problem.space, opts.random_samples, rng) for _ in budgets], rng
 
 
-def evolution(problem: Problem, budgets: list[float], opts: SearchOptions) -> MethodResult:
+class Evolution(Method):
     """Once-for-All's evolutionary search under a latency constraint, seeded by the constrained
     sampler; fitness is the accuracy as the methods see it; children over budget are redrawn."""
-    rng = np.random.default_rng(opts.train.seed)
-    sizes = np.asarray([len(d.choices) for d in problem.space.decisions])
-    pop_n = opts.evo_population
-    n_par = max(2, int(pop_n * opts.evo_parents))
-    n_mut = round(pop_n * opts.evo_mutation_ratio)
-    answers, times = [], []
 
-    def children(make: Callable[[int], np.ndarray], n: int, b: float) -> np.ndarray:
-        out = np.zeros((0, len(sizes)), np.int64)
-        for _ in range(20):  # redraw children over budget, as OFA does
-            c = make(n)
-            c = c[problem.latency(c) <= b]
-            out = np.concatenate([out, c])[:n]
-            if len(out) == n:
-                break
-        return out
+    name = "evolution"
 
-    for b in budgets:
-        t0 = time.perf_counter()
+    def propose(self, problem: Problem, budgets: list[float], opts: SearchOptions,
+                state: Any) -> tuple[list[np.ndarray], Any]:
+        rng = state if state is not None else np.random.default_rng(opts.train.seed)
+        return [self._search(problem, b, opts, rng) for b in budgets], rng
+
+    @staticmethod
+    def _search(problem: Problem, b: float, opts: SearchOptions, rng: np.random.Generator) -> np.ndarray:
+        sizes = np.asarray([len(d.choices) for d in problem.space.decisions])
+        pop_n = opts.evo_population
+        n_par = max(2, int(pop_n * opts.evo_parents))
+        n_mut = round(pop_n * opts.evo_mutation_ratio)
+
+        def children(make: Callable[[int], np.ndarray], n: int) -> np.ndarray:
+            out = np.zeros((0, len(sizes)), np.int64)
+            for _ in range(20):  # redraw children over budget, as OFA does
+                c = make(n)
+                c = c[problem.latency(c) <= b]
+                out = np.concatenate([out, c])[:n]
+                if len(out) == n:
+                    break
+            return out
+
         lo = problem.lat_range[0]
         pop = constrained_sample(problem.space, problem.latency, rng.uniform(lo, b, pop_n), rng, pool=4000)
         pop = pop[problem.latency(pop) <= b]
         if not len(pop):
-            answers.append(fallback(problem, b))
-            times.append(time.perf_counter() - t0)
-            continue
+            return pop
+        seen = [pop]
         for _ in range(opts.evo_generations):
             fit = problem.score(pop)
             parents = pop[np.argsort(-fit)[:n_par]]
@@ -165,43 +242,78 @@ def evolution(problem: Problem, budgets: list[float], opts: SearchOptions) -> Me
                 c = parents[rng.integers(len(parents), size=n)]
                 return np.where(rng.random(a.shape) < 0.5, a, c)
 
-            pop = np.concatenate([parents, children(mutate, n_mut, b), children(cross, pop_n - n_par - n_mut, b)])
-        ans = best_feasible(problem, pop, b, opts.use_records)
-        answers.append(ans or fallback(problem, b))
-        times.append(time.perf_counter() - t0)
-    return MethodResult("evolution", answers, 0.0, times)
+            pop = np.concatenate([parents, children(mutate, n_mut), children(cross, pop_n - n_par - n_mut)])
+            seen.append(pop)
+        return np.unique(canonical_tokens(problem.space, np.concatenate(seen)), axis=0)
 
 
-def sgnas(problem: Problem, budgets: list[float], opts: SearchOptions) -> MethodResult:
-    model = train_sgnas(problem, opts.train.iterations, k=opts.train.budgets, seed=opts.train.seed)
-    gen = torch.Generator().manual_seed(opts.train.seed)
-    answers, times = [], []
+class SGNASMethod(Method):
+    """The differentiable baseline: trained once on the first predictor, resampled after each round."""
+
+    name = "sgnas"
+
+    def propose(self, problem: Problem, budgets: list[float], opts: SearchOptions,
+                state: Any) -> tuple[list[np.ndarray], Any]:
+        model: SGNAS = state if state is not None else train_sgnas(problem, opts.train.iterations,
+                                                                   k=opts.train.budgets, seed=opts.train.seed)
+        gen = torch.Generator().manual_seed(opts.train.seed)
+        fallback_pool = uniform_tokens(problem.space, 4096, np.random.default_rng(opts.train.seed))
+        return [np.concatenate([model.candidates(b, 256, gen), fallback_pool]) for b in budgets], model
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Generator("pnag", "pareto"), Generator("pnag-paper", "evaluator"), Generator("pareto-noacc", "pareto-noacc"),
+    Generator("mnas", "mnas"), Generator("tunas", "tunas"), Independent(), RandomSearch(), Evolution(),
+    SGNASMethod())}
+METHOD_NAMES = sorted([*METHODS, "naive"])
+GENERATORS = sorted(n for n, m in METHODS.items() if isinstance(m, Generator))
+
+
+def naive(problem: Problem, budgets: list[float], seed: int) -> MethodResult:
+    """A user without a method: read ``max_queries`` random archs (of those the source lists), keep
+    the best that fits. No exploration records, no predictor."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed + 104729)
+    counter = CountingAccuracy(problem.space, problem.accuracy.source, problem.accuracy.max_queries)
+    listed = problem.accuracy.source.available()
+    pool = listed if listed is not None else uniform_tokens(problem.space, 4 * counter.max_queries, rng)
+    pool = np.unique(canonical_tokens(problem.space, pool), axis=0)
+    counter.query(pool[rng.permutation(len(pool))[:counter.max_queries]])
+    tok, val = counter.records()
+    lat = problem.latency(tok)
+    answers = []
     for b in budgets:
-        t0 = time.perf_counter()
-        ans = best_feasible(problem, model.candidates(b, 256, gen), b, opts.use_records)
-        if ans is None:
-            ans = best_feasible(problem, uniform_tokens(problem.space, 4096, np.random.default_rng(0)), b,
-                                opts.use_records)
-        answers.append(ans or fallback(problem, b))
-        times.append(time.perf_counter() - t0)
-    return MethodResult("sgnas", answers, model.seconds, times)
-
-
-METHODS: dict[str, Callable[[Problem, list[float], SearchOptions], MethodResult]] = {
-    "pnag": _generator_method("pareto"),
-    "pareto-noacc": _generator_method("pareto-noacc"),
-    "mnas": _generator_method("mnas"),
-    "tunas": _generator_method("tunas"),
-    "independent": independent,
-    "random": random_search,
-    "evolution": evolution,
-    "sgnas": sgnas,
-}
+        ok = lat <= b
+        if ok.any():
+            j = int(np.flatnonzero(ok)[np.argmax(val[ok])])
+            answers.append(Answer(tok[j], float(lat[j]), float(val[j])))
+        else:
+            answers.append(fallback(problem, b))
+    seconds = time.perf_counter() - t0
+    return MethodResult("naive", answers, seconds, [0.0] * len(budgets), answers, 0, counter.used)
 
 
 def run_method(name: str, problem: Problem, budgets: list[float], opts: SearchOptions) -> MethodResult:
+    """The protocol of the module docstring; ``problem`` itself is left as it was."""
+    if name == "naive":
+        return naive(problem, budgets, opts.train.seed)
     try:
-        fn = METHODS[name]
+        method = METHODS[name]
     except KeyError:
-        raise UnknownNameError("search method", name, sorted(METHODS)) from None
-    return fn(problem, budgets, opts)
+        raise UnknownNameError("search method", name, METHOD_NAMES) from None
+    p = problem.fork()
+    t0 = time.perf_counter()
+    cands, state = method.propose(p, budgets, opts, None)
+    seconds = time.perf_counter() - t0
+    own, _ = method.answer(p, budgets, cands, state, False, opts.train.seed)
+    for r in range(opts.rounds):
+        n = p.accuracy.left // (opts.rounds - r)
+        if n <= 0:
+            break
+        t0 = time.perf_counter()
+        validate(p, method.validation_pool(p, cands, state), method.validation_budgets(p, budgets, n, opts), n)
+        cands, state = method.propose(p, budgets, opts, state)
+        seconds += time.perf_counter() - t0
+    answers, times = method.answer(p, budgets, cands, state, True, opts.train.seed)
+    trained, bundle = state if isinstance(method, Generator) else (None, None)
+    return MethodResult(name, answers, seconds, times, own, p.calls, p.accuracy.used, bundle, trained, p)

@@ -95,6 +95,7 @@ def train_sgnas(problem: Problem, iterations: int, k: int = 10, batch: int = 64,
         logits = net(budgets, torch.randn(batch, PRIOR, generator=gen))
         probs = [nn.functional.gumbel_softmax(lg, tau=1.0, hard=False) for lg in logits]
         acc = problem.predictor.torch_forward(soft_features(space, probs)) / 100.0
+        problem.calls += batch
         cost = expected_cost(model, probs)
         loss = (-acc + PENALTY * ((cost - budgets) / budgets) ** 2).mean()
         opt.zero_grad()

@@ -2,8 +2,9 @@
 
 A bundle is an ``.npz`` (no pickles) holding a JSON ``meta`` plus arrays: the LSTM generator
 (budget anchors, token embeddings, one LSTM cell, per-decision heads), the accuracy predictor
-(MLP weights), the accuracy records read in training, and the latency oracle (LUT cost tables,
-a dense measured table, or an MLP). ``budgetnas train`` writes it; the CLI's ``generate`` and the
+(MLP weights), the accuracy records read in training, the best archs the generator found in
+training per budget (its archive's candidates), and the latency oracle (LUT cost tables, a
+dense measured table, or an MLP). ``budgetnas train`` writes it; the CLI's ``generate`` and the
 server's ``POST /v1/generate`` both answer through :meth:`GeneratorBundle.generate`. It lives in
 ``spaces`` (numpy only, no project imports beyond it) because both the generator and the torch-free
 server run it, and neither may import the other.
@@ -28,9 +29,8 @@ from spaces import space_from_description
 from spaces.token_cost import TokenCostModel, canonical_tokens, token_features
 
 BUNDLE_FORMAT = "budgetnas-generator"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: archive candidates (cand_tokens)
 CANDIDATES = 256  # archs sampled per round for one budget
-ROUNDS = 8  # rounds of sampling before falling back to uniform draws
 
 
 def pack_bundle(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
@@ -57,6 +57,7 @@ def mlp_forward(x: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> n
 class GeneratorBundle:
     def __init__(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.meta, self.a = meta, arrays
+        self._bytes: bytes | None = None
         self.space = space_from_description(meta["space"])
         self.sizes = [len(d.choices) for d in self.space.decisions]
         lat = meta["latency"]
@@ -69,6 +70,8 @@ class GeneratorBundle:
         self.cheapest, self.dearest = (float(v) for v in meta["budget_range"])
         self._known_tok = known.astype(np.int64)
         self._known_lat = self.latency(self._known_tok) if len(known) else np.zeros(0)
+        self._cand_tok = arrays["cand_tokens"].astype(np.int64).reshape(-1, len(self.sizes))
+        self._cand_lat = self.latency(self._cand_tok) if len(self._cand_tok) else np.zeros(0)
 
     # ---- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -88,9 +91,17 @@ class GeneratorBundle:
             raise DataFileError(f"not a {BUNDLE_FORMAT} v{BUNDLE_VERSION} bundle "
                                 f"(format {meta.get('format')!r}, version {meta.get('version')!r})")
         try:
-            return cls(meta, arrays)
+            bundle = cls(meta, arrays)
         except KeyError as exc:
             raise DataFileError(f"generator bundle lacks {exc}") from None
+        bundle._bytes = data
+        return bundle
+
+    def to_bytes(self) -> bytes:
+        """The file this bundle was read from (or packed anew)."""
+        if self._bytes is None:
+            self._bytes = pack_bundle({k: v for k, v in self.meta.items() if k not in ("format", "version")}, self.a)
+        return self._bytes
 
     # ---- oracles -----------------------------------------------------------------------------------
     def latency(self, tokens: np.ndarray) -> np.ndarray:
@@ -105,7 +116,8 @@ class GeneratorBundle:
         return mlp_forward(token_features(self.space, tok), layers).astype(np.float64) * lat["std"] + lat["mean"]
 
     def accuracy(self, tokens: np.ndarray) -> np.ndarray:
-        """The record read in training where there is one, else the predictor's estimate."""
+        """The record read in training where there is one, else the predictor's estimate less its
+        optimism measured on the archs validated in training."""
         tok = canonical_tokens(self.space, tokens)
         acc = self.meta["accuracy"]
         known = [self._known.get(r.tobytes()) for r in tok]
@@ -113,7 +125,7 @@ class GeneratorBundle:
         guess = np.isnan(out)
         if guess.any():  # the predictor runs only where no record was read
             pred = mlp_forward(token_features(self.space, tok[guess]), self._acc_layers).astype(np.float64)
-            out[guess] = pred * acc["std"] + acc["mean"]
+            out[guess] = pred * acc["std"] + acc["mean"] - acc.get("bias", 0.0)
         return out
 
     # ---- the generator -----------------------------------------------------------------------------
@@ -176,41 +188,40 @@ class GeneratorBundle:
                     "every architecture fits")
         return None
 
+    def _pick(self, cand: np.ndarray, lat: np.ndarray, budget_ms: float,
+              use_records: bool) -> tuple[np.ndarray, float, float] | None:
+        """The final-pick rule: the best-scored fitting arch among ``cand``, the generator's
+        archive candidates and (``use_records``) the archs whose record was read."""
+        parts = [(cand, lat), (self._cand_tok, self._cand_lat)]
+        if use_records:
+            parts.append((self._known_tok, self._known_lat))
+        tok = np.concatenate([t[v <= budget_ms] for t, v in parts])  # NaN (unknown) never fits
+        lats = np.concatenate([v[v <= budget_ms] for _, v in parts])
+        if not len(tok):
+            return None
+        acc = self.accuracy(tok)
+        j = int(np.argmax(acc))
+        return tok[j], float(lats[j]), float(acc[j])
+
     def generate(self, budget_ms: float, samples: int = 0, seed: int | None = None,
                  use_records: bool = True) -> dict[str, Any]:
-        """Sample candidates for the budget until some fit; answer the one ranked best by accuracy.
+        """Sample candidates for the budget; answer the fitting one ranked best by accuracy.
 
-        The candidates are the generated archs that fit plus (``use_records``) the archs whose
-        accuracy record was read in training and that fit: a measured record beats a guess.
+        The candidates are the generated archs that fit, the generator's archive candidates that
+        fit and (``use_records``) the archs whose accuracy record was read and that fit: a
+        measured record beats a guess of lower accuracy. Where none of these fits, uniform draws
+        are tried, then the cheapest arch is answered, with a warning.
         """
         warning = self.check_budget(budget_ms)
         if samples < 0:
             raise InvalidArgumentError(f"samples must be >= 0, got {samples}")
         rng = np.random.default_rng(seed)
-        best: tuple[np.ndarray, float, float] | None = None
-        for _ in range(ROUNDS):
-            cand = self.sample(budget_ms, CANDIDATES, rng)
-            lat = self.latency(cand)
-            ok = lat <= budget_ms  # NaN (unknown) never fits
-            if ok.any():
-                cand, lat = cand[ok], lat[ok]
-                if use_records:
-                    rec = self._known_lat <= budget_ms
-                    cand = np.concatenate([cand, self._known_tok[rec]])
-                    lat = np.concatenate([lat, self._known_lat[rec]])
-                acc = self.accuracy(cand)
-                j = int(np.argmax(acc))
-                best = (cand[j], float(lat[j]), float(acc[j]))
-                break
+        cand = self.sample(budget_ms, CANDIDATES, rng)
+        best = self._pick(cand, self.latency(cand), budget_ms, use_records)
         if best is None:  # the generator misses this budget: uniform draws, then the cheapest arch
             cand = np.stack([rng.integers(s, size=4096) for s in self.sizes], axis=1)
-            lat = self.latency(cand)
-            ok = lat <= budget_ms
-            if ok.any():
-                acc = self.accuracy(cand[ok])
-                j = int(np.argmax(acc))
-                best = (cand[ok][j], float(lat[ok][j]), float(acc[j]))
-            else:
+            best = self._pick(cand, self.latency(cand), budget_ms, use_records)
+            if best is None:
                 t = self.a["cheapest_tokens"].astype(np.int64)
                 best = (t, float(self.latency(t[None])[0]), float(self.accuracy(t[None])[0]))
             warning = (warning + "; " if warning else "") + "the generator found no fitting architecture; " \

@@ -138,5 +138,21 @@ def tiny_nb201_bundle() -> bytes:
     cost = np.array([0.0, 0.2, 1.0, 3.0, 0.4])
     oracle = CostModelOracle(sp, TokenCostModel(1.0, [CostTerm((e,), cost.copy()) for e in range(6)]))
     problem = prepare(sp, oracle, Synthetic(), max_queries=40, seed=0, epochs=10)
-    trained = train(problem, TrainConfig(iterations=2, budgets=4, m=8, batch=4))
+    trained = train(problem, TrainConfig(iterations=2, budgets=4, rows=4, batch=4))
     return pack_bundle(*bundle_parts(problem, trained))
+
+
+def rewritten_bundle(data: bytes, **meta: object) -> bytes:
+    """A copy of a generator bundle whose meta has ``meta``'s keys replaced (for bad-input tests)."""
+    import io
+    import json
+
+    import numpy as np
+
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    m = json.loads(arrays.pop("meta").tobytes().decode())
+    m.update(meta)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, meta=np.frombuffer(json.dumps(m).encode(), np.uint8), **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()

@@ -49,9 +49,13 @@ def test_counting_source_refuses_past_the_limit() -> None:
 
 def test_prepare_reads_at_most_max_queries_and_fits_a_ranker() -> None:
     src = Synthetic()
-    problem = prepare(SP, oracle(), src, max_queries=60, seed=0, epochs=40)
-    assert problem.accuracy.used == 60 and src.looked_up == 60
+    problem = prepare(SP, oracle(), src, max_queries=120, seed=0, epochs=40)
+    assert problem.accuracy.used == 60 and src.looked_up == 60  # half explores; the rest is the method's
+    assert problem.accuracy.left == 60
     assert problem.report.n_test == 12 and problem.report.kendall_tau > 0.5
+    lat = problem.latency(problem.accuracy.records()[0])
+    lo, hi = problem.lat_range
+    assert lat.min() < lo + 0.2 * (hi - lo) and lat.max() > lo + 0.8 * (hi - lo)  # spread over the range
     tok, val = problem.accuracy.records()
     np.testing.assert_allclose(problem.score(tok), val)  # records read are answered exactly
 

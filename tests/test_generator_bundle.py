@@ -28,7 +28,7 @@ COST = np.array([0.0, 0.2, 1.0, 3.0, 0.4])
 def setup() -> tuple:
     oracle = CostModelOracle(SP, TokenCostModel(1.0, [CostTerm((e,), COST.copy()) for e in range(6)]))
     problem = prepare(SP, oracle, Synthetic(), max_queries=40, seed=0, epochs=30)
-    trained = train(problem, TrainConfig(iterations=4, budgets=4, m=16, batch=4))
+    trained = train(problem, TrainConfig(iterations=4, budgets=4, rows=4, batch=4))
     bundle = GeneratorBundle.from_bytes(pack_bundle(*bundle_parts(problem, trained)))
     return problem, trained, bundle
 
@@ -75,7 +75,7 @@ def test_generation_module_does_not_import_torch() -> None:
 @pytest.mark.parametrize("method", sorted(set(METHODS) - {"random", "evolution", "sgnas", "mnas"}))
 def test_every_registered_method_answers_within_budget(setup: tuple, method: str) -> None:
     problem, _, _ = setup
-    opts = SearchOptions(train=TrainConfig(iterations=2, budgets=3, m=8, batch=2), evo_generations=2)
+    opts = SearchOptions(train=TrainConfig(iterations=2, budgets=3, rows=3, batch=2), evo_generations=2)
     res = run_method(method, problem, [4.0, 10.0], opts)
     assert [a.latency_ms <= b for a, b in zip(res.answers, [4.0, 10.0], strict=True)] == [True, True]
 
@@ -97,7 +97,7 @@ def test_ofa_mbv3_on_the_note10_lut(ofa_lut_dir) -> None:
                             LUTMeta(space=sp.describe(), device="note10", backend="tflite"))
     oracle = CostModelOracle(sp, cost_model_from_lut(sp, lut))
     problem = prepare(sp, oracle, OFASynthetic(), max_queries=30, seed=0, epochs=10)
-    trained = train(problem, TrainConfig(iterations=2, budgets=3, m=8, batch=2))
+    trained = train(problem, TrainConfig(iterations=2, budgets=3, rows=3, batch=2))
     bundle = GeneratorBundle.from_bytes(pack_bundle(*bundle_parts(problem, trained)))
     lo, hi = bundle.cheapest, bundle.dearest
     budgets = np.linspace(lo, hi, 8)
@@ -111,3 +111,41 @@ def test_ofa_mbv3_on_the_note10_lut(ofa_lut_dir) -> None:
     assert out["latency_ms"] == pytest.approx(pred.latency_ms) and out["latency_ms"] <= budgets[4]
     # the cheapest arch reaches the bound exactly
     assert lo == pytest.approx(oracle.bounds()[0])
+
+
+def test_an_answer_never_ranks_below_a_fitting_record(setup: tuple) -> None:
+    """Whatever the generator samples (even nothing that fits), a known record that fits is a
+    candidate: the answer's accuracy is at least the best fitting record's."""
+    problem, _, bundle = setup
+    tok, val = problem.accuracy.records()
+    lat = problem.latency(tok)
+    for b in np.linspace(bundle.cheapest, bundle.dearest, 12):
+        out = bundle.generate(float(b), seed=0)
+        fits = lat <= b
+        if fits.any():
+            assert out["accuracy"] >= val[fits].max() - 1e-9
+    # a generator that samples nothing useful: its heads all point at the dearest op
+    broken = GeneratorBundle(bundle.meta, {**bundle.a, **{f"gen_head_b{t}": np.array([0, 0, 0, 50, 0], np.float32)
+                                                          for t in range(6)}})
+    b = float(lat[np.argsort(lat)[len(lat) // 4]])
+    out = broken.generate(b, seed=0)
+    assert out["latency_ms"] <= b and out["accuracy"] >= val[lat <= b].max() - 1e-9
+
+
+def test_bundle_of_another_version_is_refused(setup: tuple) -> None:
+    problem, trained, _ = setup
+    meta, arrays = bundle_parts(problem, trained)
+    data = pack_bundle(meta, arrays)
+    assert GeneratorBundle.from_bytes(data).to_bytes() == data
+    with pytest.raises(DataFileError, match=r"not a budgetnas-generator v2 bundle \(format 'budgetnas-generator', "
+                                            r"version 1\)"):
+        import io
+        import json
+
+        buf = io.BytesIO()
+        m = {"format": "budgetnas-generator", "version": 1, **meta}
+        np.savez_compressed(buf, meta=np.frombuffer(json.dumps(m).encode(), np.uint8), **arrays)  # type: ignore[arg-type]
+        GeneratorBundle.from_bytes(buf.getvalue())
+    arrays.pop("cand_tokens")
+    with pytest.raises(DataFileError, match="lacks 'cand_tokens'"):
+        GeneratorBundle.from_bytes(pack_bundle(meta, arrays))

@@ -94,7 +94,13 @@ def test_train_from_a_lut_file(tmp_path: Path, trained: tuple[Path, Path], capsy
 
 
 def test_bad_inputs_exit_2(tmp_path: Path, trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    csv, _ = trained
+    csv, ckpt = trained
+    from tests.server_support import rewritten_bundle
+
+    data = ckpt.with_suffix(".bundle").read_bytes()
+    old, alien = tmp_path / "old.bundle", tmp_path / "alien.bundle"
+    old.write_bytes(rewritten_bundle(data, version=1))
+    alien.write_bytes(rewritten_bundle(data, space={"space": "nope"}))
     base = ["--accuracy-table", f"{csv}:acc", "--max-queries", "40", "--iterations", "1", "--out", str(tmp_path / "g")]
     dup = tmp_path / "dup.csv"
     lines = csv.read_text().splitlines()
@@ -117,6 +123,13 @@ def test_bad_inputs_exit_2(tmp_path: Path, trained: tuple[Path, Path], capsys: p
         (["search", "--method", "random", "--latency-table", f"{csv}:lat", "--accuracy-table", f"{csv}:acc",
           "--max-queries", "20", "--budget", "0.5"], "below the cheapest architecture (1 ms)"),
         (["generate", "--checkpoint", str(tmp_path / "absent.ckpt"), "--budget", "3"], "cannot read checkpoint"),
+        (["generate", "--checkpoint", str(ckpt), "--budget", "nan"], "budget must be a positive number of ms"),
+        (["generate", "--checkpoint", str(ckpt), "--budget", "inf"], "budget must be a positive number of ms"),
+        (["generate", "--checkpoint", str(old), "--budget", "3"], "not a budgetnas-generator v2 bundle"),
+        (["generate", "--checkpoint", str(alien), "--budget", "3"], "unknown search space 'nope'"),
+        (["search", "--method", "random", "--latency-table", f"{csv}:lat", "--accuracy-table", f"{csv}:acc",
+          "--max-queries", "20", "--budget", "nan"], "budget must be a positive number of ms"),
+        (["train", "--method", "random", "--latency-table", f"{csv}:lat", *base], "unknown generator method 'random'"),
     ]
     for argv, needle in cases:
         assert run(argv) == 2, argv

@@ -1,25 +1,101 @@
-"""PNAG's reward shaping: over-budget samples rank below fitting ones, their own order kept."""
+"""PNAG: Eq. 6's grounded value, the archive, and what training must achieve on a small problem."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
+import pytest
+import torch
 
-from generator.pnag import feasible_first
+from generator.accuracy import prepare
+from generator.archive import Archive
+from generator.pnag import TrainConfig, candidates, train
+from generator.rewards import pareto_value
+from generator.search import SearchOptions, run_method
+from spaces import get_space
+from tests.test_generator_accuracy import COST, GAIN, Synthetic, oracle
 
-
-def test_over_budget_rewards_move_below_every_fitting_one() -> None:
-    r = np.array([[0.9, 0.1, 0.5, 0.7], [0.3, 0.2, 0.1, 0.0], [0.4, 0.8, 0.6, 0.2]])
-    fits = np.array([[False, True, True, False], [False, False, False, False], [True, True, True, True]])
-    out = feasible_first(r, fits, margin=0.1)
-    row = out[0]
-    assert row[~fits[0]].max() < row[fits[0]].min()  # every fitting sample beats every over-budget one
-    assert row[0] > row[3]  # over-budget order kept (the evaluator still prefers the first)
-    np.testing.assert_allclose(row[fits[0]], r[0][fits[0]])  # fitting samples untouched
-    np.testing.assert_allclose(out[1:], r[1:])  # nothing fits / everything fits: unchanged
-    np.testing.assert_allclose(r[0], [0.9, 0.1, 0.5, 0.7])  # the input is not modified
+SP = get_space("nb201")
 
 
-def test_already_ordered_row_is_left_alone() -> None:
-    r = np.array([[1.0, 2.0, -1.0]])
-    fits = np.array([[True, True, False]])
-    np.testing.assert_allclose(feasible_first(r, fits, margin=0.1), r)
+def test_pareto_value_orders_like_eq6() -> None:
+    acc = np.array([90.0, 50.0, 99.0, 99.0, 70.0])
+    lat = np.array([5.0, 9.0, 11.0, 30.0, np.inf])
+    b = np.full(5, 10.0)
+    v = pareto_value(acc, lat, b, floor=np.full(5, 40.0), scale=np.full(5, 2.0))
+    assert v[0] > v[1]  # both fit: higher accuracy wins
+    assert min(v[:2]) > max(v[2:])  # every over-budget arch below every fitting one, whatever its accuracy
+    assert v[2] > v[3] > v[4]  # among those, lower latency wins; unknown latency last
+    tied = pareto_value(acc, lat, b, np.full(5, 40.0), np.full(5, 2.0), accuracy_condition=False)
+    assert tied[0] == tied[1] and tied[2] < tied[1]
+
+
+def test_archive_scores_each_arch_once_and_answers_budgets() -> None:
+    arc = Archive(2)
+    calls: list[int] = []
+
+    def score(t: np.ndarray) -> np.ndarray:
+        calls.append(len(t))
+        return t.sum(1).astype(float)
+
+    tok = np.array([[0, 1], [2, 2], [0, 1], [3, 0]])
+    lat = np.array([1.0, 4.0, 1.0, 2.0])
+    np.testing.assert_allclose(arc.scored(tok, lat, score), [1, 4, 1, 3])
+    np.testing.assert_allclose(arc.scored(tok[:2], lat[:2], score), [1, 4])
+    assert calls == [3] and len(arc) == 3  # the duplicate and the second call cost nothing
+    assert list(arc.best(np.array([0.5, 1.0, 3.0, 10.0]))) == [-1, 0, 2, 1]
+    assert [tuple(arc.tokens[i]) for i in arc.front()] == [(0, 1), (3, 0), (2, 2)]
+    assert [tuple(arc.tokens[i]) for i in arc.top(np.array([3.0]), 2)] == [(3, 0), (0, 1)]
+    arc.rescore(lambda t: -t.sum(1).astype(float))
+    assert [tuple(arc.tokens[i]) for i in arc.front()] == [(0, 1)]
+
+
+@pytest.fixture(scope="module")
+def problem():  # type: ignore[no-untyped-def]
+    return prepare(SP, oracle(), Synthetic(), max_queries=60, seed=0, epochs=40)
+
+
+def test_generator_reaches_the_exhaustive_best_of_the_shared_score_with_diverse_samples(problem) -> None:  # type: ignore[no-untyped-def]
+    trained = train(problem, TrainConfig(iterations=300, seed=0))
+    every = np.stack(np.meshgrid(*[np.arange(5)] * 6, indexing="ij"), -1).reshape(-1, 6)
+    score, lat = problem.score(every), problem.latency(every)
+    arc = trained.archive
+    lo, hi = problem.lat_range
+    for b in np.linspace(lo + 0.2 * (hi - lo), hi, 5):
+        i = arc.best(np.array([b]))[0]
+        assert arc.latency[i] <= b and arc.score[i] == pytest.approx(score[lat <= b].max(), abs=1e-6)
+        with torch.no_grad():
+            tok = trained.generator.sample(torch.full((256,), float(b)))[0].numpy()
+        fits = problem.latency(tok) <= b
+        assert fits.mean() >= 0.9
+        assert len(np.unique(tok[fits], axis=0)) >= 20  # no collapse onto a few archs
+    # the shipped candidates hold the archive's front
+    assert set(candidates(trained)) >= set(arc.front())
+    assert trained.calls <= len(arc) + 2048 + problem.accuracy.used  # one predictor call per distinct arch
+
+
+def test_answers_rise_with_the_budget_and_fit(problem) -> None:  # type: ignore[no-untyped-def]
+    res = run_method("pnag", problem, [], SearchOptions(train=TrainConfig(iterations=60), finetune=20))
+    assert res.bundle is not None and res.problem is not None
+    assert 30 < res.queries <= 60 and problem.accuracy.used == 30  # the fork spent its own; the shared one is intact
+    budgets = np.linspace(res.bundle.cheapest + 0.5, res.bundle.dearest, 8)
+    outs = [res.bundle.generate(float(b), seed=0) for b in budgets]
+    assert all(o["latency_ms"] <= b for o, b in zip(outs, budgets, strict=True))
+    acc = [o["accuracy"] for o in outs]
+    assert all(y >= x for x, y in pairwise(acc))
+
+
+def test_validation_reads_the_best_candidates_and_learns_the_predictors_optimism(problem) -> None:  # type: ignore[no-untyped-def]
+    from generator.accuracy import validate
+
+    p = problem.fork()
+    every = np.stack(np.meshgrid(*[np.arange(5)] * 6, indexing="ij"), -1).reshape(-1, 6)
+    used = p.accuracy.used
+    n = validate(p, every, np.array([4.0, 8.0, 19.0]), 6)
+    assert 0 < n <= 6 and p.accuracy.used == used + n and len(p.residuals) == n
+    tok, val = p.accuracy.records()
+    np.testing.assert_allclose(val, 80.0 + GAIN[tok].sum(1))
+    assert p.bias >= 0.0
+    lat = 1.0 + COST[tok].sum(1)
+    assert (lat <= 19.0).all()

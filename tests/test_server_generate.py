@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from tests.server_support import *  # noqa: F403
-from tests.server_support import ADMIN_H, tiny_nb201_bundle
+from tests.server_support import ADMIN_H, rewritten_bundle, tiny_nb201_bundle
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,17 @@ def test_checkpoint_upload_and_generate(client, bundle_bytes) -> None:
         assert r.json() == ref.generate(budget, samples=3, seed=7)
     r = client.post("/v1/generate", json={"checkpoint": ck["id"], "budget": lo / 10})
     assert r.status_code == 422 and "budget" in r.json()["detail"]
+    for bad_budget in ("NaN", "Infinity", "-Infinity", "-1", "\"fast\""):
+        r = client.post("/v1/generate", content=f'{{"checkpoint": {ck["id"]}, "budget": {bad_budget}}}',
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "budget" in r.json()["detail"], (bad_budget, r.text)
+    old = base64.b64encode(rewritten_bundle(bundle_bytes, version=1)).decode()
+    r = client.post("/v1/checkpoints", json={"name": "old", "bundle": old}, headers=ADMIN_H)
+    assert r.status_code == 422 and "bundle" in r.json()["detail"] and "v2" in r.json()["detail"]
+    r = client.post("/v1/checkpoints", json={"name": "alien", "bundle": base64.b64encode(
+        rewritten_bundle(bundle_bytes, space={"space": "nope"})).decode()}, headers=ADMIN_H)
+    assert r.status_code == 422 and "nope" in r.json()["detail"]
+    assert [c["name"] for c in client.get("/v1/checkpoints").json()["checkpoints"]] == ["nb201-gen"]
     bad = base64.b64encode(b"not a bundle").decode()
     r = client.post("/v1/checkpoints", json={"name": "junk", "bundle": bad}, headers=ADMIN_H)
     assert r.status_code == 422 and "bundle" in r.json()["detail"]
