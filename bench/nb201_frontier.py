@@ -116,8 +116,9 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     floor = st.floor(problem)
     cfg = dict(task.get("train", {}))
     rounds = cfg.pop("rounds", SearchOptions().rounds)
+    validate_range = cfg.pop("validate_range", False)
     opts = SearchOptions(train=TrainConfig(seed=task["seed"], **cfg), evo_generations=task["generations"],
-                         random_samples=task["random_samples"], rounds=rounds)
+                         random_samples=task["random_samples"], rounds=rounds, validate_range=validate_range)
     out: dict[str, Any] = {k: v for k, v in task.items() if k != "csv"}
     out.update(budgets=st.budgets, floor=floor, explore_queries=problem.accuracy.used, prep_s=prep_s,
                predictor_tau=problem.report.kendall_tau, methods={})
@@ -288,7 +289,8 @@ def render(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines += ablation_table(runs, "Table 3 — one generator for all budgets vs independent search per budget",
                             ["table3"])
     lines += ablation_table(runs, "Table 5 — number of budget anchors K", ["K=2", "K=5", "K=10", "K=30"])
-    lines += ablation_table(runs, "Design ablations (ours)", ["no-imitation", "no-scouts", "rounds=0"])
+    lines += ablation_table(runs, "Design ablations (ours)", ["no-imitation", "no-scouts", "validate-range",
+                                                              "rounds=0"])
     made = plots(runs, Path(args.plots), Path(args.csv))
     lines += ["", *[f"![{m}]({m})" for m in made]]
     return "\n".join(lines) + "\n"
@@ -318,6 +320,7 @@ def tasks(args: argparse.Namespace) -> list[dict[str, Any]]:
             variants = [(f"K={k}", ["pnag"], {"budgets": k}) for k in (2, 5, 10, 30)]
         elif a == "design":
             variants = [("no-imitation", ["pnag"], {"imitation": 0.0}), ("no-scouts", ["pnag"], {"scouts": 0}),
+                        ("validate-range", ["pnag"], {"validate_range": True}),
                         ("rounds=0", ["pnag", "random", "evolution"], {"rounds": 0})]
         for v, ms, train in variants:
             for seed in range(args.ablation_seeds):

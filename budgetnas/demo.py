@@ -275,6 +275,28 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
               f"{r['accuracy']:8.2f}  {r['arch']}")
 
 
+def distinct_fitting(row: dict[str, Any]) -> int:
+    """Distinct archs among the generated samples that fit the budget asked."""
+    return len({s["arch"] for s in row.get("samples", [])
+                if s["latency_ms"] is not None and s["latency_ms"] <= row["asked_ms"]})
+
+
+def shared_answers(rows: Sequence[dict[str, Any]]) -> str:
+    """Which budgets got the same arch, and why: the answer is the best-scored fitting arch the
+    generator knows (samples, archive, records), so a larger budget answered like a smaller one
+    means that nothing it knows within the larger one is predicted better."""
+    groups: dict[str, list[float]] = {}
+    for r in rows:
+        groups.setdefault(r["arch"], []).append(r["budget_ms"])
+    same = [b for b in groups.values() if len(b) > 1]
+    if not same:
+        return f"All {len(rows)} budgets got distinct architectures."
+    txt = "; ".join(" and ".join(f"{x:.2f}" for x in b) + " ms" for b in same)
+    return (f"Budgets answered with one architecture: {txt}. The answer is the best-scored fitting arch among "
+            "the generated samples, the generator's archive and the records, so the predicted optimum is shared: "
+            "nothing the generator found within the larger budget is predicted more accurate.")
+
+
 def _png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -331,9 +353,10 @@ def write_report(path: Path, demo: Demo, fidelity: dict[str, Any], rows: list[di
 
     trs = "".join(
         f"<tr><td>{r['budget_ms']:.2f}</td><td>{r['latency_ms']:.2f}</td><td>{r['measured_ms']:.2f}</td>"
-        f"<td>{'yes' if r['fits'] else 'NO'}</td><td>{r['accuracy']:.2f}</td>"
+        f"<td>{'yes' if r['fits'] else 'NO'}</td><td>{r['accuracy']:.2f}</td><td>{distinct_fitting(r)}</td>"
         f"<td><code>{escape(r['arch'])}</code></td></tr>"
         for r in rows)
+    shared = shared_answers(rows)
     steps = "".join(f"<tr><td>{escape(s.name)}</td><td>{s.seconds:.0f} s</td></tr>" for s in demo.steps)
     fm = "".join(
         f"<tr><td>{k}</td><td>{100 * fidelity[k]['mape']:.2f}%</td><td>{100 * fidelity[k]['rmspe']:.2f}%</td>"
@@ -351,7 +374,8 @@ device <b>{DEVICE}</b> backend <b>{BACKEND}</b> (1 thread, batch 1) · protocol 
 <p>Each budget was asked of the generator shrunk by two calibration residual standard deviations, then the
 returned architecture was measured on this CPU with the LUT's runner.</p>
 <table><tr><th>budget (ms)</th><th>predicted (ms)</th><th>measured (ms)</th><th>fits</th><th>accuracy</th>
-<th>arch</th></tr>{trs}</table>
+<th>distinct fitting samples</th><th>arch</th></tr>{trs}</table>
+<p>{escape(shared)}</p>
 <h2>LUT fidelity</h2>
 <p>Calibration fitted on {fidelity['n_fit']} measured whole models, reported on {fidelity['n_held_out']}
 held-out ones.</p>

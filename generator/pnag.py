@@ -82,7 +82,7 @@ REFERENCE = 2048  # uniform archs that set each budget's reward scale
 def reference_scale(problem: Problem, reward: Reward, evaluator: Evaluator | None, anchors: np.ndarray,
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Per anchor budget: (floor, scale) = (min, std) of the reward's value over uniform archs that
-    fit it (at least the 8 cheapest). Advantages are divided by the scale of their budget, fixed
+    fit it (at least the 8 cheapest, counted as fitting). Advantages are divided by the scale of their budget, fixed
     for a run: a scale taken from the current samples shrinks as the policy sharpens, which
     re-amplifies small differences until the entropy bonus no longer counts and the policy
     collapses. With a fixed scale, the entropy weight is a temperature in units of each budget's
@@ -96,8 +96,8 @@ def reference_scale(problem: Problem, reward: Reward, evaluator: Evaluator | Non
     floor, scale = np.zeros(len(anchors)), np.ones(len(anchors))
     for i, b in enumerate(anchors):
         pick = order[:max(8, int(np.sum(lat <= b)))]
-        bb = np.full(len(pick), float(b))
-        v = _values(reward, problem, evaluator, ref[pick], lat[pick], acc[pick], bb, bb, np.ones(len(pick)))
+        bb = np.full(len(pick), max(float(b), float(lat[pick].max())))  # all of them count as fitting
+        v = _values(reward, problem, evaluator, ref[pick], lat[pick], acc[pick], bb, acc[pick], np.ones(len(pick)))
         floor[i], scale[i] = float(np.min(v)), float(np.std(v)) or 1.0
     return floor, scale
 

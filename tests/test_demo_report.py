@@ -1,0 +1,19 @@
+"""The demo report's reading of the generated answers: distinct fitting samples, shared answers."""
+
+from __future__ import annotations
+
+from budgetnas.demo import distinct_fitting, shared_answers
+
+
+def test_distinct_fitting_counts_archs_within_the_budget_asked() -> None:
+    row = {"asked_ms": 2.0, "samples": [{"arch": "a", "latency_ms": 1.0}, {"arch": "a", "latency_ms": 1.0},
+                                        {"arch": "b", "latency_ms": 2.0}, {"arch": "c", "latency_ms": 2.5},
+                                        {"arch": "d", "latency_ms": None}]}
+    assert distinct_fitting(row) == 2
+
+
+def test_shared_answers_name_the_budgets_that_share_an_arch() -> None:
+    rows = [{"arch": "x", "budget_ms": 1.0}, {"arch": "y", "budget_ms": 2.0}, {"arch": "y", "budget_ms": 3.0}]
+    txt = shared_answers(rows)
+    assert "2.00 and 3.00 ms" in txt and "predicted optimum is shared" in txt and "1.00" not in txt
+    assert shared_answers(rows[:2]) == "All 2 budgets got distinct architectures."
