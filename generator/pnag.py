@@ -10,13 +10,18 @@ measured in ``bench/results/nb201_frontier*.md``:
   and the accuracy the methods share (records, else the predictor), instead of a second learned
   model of that order; the paper's Algorithm 1 (an evaluator pre-trained on the M records, then
   frozen) stays as ``reward="evaluator"``;
-- the advantage is the sample's centred rank within its budget's row, scaled to unit variance:
-  each budget pulls equally hard whatever its reward scale, and the entropy bonus keeps a
-  fixed weight against it (a running std over all budgets made it negligible: the policy
-  collapsed onto one arch);
-- every distinct sample goes into an :class:`~generator.archive.Archive`; a self-imitation term
-  raises the probability of the archive's best fitting arch for each row's budget, and the
-  archive's per-budget bests ship in the bundle as candidates.
+- the advantage is the sample's value less its row's mean, divided by a scale fixed per budget
+  for the run (``reference_scale``), so the entropy weight is a temperature in units of each
+  budget's spread of values (a running std over all budgets shrank as the policy sharpened until
+  the entropy term no longer counted: the policy collapsed onto one arch);
+- the entropy weight is adapted per budget stratum, as SAC adapts its temperature: it rises
+  while that stratum's samples have less than ``target_entropy`` nats, so no budget's samples
+  collapse onto a few archs, even where few archs are near its optimum;
+- every distinct sample goes into an :class:`~generator.archive.Archive` (the predictor runs once
+  per distinct arch); a self-imitation term raises the probability of the archive's best fitting
+  arch for each row's budget, ``scouts`` samples per row drawn at a higher temperature keep
+  finding archs the sharpening policy no longer samples, and the archive's per-budget bests ship
+  in the bundle as candidates.
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ class TrainConfig:
     rows: int = 20  # budgets per step, stratified over the range
     batch: int = 16  # archs per budget per step
     lr: float = 3e-3
-    entropy: float = 0.2  # the entropy bonus's weight: a temperature in units of each budget's value scale
+    entropy: float = 0.2  # the entropy bonus's starting weight: a temperature in units of each budget's value scale
+    target_entropy: float = 4.2  # nats (~ln 64) each budget's samples keep at least: its weight rises until they do
     imitation: float = 0.1  # weight of self-imitation of the archive's best fitting arch
     scouts: int = 8  # archs per budget per step drawn at ``scout_temperature``, for the archive only
     scout_temperature: float = 2.0
@@ -68,6 +74,7 @@ class Trained:
     archive: Archive
     calls: int = 0  # archs scored by the shared accuracy (predictor calls)
     steps: int = 0  # iterations trained in all
+    log_beta: np.ndarray = field(default_factory=lambda: np.zeros(0))  # entropy weight per budget stratum
     history: list[dict[str, float]] = field(default_factory=list)
 
     def meta(self) -> dict[str, Any]:
@@ -186,6 +193,7 @@ def train(problem: Problem, cfg: TrainConfig, init: Trained | None = None) -> Tr
     rows = len(anchors) if cfg.fixed_budgets else cfg.rows
     batch = cfg.batch * cfg.rows // rows  # the same samples per step either way
     done = init.steps if init else 0
+    log_beta = np.full(rows, np.log(cfg.entropy)) if init is None else init.log_beta.copy()
     for it in range(cfg.iterations):
         # one budget per stratum of the range, uniform within it
         step_b = anchors if cfg.fixed_budgets else lo + (np.arange(rows) + rng.random(rows)) / rows * (hi - lo)
@@ -208,7 +216,12 @@ def train(problem: Problem, cfg: TrainConfig, init: Trained | None = None) -> Tr
         floor = np.repeat(np.minimum(np.interp(step_b, anchors, ref_floor), fit_acc), batch)
         values = _values(reward, problem, evaluator, tok_np, lat, acc, budget_np, floor, scale).reshape(rows, -1)
         adv = ((values - values.mean(1, keepdims=True)).ravel() / scale)
-        loss = -(torch.as_tensor(adv, dtype=torch.float32) * logp).mean() - cfg.entropy * ent.mean()
+        if cfg.target_entropy and not cfg.fixed_budgets:  # row i is stratum i: below target, raise its weight
+            row_ent = ent.detach().numpy().reshape(rows, batch).mean(1)
+            log_beta = np.clip(log_beta + 0.05 * (cfg.target_entropy - row_ent) / cfg.target_entropy,
+                               np.log(cfg.entropy), np.log(cfg.entropy) + 3.0)
+        beta = torch.as_tensor(np.repeat(np.exp(log_beta), batch), dtype=torch.float32)
+        loss = -(torch.as_tensor(adv, dtype=torch.float32) * logp).mean() - (beta * ent).mean()
         if cfg.imitation and reward.direct is None and not reward.evaluator:
             best = archive.best(step_b)
             ok = best >= 0
@@ -226,7 +239,7 @@ def train(problem: Problem, cfg: TrainConfig, init: Trained | None = None) -> Tr
     seconds = time.perf_counter() - t0 + (init.seconds if init else 0.0)
     calls = problem.calls - calls0 + (init.calls if init else 0)
     return Trained(generator, evaluator, cfg, [float(b) for b in anchors], (lo, hi), seconds, archive, calls,
-                   done + cfg.iterations, history)
+                   done + cfg.iterations, log_beta, history)
 
 
 def candidates(trained: Trained, grid: int = 64, per_budget: int = 4) -> np.ndarray:

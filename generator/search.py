@@ -16,8 +16,8 @@ Generator methods answer through the numpy bundle (``spaces.generation``, numpy 
 same code the CLI's ``generate`` and the server use. Validation spends queries at the budgets
 asked, as every method does; a generator trained with no budget named (``budgetnas train``)
 spends them along the whole latency range, since any budget may be asked later
-(``validate_range`` forces that in the benchmark's ablation). ``naive`` is the user without a method: it reads ``max_queries`` random
-archs and keeps the best that fits.
+(``validate_range`` forces that in the benchmark's ablation). ``naive`` is the user without a
+method: it reads ``max_queries`` random archs and keeps the best that fits.
 """
 
 from __future__ import annotations
