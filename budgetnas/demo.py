@@ -218,7 +218,8 @@ class Demo:
                  "--resolution", str(self.cfg.resolution), "--input-size", str(SUPERNET_INPUT),
                  "--threads", "1", "--epochs", str(self.cfg.supernet_epochs),
                  "--max-batches", str(self.cfg.supernet_max_batches), "--seed", str(self.cfg.seed), "--out", str(ckpt))
-        self.cli("supernet", "eval", "--checkpoint", str(ckpt), "--archs", str(self.cfg.eval_archs),
+        # one thread here too: OpenMP spin-waits when another process runs (15-24 s per sub-network, not 2)
+        self.cli("supernet", "eval", "--checkpoint", str(ckpt), "--archs", str(self.cfg.eval_archs), "--threads", "1",
                  "--seed", str(self.cfg.seed), "--out", str(self.cfg.out / "accuracy.csv"),
                  "--server", self.url, "--token", self.admin)
         return ckpt

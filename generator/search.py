@@ -51,7 +51,7 @@ class Answer:
 @dataclass
 class SearchOptions:
     train: TrainConfig = field(default_factory=TrainConfig)
-    finetune: int = 200  # generator iterations after each validation round
+    finetune: int | None = None  # generator iterations after each validation round (None: a third of the first)
     rounds: int = 2  # validation rounds over the queries left after exploration
     validate_range: bool = False  # generators validate along the whole range even when budgets are asked
     random_samples: int = 1000  # archs scored per budget by random search
@@ -74,6 +74,10 @@ class MethodResult:
     bundle: GeneratorBundle | None = None
     trained: Trained | None = None  # generator methods: the final generator
     problem: Problem | None = None  # the method's fork: its records and final predictor
+
+
+def finetune(opts: SearchOptions) -> int:
+    return opts.finetune if opts.finetune is not None else max(1, opts.train.iterations // 3)
 
 
 def best_feasible(problem: Problem, cand: np.ndarray, budget: float, use_records: bool = True) -> Answer | None:
@@ -138,7 +142,7 @@ class Generator(Method):
     def propose(self, problem: Problem, budgets: list[float], opts: SearchOptions,
                 state: Any) -> tuple[list[np.ndarray], Any]:
         cfg = replace(opts.train, reward=self.reward)
-        trained = train(problem, cfg) if state is None else train(problem, replace(cfg, iterations=opts.finetune),
+        trained = train(problem, cfg) if state is None else train(problem, replace(cfg, iterations=finetune(opts)),
                                                                    init=state[0])
         bundle = make_bundle(problem, trained, self.name)
         arc = trained.archive
@@ -178,7 +182,7 @@ class Independent(Method):
         out, new = [], []
         for i, b in enumerate(budgets):
             cfg = replace(opts.train, fixed_budgets=[b])
-            t = train(problem, cfg) if state is None else train(problem, replace(cfg, iterations=opts.finetune),
+            t = train(problem, cfg) if state is None else train(problem, replace(cfg, iterations=finetune(opts)),
                                                                  init=state[i])
             new.append(t)
             out.append(t.archive.tokens[t.archive.top(np.asarray([b]), 256)])
