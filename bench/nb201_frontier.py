@@ -213,23 +213,30 @@ def main_table(runs: list[dict[str, Any]], q: int, csv: Path) -> list[str]:
     return lines
 
 
-def ablation_table(runs: list[dict[str, Any]], title: str, variants: list[str]) -> list[str]:
+def ablation_table(runs: list[dict[str, Any]], title: str, variants: list[str], base: str | None = None) -> list[str]:
+    """Variants side by side; ``base`` labels the main sweep's runs of the same settings, seeds and Q
+    (the default configuration, not run twice)."""
     rs = [r for r in runs if r.get("variant") in variants]
     if not rs:
         return []
+    groups = {v: [r for r in rs if r["variant"] == v] for v in variants}
+    if base is not None:
+        same = {(r["device"], r["dataset"], r["seed"], r["queries"]) for r in rs}
+        groups = {base: [r for r in runs if not r.get("variant")
+                         and (r["device"], r["dataset"], r["seed"], r["queries"]) in same], **groups}
     lines = [f"\n## {title}\n", "| variant | method | final regret | own-candidate regret | samples within budget | "
-             "min distinct of 256 | train s |", "|---|---|---|---|---|---|---|"]
-    for v in variants:
-        sel = [r for r in rs if r["variant"] == v]
+             "min distinct of 256 | train s | runs |", "|---|---|---|---|---|---|---|---|"]
+    for v, sel in groups.items():
         if not sel:
             continue
-        for m in sel[0]["methods"]:
+        methods = sel[0]["methods"] if v != base else {"pnag": None}
+        for m in methods:
             g = [r["methods"][m] for r in sel]
             share = f"{np.mean([s for x in g for s in x['share']]):.1%}" if "share" in g[0] else "—"
             dist = f"{np.min([d for x in g for d in x['distinct']])}" if "distinct" in g[0] else "—"
             lines.append(f"| {v} | {m} | {pm(per_seed(sel, lambda r, m=m: np.mean(r['methods'][m]['final'])))} | "
                          f"{pm(per_seed(sel, lambda r, m=m: np.mean(r['methods'][m]['own'])))} | {share} | {dist} | "
-                         f"{np.mean([x['seconds'] for x in g]):.1f} |")
+                         f"{np.mean([x['seconds'] for x in g]):.1f} | {len(sel)} |")
     return lines
 
 
@@ -294,12 +301,13 @@ def render(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     for q in sorted({r["queries"] for r in runs}):
         lines += main_table(runs, q, Path(args.csv))
     lines += ablation_table(runs, "Table 2 — rewards (same generator, same protocol)",
-                            ["reward:pareto", "reward:evaluator", "reward:pareto-noacc", "reward:mnas", "reward:tunas"])
+                            ["reward:evaluator", "reward:pareto-noacc", "reward:mnas", "reward:tunas"],
+                            "reward:pareto (default)")
     lines += ablation_table(runs, "Table 3 — one generator for all budgets vs independent search per budget",
-                            ["table3"])
-    lines += ablation_table(runs, "Table 5 — number of budget anchors K", ["K=2", "K=5", "K=10", "K=30"])
+                            ["table3"], "one generator (default)")
+    lines += ablation_table(runs, "Table 5 — number of budget anchors K", ["K=2", "K=5", "K=30"], "K=10 (default)")
     lines += ablation_table(runs, "Design ablations (ours)", ["no-imitation", "no-scouts", "validate-range",
-                                                              "rounds=0"])
+                                                              "rounds=0"], "default")
     made = plots(runs, Path(args.plots), Path(args.csv))
     lines += ["", *[f"![{m}]({m})" for m in made]]
     return "\n".join(lines) + "\n"
@@ -319,14 +327,15 @@ def tasks(args: argparse.Namespace) -> list[dict[str, Any]]:
     settings = [s.split(":") for s in args.ablation_settings.split(",")]
     for a in abl:
         variants: list[tuple[str, list[str], dict[str, Any]]] = []
+        # the default configuration (pareto reward, one generator, K=10) is the main sweep's pnag
         if a == "rewards":
-            variants = [(f"reward:{r}", [m], {}) for r, m in (("pareto", "pnag"), ("evaluator", "pnag-paper"),
+            variants = [(f"reward:{r}", [m], {}) for r, m in (("evaluator", "pnag-paper"),
                                                                ("pareto-noacc", "pareto-noacc"), ("mnas", "mnas"),
                                                                ("tunas", "tunas"))]
         elif a == "independent":
-            variants = [("table3", ["pnag", "independent"], {})]
+            variants = [("table3", ["independent"], {})]
         elif a == "k":
-            variants = [(f"K={k}", ["pnag"], {"budgets": k}) for k in (2, 5, 10, 30)]
+            variants = [(f"K={k}", ["pnag"], {"budgets": k}) for k in (2, 5, 30)]
         elif a == "design":
             variants = [("no-imitation", ["pnag"], {"imitation": 0.0}), ("no-scouts", ["pnag"], {"scouts": 0}),
                         ("validate-range", ["pnag"], {"validate_range": True}),
@@ -357,7 +366,7 @@ def main() -> None:
     ap.add_argument("--random-samples", type=int, default=1000)
     ap.add_argument("--ablations", default="", help="comma list of: rewards, independent, k, design")
     ap.add_argument("--ablation-settings", default="pixel3:cifar10,raspi4:imagenet16_120,edgegpu:cifar100")
-    ap.add_argument("--ablation-seeds", type=int, default=3)
+    ap.add_argument("--ablation-seeds", type=int, default=2)
     ap.add_argument("--ablation-queries", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=1, help="processes (each pinned to one thread)")
     ap.add_argument("--quick", action="store_true", help="pixel3 x cifar10, Q=100, one seed, 100 iterations")

@@ -209,9 +209,10 @@ def validate(problem: Problem, cand: np.ndarray, budgets: np.ndarray, n: int) ->
     """Spend up to ``n`` queries on the method's own candidates, then refit the predictor.
 
     Round-robin over ``budgets``: each takes its best-scored candidate that fits it and has no
-    record yet (preferring ones at least two decisions away from this call's other picks), and only
-    while that candidate's predicted accuracy beats the best record that fits (a query that cannot
-    change the answer is not spent). Where the source lists the archs
+    record yet (preferring ones at least two decisions away from this call's other picks), first
+    only while that candidate's predicted accuracy beats the best record that fits (what could
+    change an answer), then, while queries are left, whatever fits best (a query left unspent
+    is information thrown away). Where the source lists the archs
     it can answer, only those are queried (and when fewer than ``n`` candidates are listed, the
     other listed archs compete too). Returns the number of records read.
     """
@@ -237,25 +238,26 @@ def validate(problem: Problem, cand: np.ndarray, budgets: np.ndarray, n: int) ->
     order = np.argsort(-pred, kind="stable")
     taken = np.zeros(len(cand), bool)
     picks: list[int] = []
-    active = list(np.asarray(budgets, np.float64))
-    while len(picks) < n and active:
-        still = []
-        for b in active:
-            fit = rec_val[rec_lat <= b]
-            best_rec = float(fit.max()) if len(fit) else -np.inf
-            free = [int(i) for i in order if not taken[i] and lat[i] <= b]
-            # prefer a candidate that differs from every pick of this call in two decisions or more:
-            # near-copies of a pick mostly repeat what its record will say
-            j = next((i for i in free if not picks or (cand[picks] != cand[i]).sum(1).min() >= 2),
-                     free[0] if free else None)
-            if j is None or pred[j] <= best_rec:
-                continue
-            taken[j] = True
-            picks.append(j)
-            still.append(b)
-            if len(picks) == n:
-                break
-        active = still
+    for must_beat in (True, False):  # first what could change an answer, then the best of the rest
+        active = list(np.asarray(budgets, np.float64))
+        while len(picks) < n and active:
+            still = []
+            for b in active:
+                fit = rec_val[rec_lat <= b]
+                best_rec = float(fit.max()) if len(fit) else -np.inf
+                free = [int(i) for i in order if not taken[i] and lat[i] <= b]
+                # prefer a candidate that differs from every pick of this call in two decisions or more:
+                # near-copies of a pick mostly repeat what its record will say
+                j = next((i for i in free if not picks or (cand[picks] != cand[i]).sum(1).min() >= 2),
+                         free[0] if free else None)
+                if j is None or (must_beat and pred[j] <= best_rec):
+                    continue
+                taken[j] = True
+                picks.append(j)
+                still.append(b)
+                if len(picks) == n:
+                    break
+            active = still
     if picks:
         problem.read(cand[picks])
     return len(picks)
