@@ -212,9 +212,9 @@ def validate(problem: Problem, cand: np.ndarray, budgets: np.ndarray, n: int) ->
     record yet (preferring ones at least two decisions away from this call's other picks), first
     only while that candidate's predicted accuracy beats the best record that fits (what could
     change an answer), then, while queries are left, whatever fits best (a query left unspent
-    is information thrown away). Where the source lists the archs
-    it can answer, only those are queried (and when fewer than ``n`` candidates are listed, the
-    other listed archs compete too). Returns the number of records read.
+    is information thrown away). Where the source lists the archs it can answer, only those are
+    queried (and when fewer than ``n`` candidates are listed, the other listed archs compete
+    too). Returns the number of records read.
     """
     n = min(n, problem.accuracy.left)
     if n <= 0 or not len(cand):
