@@ -291,6 +291,48 @@ def plots(runs: list[dict[str, Any]], out: Path, csv: Path) -> list[str]:
     return made
 
 
+def goals(runs: list[dict[str, Any]]) -> list[str]:
+    """The generator issue's goals, each as measured here (met or not)."""
+    main = [r for r in runs if not r.get("variant") and "pnag" in r["methods"]]
+    out = ["\n## Goals, as measured\n"]
+
+    def mean(rs: list[dict[str, Any]], m: str, k: str) -> float:
+        return float(np.mean([np.mean(r["methods"][m][k]) for r in rs if m in r["methods"]]))
+
+    def mark(ok: bool) -> str:
+        return "**met**" if ok else "**not met**"
+
+    q100 = [r for r in main if r["queries"] == 100]
+    if q100 and {"naive", "random", "evolution"} <= set(q100[0]["methods"]):
+        p, n = mean(q100, "pnag", "final"), mean(q100, "naive", "final")
+        rnd, evo = mean(q100, "random", "final"), mean(q100, "evolution", "final")
+        out.append(f"- Q=100: PNAG's final regret {p:.3f} vs naive random-100 {n:.3f} (ratio {p / n:.2f}; goal <= 0.5): "
+                   f"{mark(p <= 0.5 * n)}; vs random search {rnd:.3f} and evolution {evo:.3f} (goal: below both): "
+                   f"{mark(p < rnd and p < evo)}.")
+    q1k = [r for r in main if r["queries"] == 1000]
+    if q1k and {"random", "evolution"} <= set(q1k[0]["methods"]):
+        p, rnd, evo = mean(q1k, "pnag", "own"), mean(q1k, "random", "own"), mean(q1k, "evolution", "own")
+        floor = float(np.mean([np.mean(r["floor"]) for r in q1k]))
+        out.append(f"- Q=1000: PNAG's own-candidate regret {p:.3f} vs evolution {evo:.3f} and random {rnd:.3f} "
+                   f"(goal: below both): {mark(p < evo and p < rnd)}; vs the floor {floor:.3f} (goal: within 0.1): "
+                   f"{mark(p - floor <= 0.1)}.")
+    if main:
+        g = [r["methods"]["pnag"] for r in main]
+        dist = [d for x in g for d in x["distinct"]]
+        share = [s for x in g for s in x["share"]]
+        over = sum(x["over"] for x in g)
+        out.append(f"- Distinct fitting archs among 256 samples, min over {len(dist)} budgets: {min(dist)} (goal >= 20): "
+                   f"{mark(min(dist) >= 20)}.")
+        out.append(f"- Samples within budget: {np.mean(share):.2%} of all (goal >= 99%): {mark(np.mean(share) >= 0.99)}; "
+                   f"the lowest budget's share {min(share):.1%}.")
+        out.append(f"- Answers' predicted accuracy non-decreasing in the budget: {sum(x['monotone'] for x in g)}/{len(g)} "
+                   f"runs: {mark(all(x['monotone'] for x in g))}. Answers over budget: {over}: {mark(over == 0)}.")
+        out.append(f"- A new budget answered in {max(x['gen_ms'] for x in g):.1f} ms at most (goal < 50): "
+                   f"{mark(max(x['gen_ms'] for x in g) < 50)}; training incl. query selection and validation "
+                   f"{max(x['seconds'] for x in g):.0f} s at most (goal < 600): {mark(max(x['seconds'] for x in g) < 600)}.")
+    return out
+
+
 def render(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = ["# nb201 frontier benchmark\n", f"`{' '.join(sys.argv)}`\n",
              "Protocol: `generator/search.py`. Regret in accuracy points against the best arch of the whole table "
@@ -298,6 +340,7 @@ def render(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
              "method's validation rounds, final-pick rule shared by all. *own-candidate*: the method's first "
              "candidates only, scored by the shared accuracy; *floor*: the exhaustive best of that score. "
              "*naive*: Q random archs read, best that fits kept.\n"]
+    lines += goals(runs)
     for q in sorted({r["queries"] for r in runs}):
         lines += main_table(runs, q, Path(args.csv))
     lines += ablation_table(runs, "Table 2 — rewards (same generator, same protocol)",

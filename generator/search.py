@@ -119,8 +119,9 @@ class Method:
     def validation_budgets(self, problem: Problem, budgets: list[float], n: int, opts: SearchOptions) -> np.ndarray:
         return np.asarray(budgets, np.float64)
 
-    def validation_pool(self, problem: Problem, cands: list[np.ndarray], state: Any) -> np.ndarray:
-        """The candidates validation may spend queries on."""
+    def validation_pool(self, problem: Problem, cands: list[np.ndarray], state: Any, budgets: np.ndarray,
+                        n: int) -> np.ndarray:
+        """The candidates validation may spend ``n`` queries on at ``budgets``: all the method found."""
         return np.concatenate(cands) if cands else np.zeros((0, len(problem.space.decisions)), np.int64)
 
     def answer(self, problem: Problem, budgets: list[float], cands: list[np.ndarray], state: Any,
@@ -155,9 +156,14 @@ class Generator(Method):
         lo, hi = problem.lat_range
         return lo + (np.arange(n) + 0.5) / n * (hi - lo)  # no budget named: any may be asked
 
-    def validation_pool(self, problem: Problem, cands: list[np.ndarray], state: Any) -> np.ndarray:
+    def validation_pool(self, problem: Problem, cands: list[np.ndarray], state: Any, budgets: np.ndarray,
+                        n: int) -> np.ndarray:
+        """The archive's best ``n`` within each budget (everything the generator sampled, as a
+        per-budget search offers everything it visited), and the shipped candidates."""
         trained: Trained = state[0]
-        return trained.archive.tokens[candidates(trained)]
+        arc = trained.archive
+        idx = np.concatenate([arc.top(budgets, n), candidates(trained)])
+        return arc.tokens[np.unique(idx)]
 
     def answer(self, problem: Problem, budgets: list[float], cands: list[np.ndarray], state: Any,
                use_records: bool, seed: int) -> tuple[list[Answer], list[float]]:
@@ -315,7 +321,8 @@ def run_method(name: str, problem: Problem, budgets: list[float], opts: SearchOp
         if n <= 0:
             break
         t0 = time.perf_counter()
-        validate(p, method.validation_pool(p, cands, state), method.validation_budgets(p, budgets, n, opts), n)
+        at = method.validation_budgets(p, budgets, n, opts)
+        validate(p, method.validation_pool(p, cands, state, at, n), at, n)
         cands, state = method.propose(p, budgets, opts, state)
         seconds += time.perf_counter() - t0
     answers, times = method.answer(p, budgets, cands, state, True, opts.train.seed)
