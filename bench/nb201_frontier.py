@@ -334,7 +334,7 @@ def goals(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def render(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    lines = ["# nb201 frontier benchmark\n", f"`{' '.join(sys.argv)}`\n",
+    lines = ["# nb201 frontier benchmark\n", f"`{' '.join(sys.argv)}`\n", *([args.note + "\n"] if args.note else []),
              "Protocol: `generator/search.py`. Regret in accuracy points against the best arch of the whole table "
              "within the budget (budgets at 20/40/60/80/100% of each table's latency range). *final*: after the "
              "method's validation rounds, final-pick rule shared by all. *own-candidate*: the method's first "
@@ -393,7 +393,8 @@ def tasks(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def key(t: dict[str, Any]) -> str:
-    return json.dumps([t["device"], t["dataset"], t["queries"], t["seed"], t.get("variant", ""), t["methods"]])
+    """One run's identity, for a task (methods: a list) and a finished run (methods: results by name)."""
+    return json.dumps([t["device"], t["dataset"], t["queries"], t["seed"], t.get("variant", ""), list(t["methods"])])
 
 
 def main() -> None:
@@ -414,6 +415,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="processes (each pinned to one thread)")
     ap.add_argument("--quick", action="store_true", help="pixel3 x cifar10, Q=100, one seed, 100 iterations")
     ap.add_argument("--render", action="store_true", help="only rewrite the markdown and plots from --runs")
+    ap.add_argument("--note", default="", help="a line for the report: how the runs were made, what else ran")
     ap.add_argument("--runs", default=str(REPO / "bench/results/nb201_frontier_runs.jsonl"))
     ap.add_argument("--out", default=str(REPO / "bench/results/nb201_frontier.md"))
     ap.add_argument("--plots", default=str(REPO / "bench/results"))
