@@ -334,7 +334,8 @@ def goals(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def render(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    lines = ["# nb201 frontier benchmark\n", f"`{' '.join(sys.argv)}`\n", *([args.note + "\n"] if args.note else []),
+    argv = [a for i, a in enumerate(sys.argv) if a != "--note" and (i == 0 or sys.argv[i - 1] != "--note")]
+    lines = ["# nb201 frontier benchmark\n", f"`{' '.join(argv)}`\n", *([args.note + "\n"] if args.note else []),
              "Protocol: `generator/search.py`. Regret in accuracy points against the best arch of the whole table "
              "within the budget (budgets at 20/40/60/80/100% of each table's latency range). *final*: after the "
              "method's validation rounds, final-pick rule shared by all. *own-candidate*: the method's first "
