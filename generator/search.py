@@ -145,10 +145,9 @@ class Generator(Method):
         cfg = replace(opts.train, reward=self.reward)
         trained = train(problem, cfg) if state is None else train(problem, replace(cfg, iterations=finetune(opts)),
                                                                    init=state[0])
-        bundle = make_bundle(problem, trained, self.name)
-        arc = trained.archive
-        cand = arc.tokens[candidates(trained)]
-        return [cand] * len(budgets), (trained, bundle)
+        # the bundle answers and validation reads the archive itself: no per-budget candidate lists
+        none = np.zeros((0, len(problem.space.decisions)), np.int64)
+        return [none] * len(budgets), (trained, make_bundle(problem, trained, self.name))
 
     def validation_budgets(self, problem: Problem, budgets: list[float], n: int, opts: SearchOptions) -> np.ndarray:
         if budgets and not opts.validate_range:
