@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from db.types import UTCDateTime, utcnow
@@ -75,9 +75,17 @@ class LutEntry(Base):
     created: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+# one block job per (LUT, key) may be queued or leased: the last guard against two campaigns racing
+ACTIVE_BLOCK_JOB = "kind = 'block' AND state IN ('queued', 'leased')"
+
+
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_state_lut", "state", "lut_id"),)
+    __table_args__ = (
+        Index("ix_jobs_state_lut", "state", "lut_id"),
+        Index("uq_jobs_active_block_key", "lut_id", "key", unique=True,
+              postgresql_where=text(ACTIVE_BLOCK_JOB), sqlite_where=text(ACTIVE_BLOCK_JOB)),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     lut_id: Mapped[int] = mapped_column(ForeignKey("luts.id", ondelete="CASCADE"), index=True)

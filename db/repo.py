@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from budgetnas.errors import ConflictError, NotFoundError
@@ -93,22 +94,29 @@ def create_lut(s: Session, *, device: Device, backend: str, batch: int, threads:
     """A new LUT; :class:`ConflictError` naming the existing id when its identity is taken."""
     ident = lut_identity(device.name, backend, batch, threads, runtime_version, space)
     old = find_lut(s, ident)
-    if old is not None:
-        raise ConflictError(f"a LUT with this device, backend, batch, threads, runtime_version and space "
-                            f"exists: id {old.id}")
-    lut = Lut(identity=ident, device_id=device.id, backend=backend, batch=batch, threads=threads,
-              runtime_version=runtime_version, space_name=str(space["space"]), width=space.get("width"),
-              resolution=space.get("resolution"), space=space, statistic=statistic, status=status,
-              meta=meta, calibration=calibration, n_keys=n_keys, revision=0, created=utcnow())
-    s.add(lut)
-    s.flush()
-    return lut
+    if old is None:
+        lut = Lut(identity=ident, device_id=device.id, backend=backend, batch=batch, threads=threads,
+                  runtime_version=runtime_version, space_name=str(space["space"]), width=space.get("width"),
+                  resolution=space.get("resolution"), space=space, statistic=statistic, status=status,
+                  meta=meta, calibration=calibration, n_keys=n_keys, revision=0, created=utcnow())
+        try:
+            with s.begin_nested():  # a concurrent create of this identity commits first: we lose on the index
+                s.add(lut)
+                s.flush()
+            return lut
+        except IntegrityError:
+            old = find_lut(s, ident)
+            if old is None:
+                raise
+    raise ConflictError(f"a LUT with this device, backend, batch, threads, runtime_version and space "
+                        f"exists: id {old.id}")
 
 
 def get_lut(s: Session, lut_id: int, lock: bool = False) -> Lut:
+    """The LUT; ``lock``: row-locked until the transaction ends (PostgreSQL) and re-read after the wait."""
     q = select(Lut).where(Lut.id == lut_id)
     if lock:
-        q = q.with_for_update()
+        q = q.with_for_update().execution_options(populate_existing=True)
     lut = s.scalar(q)
     if lut is None:
         raise NotFoundError(f"lut: no LUT with id {lut_id}")

@@ -59,6 +59,8 @@ def enqueue_campaign(s: Session, lut: Lut, validation_models: int, seed: int) ->
     if validation_models < 0:
         raise InvalidArgumentError("validation_models: must be >= 0")
     space = space_for(lut.space)
+    # the LUT's row lock queues concurrent campaigns of one LUT, so each sees the keys the other enqueued
+    lut = repo.get_lut(s, lut.id, lock=True)
     created = 0
     if lut.status == "building":
         have = set(repo.lut_entries(s, lut.id)) | queue.pending_block_keys(s, lut.id)

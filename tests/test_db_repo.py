@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.exc import IntegrityError
 
 from budgetnas.errors import ConflictError, NotFoundError
 from db import repo
 from db.models import Base
-from db.session import Database, current_revision, migrate, table_names
+from db.session import DB_DIR, Database, current_revision, migrate, table_names
 from spaces import get_space
 from spaces.lut import LUT, LatencyStats, LUTMeta, LUTPredictor
 from tests.server_support import *  # noqa: F403
@@ -20,7 +21,7 @@ def test_migrations_match_the_models(db_url) -> None:
     db = Database(db_url)
     try:
         migrate(db_url)  # idempotent
-        assert current_revision(db.engine) == "0001"
+        assert current_revision(db.engine) == ScriptDirectory(str(DB_DIR / "migrations")).get_current_head()
         assert {t.name for t in Base.metadata.sorted_tables} <= set(table_names(db.engine))
         with db.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)

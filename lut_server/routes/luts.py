@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from budgetnas.errors import ConflictError
 from db import repo
 from lut_server.convert import ImportOptions, import_lut, space_for
 from lut_server.params import IdPath, Seed
@@ -146,12 +147,16 @@ def create_campaign(body: CampaignCreateIn, request: Request) -> dict[str, Any]:
     desc = space.describe()
     with st.db.session(write=True) as s:
         dev = repo.get_device(s, body.device)
-        lut = repo.find_lut(s, repo.lut_identity(dev.name, body.backend, body.batch, body.threads,
-                                                 body.runtime_version, desc))
+        ident = repo.lut_identity(dev.name, body.backend, body.batch, body.threads, body.runtime_version, desc)
+        lut = repo.find_lut(s, ident)
         if lut is None:
-            lut = repo.create_lut(s, device=dev, backend=body.backend, batch=body.batch, threads=body.threads,
-                                  runtime_version=body.runtime_version, space=desc, statistic=body.statistic,
-                                  n_keys=len(space.all_block_keys()), meta={"source": "campaign"})
+            try:
+                lut = repo.create_lut(s, device=dev, backend=body.backend, batch=body.batch, threads=body.threads,
+                                      runtime_version=body.runtime_version, space=desc, statistic=body.statistic,
+                                      n_keys=len(space.all_block_keys()), meta={"source": "campaign"})
+            except ConflictError:  # a concurrent campaign created it first: reuse it
+                lut = repo.find_lut(s, ident)
+                assert lut is not None
         n = enqueue_campaign(s, lut, body.validation_models, body.seed)
         return {"lut_id": lut.id, "jobs_created": n, "status": lut.status}
 

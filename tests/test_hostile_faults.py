@@ -1,0 +1,116 @@
+"""Hostile faults of issue 16 (items 6, 7, 8): races, lost credentials and unauthenticated uploads.
+
+Each test runs on SQLite and on PostgreSQL (``db_url``) with real concurrency or a live server.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import httpx
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from db import queue, repo
+from db.models import Job
+from db.session import ALEMBIC_INI, DB_DIR, Database, migrate
+from spaces import get_space
+from tests.server_support import *  # noqa: F403
+from tests.server_support import ADMIN_H
+
+# ---- item 6: concurrent campaigns of one LUT enqueue each key once -------------------------------
+ROUNDS, POSTERS = 12, 8
+
+
+def _post_at_once(base: str, path: str, body: dict[str, object], n: int) -> list[tuple[int, dict[str, object]]]:
+    """``n`` threads, each with its own connection, post ``body`` at the same moment."""
+    answers: list[tuple[int, dict[str, object]]] = []
+    lock, start = threading.Lock(), threading.Barrier(n)
+
+    def post() -> None:
+        with httpx.Client(base_url=base, headers=ADMIN_H, timeout=60) as c:
+            start.wait()
+            r = c.post(path, json=body)
+            with lock:
+                answers.append((r.status_code, r.json()))
+
+    threads = [threading.Thread(target=post) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return answers
+
+
+def test_concurrent_campaigns_enqueue_each_key_once(live, db_url) -> None:
+    base = live.url
+    assert httpx.post(f"{base}/v1/devices", json={"name": "rig"}, headers=ADMIN_H).status_code == 201
+    space = {"space": "ofa-mbv3", "resolution": 160}
+    n_keys = len(get_space("ofa-mbv3", resolution=160).all_block_keys())
+    db = Database(db_url)
+    try:
+        for rnd in range(ROUNDS):
+            body = {"space": space, "device": "rig", "backend": "ort-cpu", "runtime_version": f"r{rnd}"}
+            if rnd % 2:  # odd rounds race on a LUT that exists, even ones also on creating it
+                assert httpx.post(f"{base}/v1/luts", json=body, headers=ADMIN_H).status_code == 201
+            answers = _post_at_once(base, "/v1/campaigns", body, POSTERS)
+            with db.session() as s:
+                keys = Counter(s.scalars(select(Job.key).where(Job.kind == "block", Job.lut_id.in_(
+                    [a["lut_id"] for _, a in answers if "lut_id" in a]))))
+            assert len(keys) == n_keys and set(keys.values()) == {1}, (rnd, keys.most_common(2))
+            # every poster is told about the one LUT (created or reused): no conflict, no 500
+            assert [code for code, _ in answers] == [201] * POSTERS, (rnd, answers)
+            assert len({a["lut_id"] for _, a in answers}) == 1, (rnd, answers)
+            assert sum(int(str(a["jobs_created"])) for _, a in answers) == n_keys, (rnd, answers)
+    finally:
+        db.dispose()
+
+def _lut_with_device(db: Database) -> int:
+    sp = get_space("nb201")
+    with db.session(write=True) as s:
+        dev = repo.register_device(s, "rig", {}, repo.token_hash("t"))
+        return repo.create_lut(s, device=dev, backend="b", batch=1, threads=1, runtime_version="1",
+                               space=sp.describe(), statistic="median", n_keys=len(sp.all_block_keys()), meta={}).id
+
+
+def test_the_database_refuses_a_second_active_job_of_one_key(db_url) -> None:
+    db = Database(db_url)
+    try:
+        lut_id = _lut_with_device(db)
+        key = get_space("nb201").all_block_keys()[0]
+        with db.session(write=True) as s:
+            queue.enqueue(s, lut_id, "block", [key])
+        with pytest.raises(IntegrityError), db.session(write=True) as s:
+            queue.enqueue(s, lut_id, "block", [key])
+        with db.session(write=True) as s:  # a failed job does not count: its key may be enqueued again
+            s.execute(update(Job).values(state="failed"))
+            assert queue.enqueue(s, lut_id, "block", [key]) == 1
+    finally:
+        db.dispose()
+
+
+def test_migration_0002_fails_stored_duplicates_keeping_the_leased_one(db_url) -> None:
+    cfg = Config(str(ALEMBIC_INI))
+    cfg.set_main_option("script_location", str(DB_DIR / "migrations"))
+    db = Database(db_url)
+    try:
+        with db.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0001")
+        lut_id = _lut_with_device(db)
+        k1, k2 = get_space("nb201").all_block_keys()[:2]
+        with db.session(write=True) as s:
+            queue.enqueue(s, lut_id, "block", [k1, k1, k1, k2, k2])
+            s.execute(update(Job).where(Job.id == 2).values(state="leased"))
+        migrate(db_url)
+        with db.session() as s:
+            states = {i: st for i, st in s.execute(select(Job.id, Job.state).order_by(Job.id))}
+            assert states == {1: "failed", 2: "leased", 3: "failed", 4: "queued", 5: "failed"}
+            assert "duplicate" in str(s.scalar(select(Job.error).where(Job.id == 1)))
+    finally:
+        migrate(db_url)
+        db.dispose()
