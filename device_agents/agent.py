@@ -12,6 +12,9 @@
   key ``<job>:<attempt>:<uuid>`` *before* it is posted; delivered records are marked sent.
 - Server unreachable: exponential backoff (with jitter) up to ``max_backoff_s``; the spool is
   resent before any new lease. A 4xx on a result (job failed for good, gone) is final: logged, dropped.
+- Token refused (401/403: the device was re-registered, rotating its token, while a job was measured): the
+  record stays in the spool, unsent, and the agent stops with an error that says so; started again with the
+  device's current token, it sends the spool before it leases anything.
 - SIGTERM/SIGINT: finish the current job, report it, exit. A second signal releases the job
   (back to the queue, no attempt counted) and exits at once.
 """
@@ -60,9 +63,9 @@ class _Abort(Exception):
 class _LeaseKeeper(threading.Thread):
     """Extends one job's lease while it is measured; notes (and logs) a lost lease."""
 
-    def __init__(self, rest: Rest, job_id: int, lease_seconds: float) -> None:
+    def __init__(self, rest: Rest, job_id: int, lease_seconds: float, lease_id: str | None) -> None:
         super().__init__(daemon=True, name=f"lease-{job_id}")
-        self.rest, self.job_id, self.lease_seconds = rest, job_id, lease_seconds
+        self.rest, self.job_id, self.lease_seconds, self.lease_id = rest, job_id, lease_seconds, lease_id
         self.done = threading.Event()
         self.lost = False
         self.beats = 0
@@ -70,7 +73,7 @@ class _LeaseKeeper(threading.Thread):
     def run(self) -> None:
         while not self.done.wait(max(self.lease_seconds / 3.0, 0.2)):
             try:
-                self.rest.job_heartbeat(self.job_id, self.lease_seconds)
+                self.rest.job_heartbeat(self.job_id, self.lease_seconds, self.lease_id)
                 self.beats += 1
             except HTTPStatusError as exc:
                 if not self.lost:
@@ -147,6 +150,13 @@ class Agent:
                 raise
 
     # ---- the spool ---------------------------------------------------------------------------------
+    def _refused(self, exc: HTTPStatusError) -> ServerError:
+        """The error that stops an agent whose token the server no longer accepts (what is spooled stays)."""
+        n = len(self.spool.pending())
+        kept = f"; {n} record(s) stay in the spool {self.spool.path} and are sent first" if n else ""
+        return ServerError(f"device {self.config.name!r}: the server no longer accepts this agent's token ({exc})"
+                           f"{kept}; run the agent again with the device's current token")
+
     def _post(self, rec: dict[str, Any]) -> bool:
         """Deliver one spooled record; False when the server is unreachable (kept for later)."""
         try:
@@ -159,6 +169,10 @@ class Agent:
         except Unreachable:
             return False
         except HTTPStatusError as exc:
+            if exc.status in (401, 403):  # the token was refused, not the record: keep it for valid credentials
+                log.error("job %s: %s kept unsent in the spool %s: the token was refused (%s)",
+                          rec["job"], rec["kind"], self.spool.path, exc)
+                raise self._refused(exc) from None
             log.warning("job %s: %s dropped: %s", rec["job"], rec["kind"], exc)
         self.spool.mark_sent(rec["key"])
         return True
@@ -179,7 +193,8 @@ class Agent:
         key = f"{job.id}:{job_json.get('attempts', 0)}:{uuid.uuid4().hex}"
         what = job.key or job.arch
         log.info("job %s (%s %s): measuring", job.id, job.kind, what)
-        keeper = _LeaseKeeper(self.rest, job.id, self.config.lease_seconds)
+        lease_id = job_json.get("lease_id")  # only this lease's holder may extend or release it
+        keeper = _LeaseKeeper(self.rest, job.id, self.config.lease_seconds, lease_id)
         keeper.start()
         self._measuring = True
         kind: str
@@ -195,7 +210,7 @@ class Agent:
             self._measuring = False
             keeper.stop()
             try:
-                self.rest.release(job.id)
+                self.rest.release(job.id, lease_id)
                 log.info("job %s: released", job.id)
             except ServerError as exc:
                 log.warning("job %s: release failed (%s); its lease will expire", job.id, exc)
@@ -236,6 +251,10 @@ class Agent:
                 except Unreachable as exc:
                     self._wait_backoff(str(exc))
                     continue
+                except HTTPStatusError as exc:
+                    if exc.status in (401, 403):
+                        raise self._refused(exc) from None
+                    raise
                 self._backoff = 0.0
                 if not jobs:
                     if self.config.idle_exit_s is not None and now - idle_since >= self.config.idle_exit_s:

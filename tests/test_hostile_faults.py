@@ -5,20 +5,29 @@ Each test runs on SQLite and on PostgreSQL (``db_url``) with real concurrency or
 
 from __future__ import annotations
 
+import logging
+import signal
 import threading
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from budgetnas.errors import ServerError
 from db import queue, repo
-from db.models import Job
+from db.models import Job, LutEntry
 from db.session import ALEMBIC_INI, DB_DIR, Database, migrate
+from device_agents.agent import Agent, AgentConfig
+from device_agents.backends import Backend, BackendOptions, JobSpec, Measured
+from device_agents.spool import Spool
 from spaces import get_space
+from spaces.lut import LatencyStats
 from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN_H
 
@@ -113,4 +122,74 @@ def test_migration_0002_fails_stored_duplicates_keeping_the_leased_one(db_url) -
             assert "duplicate" in str(s.scalar(select(Job.error).where(Job.id == 1)))
     finally:
         migrate(db_url)
+        db.dispose()
+
+
+# ---- item 7: a result measured while the device was re-registered is kept, then sent ----------------
+class _TimedBackend(Backend):
+    """Measures instantly; ``during`` runs inside the first measurement (what happens meanwhile)."""
+
+    name, kind = "test-timed", "cpu"
+
+    def __init__(self, run: int, during: Callable[[], None] | None = None) -> None:
+        super().__init__(BackendOptions())
+        self.run, self.during = run, during
+
+    def facts(self) -> dict[str, Any]:
+        return {"kind": "cpu", "run": self.run}
+
+    def measure(self, job: JobSpec) -> Measured:
+        if self.during is not None:
+            self.during()
+            self.during = None
+        return Measured(LatencyStats.from_samples([1.0, 1.1, 1.2, 1.1]), {"agent_run": self.run})
+
+
+def _agent_run(agent: Agent) -> None:
+    """``agent.run()`` in this (main) thread, leaving pytest's own signal handlers as they were."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        agent.run()
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def test_a_result_measured_while_the_token_rotates_is_kept_and_sent_later(live, db_url, tmp_path, caplog) -> None:
+    base = live.url
+    token1 = httpx.post(f"{base}/v1/devices", json={"name": "rig"}, headers=ADMIN_H).json()["token"]
+    camp = httpx.post(f"{base}/v1/campaigns", json={"space": {"space": "nb201"}, "device": "rig",
+                                                    "backend": "test-timed"}, headers=ADMIN_H).json()
+    rotated: list[str] = []
+
+    def reregister() -> None:  # someone registers the device again while its agent measures
+        rotated.append(httpx.post(f"{base}/v1/devices", json={"name": "rig"}, headers=ADMIN_H).json()["token"])
+
+    spool = tmp_path / "spool.jsonl"
+
+    def config(token: str, max_jobs: int) -> AgentConfig:
+        return AgentConfig(server=base, token=token, name="rig", backend="test-timed", lease_seconds=30,
+                           poll_s=0.05, max_backoff_s=0.2, idle_exit_s=5, max_jobs=max_jobs, spool=str(spool))
+
+    with caplog.at_level(logging.INFO, logger="budgetnas.agent"), pytest.raises(ServerError) as err:
+        _agent_run(Agent(config(token1, 3), _TimedBackend(1, reregister)))
+    pending = Spool(spool).pending()
+    assert [r["kind"] for r in pending] == ["result"], "the measurement was dropped"
+    assert "no longer accepts this agent's token" in str(err.value)
+    assert "1 record(s) stay in the spool" in str(err.value)
+    assert "kept unsent in the spool" in caplog.text and "dropped" not in caplog.text
+    job_id = pending[0]["job"]
+    assert httpx.get(f"{base}/v1/luts/{camp['lut_id']}").json()["n_measured"] == 0
+
+    # the agent again, with the device's current token: the kept result goes first, then new work
+    _agent_run(Agent(config(rotated[0], 1), _TimedBackend(2)))
+    assert Spool(spool).pending() == []
+    db = Database(db_url)
+    try:
+        with db.session() as s:
+            job = s.get(Job, job_id)
+            assert job is not None and job.state == "done"
+            assert (job.result or {})["environment"]["agent_run"] == 1  # the first run's measurement
+            assert s.scalar(select(func.count()).select_from(LutEntry)) == 2
+    finally:
         db.dispose()
