@@ -2,7 +2,8 @@
 
 Each package owns one ``cli_*`` module holding a Typer app or commands; this file only mounts
 them. Heavy imports (torch, onnxruntime, FastAPI) stay inside command bodies so ``--help`` and
-the light commands start fast. Every :class:`BudgetNASError` becomes one line on stderr, exit 2.
+the light commands start fast. Every error the user can cause becomes one ``error:`` line on
+stderr and exit status 2 (``run``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 
 import typer
 
-from budgetnas.errors import BudgetNASError
+from budgetnas.cliutil import NoArgsIsHelpError, user_error
 
 app = typer.Typer(
     name="budgetnas",
@@ -51,23 +52,27 @@ _mount()
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code (used by ``main`` and by tests)."""
+    """Run the CLI and return its exit code (used by ``main`` and by tests).
+
+    The one error path: whatever the user caused (``cliutil.user_error``) is one ``error: ...``
+    line on stderr and exit status 2; anything else is a bug and keeps its traceback.
+    """
     try:
         app(args=argv, prog_name="budgetnas", standalone_mode=False)
-    except BudgetNASError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        return 2
-    except typer.Exit as exc:
+    except typer.Exit as exc:  # --help, --version, a command's own exit code
         return int(exc.exit_code or 0)
     except typer.Abort:
         typer.echo("aborted", err=True)
         return 1
-    except typer.TyperException as exc:  # usage errors (bad option values) in non-standalone mode
-        show = getattr(exc, "show", None)
-        if show is None:
+    except NoArgsIsHelpError as exc:  # a group called without a command: its help, as a usage error
+        exc.show()
+        return 2
+    except Exception as exc:
+        message = user_error(exc)
+        if message is None:
             raise
-        show()
-        return int(getattr(exc, "exit_code", 2))
+        typer.echo(f"error: {message}", err=True)
+        return 2
     return 0
 
 

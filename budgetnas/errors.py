@@ -81,3 +81,7 @@ class ExportError(BudgetNASError, RuntimeError):
 
 class ServerError(BudgetNASError):
     """The LUT server could not be reached or refused a client's request (the message has its detail)."""
+
+
+class DatabaseUnavailableError(BudgetNASError):
+    """The database named by a URL cannot be opened or reached (a missing directory, a refused connection)."""

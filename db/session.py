@@ -16,9 +16,10 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from budgetnas.errors import InvalidArgumentError
+from budgetnas.errors import DatabaseUnavailableError, InvalidArgumentError
 
 DB_DIR = Path(__file__).resolve().parent
 ALEMBIC_INI = DB_DIR / "alembic.ini"
@@ -103,7 +104,13 @@ def migrate(url: str | Engine, revision: str = "head") -> None:
     cfg.set_main_option("script_location", str(DB_DIR / "migrations"))
     engine = url if isinstance(url, Engine) else make_engine(url)
     try:
-        with engine.begin() as conn:
+        try:
+            conn = engine.connect()
+        except (OperationalError, InterfaceError) as exc:  # the user's URL, not our bug: say which
+            shown = engine.url.render_as_string(hide_password=True)
+            raise DatabaseUnavailableError(f"database {shown} cannot be opened or reached: "
+                                           f"{str(exc.orig or exc).strip().splitlines()[0]}") from None
+        with conn, conn.begin():
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
     finally:

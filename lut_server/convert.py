@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from dataclasses import dataclass, replace
 from typing import Any
@@ -18,7 +17,7 @@ import numpy as np
 
 from budgetnas.errors import DataFileError, InvalidArchitectureError, InvalidArgumentError
 from spaces import SearchSpace, get_space, list_spaces, space_from_description
-from spaces.lut import LUT, LatencyStats, LUTMeta
+from spaces.lut import LUT, MAX_MS, LatencyStats, LUTMeta, brief
 
 FORMATS = ("json", "ofa-yaml", "arch-csv")
 MAX_SPACE_PARAM = 4096
@@ -91,11 +90,7 @@ def _space_params(opts: ImportOptions, name: str, **defaults: Any) -> SearchSpac
 
 
 def _read_json(content: str, opts: ImportOptions) -> Imported:
-    try:
-        raw = json.loads(content)
-    except json.JSONDecodeError as exc:
-        raise DataFileError(f"content: not JSON: {exc}") from None
-    lut = LUT.from_json_dict(raw, "content")
+    lut = LUT.from_json_text(content, "content")
     if opts.space is not None and space_for(opts.space).describe() != space_for(lut.meta.space).describe():
         raise InvalidArgumentError(f"space: {opts.space} differs from the file's {lut.meta.space}")
     changes: dict[str, Any] = {k: v for k, v in (("device", opts.device), ("backend", opts.backend),
@@ -116,11 +111,18 @@ def _read_ofa_yaml(content: str, opts: ImportOptions) -> Imported:
 
 
 def _read_arch_csv(content: str, opts: ImportOptions) -> Imported:
-    rows = list(csv.DictReader(io.StringIO(content)))
+    try:
+        reader = csv.DictReader(io.StringIO(content))
+        rows = list(reader)
+    except csv.Error as exc:  # a field over the csv module's size limit, a NUL byte
+        raise DataFileError(f"content: not CSV: line {reader.line_num}: {exc}") from None
     if not rows:
         raise DataFileError("content: the CSV has no rows (expected a header with arch_str or arch "
                             "and a latency column)")
-    header = list(rows[0])
+    header = list(reader.fieldnames or ())
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:  # DictReader would keep the last column of a name
+        raise DataFileError(f"content: the CSV header repeats column(s) {repeated[:5]}")
     arch_col = next((c for c in ("arch_str", "arch") if c in header), None)
     if arch_col is None:
         raise DataFileError(f"content: no 'arch_str' or 'arch' column in {header}")
@@ -129,16 +131,19 @@ def _read_arch_csv(content: str, opts: ImportOptions) -> Imported:
     if column not in header:
         raise InvalidArgumentError(f"column: {column!r} is not a column of the CSV; latency columns: {lat_cols}")
     pairs: list[tuple[str, float]] = []
+    lines: list[int] = []
     for n, r in enumerate(rows, start=2):
-        cell = (r.get(column) or "").strip()
+        cell = r.get(column)
+        cell = cell.strip() if isinstance(cell, str) else ""
         if not cell:
             continue  # unmeasured architecture (HW-NAS-Bench leaves some blank)
         try:
             pairs.append((str(r[arch_col]), float(cell)))
         except ValueError:
-            raise DataFileError(f"content: line {n}: {column} {cell!r} is not a number") from None
+            raise DataFileError(f"content: line {n}: {column} {brief(cell)} is not a number") from None
+        lines.append(n)
     space = _csv_space(opts, pairs[0][0] if pairs else "")
-    return fit_arch_table(pairs, space, _meta(opts, space, "arch-csv", f"arch-csv:{column}"))
+    return fit_arch_table(pairs, space, _meta(opts, space, "arch-csv", f"arch-csv:{column}"), lines)
 
 
 def _csv_space(opts: ImportOptions, first_arch: str) -> SearchSpace[Any]:
@@ -154,7 +159,8 @@ def _csv_space(opts: ImportOptions, first_arch: str) -> SearchSpace[Any]:
     raise InvalidArgumentError(f"space: {first_arch!r} parses in no registered space; give \"space\"")
 
 
-def fit_arch_table(pairs: list[tuple[str, float]], space: SearchSpace[Any], meta: LUTMeta) -> Imported:
+def fit_arch_table(pairs: list[tuple[str, float]], space: SearchSpace[Any], meta: LUTMeta,
+                   lines: list[int] | None = None) -> Imported:
     """Block values (non-negative least squares) whose sums reproduce measured whole models.
 
     Blocks present in every architecture (stem, head) are not separable from each other: only
@@ -168,14 +174,20 @@ def fit_arch_table(pairs: list[tuple[str, float]], space: SearchSpace[Any], meta
     if len(pairs) < 2:
         raise DataFileError("content: a per-architecture table needs at least 2 measured architectures")
     archs, keys_of = [], []
+    first_at: dict[str, str] = {}
     for i, (text, ms) in enumerate(pairs):
-        if not (np.isfinite(ms) and ms > 0):
-            raise DataFileError(f"content: row {i + 1}: latency {ms} must be a positive number")
+        where = f"line {lines[i]}" if lines else f"row {i + 1}"
+        if not (np.isfinite(ms) and 0 < ms <= MAX_MS):
+            raise DataFileError(f"content: {where}: latency {ms} must be a positive number <= {MAX_MS:g}")
         try:
             a = space.parse(text)
         except InvalidArchitectureError as exc:
-            raise InvalidArchitectureError(f"content: row {i + 1}: {exc}") from None
-        archs.append(space.format(a))
+            raise InvalidArchitectureError(f"content: {where}: {exc}") from None
+        canonical = space.format(a)  # two spellings of one architecture are one duplicate
+        if canonical in first_at:
+            raise DataFileError(f"content: {where}: architecture {brief(canonical)} repeats {first_at[canonical]}")
+        first_at[canonical] = where
+        archs.append(canonical)
         keys_of.append(space.block_keys(a))
     keys = sorted({k for ks in keys_of for k in ks})
     col = {k: j for j, k in enumerate(keys)}

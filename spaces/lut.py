@@ -33,9 +33,12 @@ Once-for-All's YAML, which only has count/mean/std).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import numbers
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -46,7 +49,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from budgetnas.errors import DataFileError, InvalidArgumentError, MissingKeysError
+from budgetnas.errors import BudgetNASError, DataFileError, InvalidArgumentError, MissingKeysError
 from spaces.base import SearchSpace
 
 LUT_FORMAT = "budgetnas-lut"
@@ -54,9 +57,209 @@ LUT_VERSION = 1
 STATISTICS = ("median", "mean", "min", "p90")
 
 
+# ---- reading files a user gives us -------------------------------------------------------------
+# One strict reader per format, shared by LUT files, the importers and the server: duplicate keys,
+# NaN/Infinity, numbers out of range, nesting deeper than MAX_NESTING and non-UTF-8 text are
+# DataFileErrors naming the source, never another exception (a LUT file is 4 levels deep; the rest
+# is room for free-form meta such as the environment).
+MAX_NESTING = 64
+
+
+def brief(v: Any) -> str:
+    """repr(v), cut to 80 characters for error messages."""
+    r = repr(v)
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
+def read_text_file(path: str | Path, what: str = "file") -> str:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise DataFileError(f"cannot read {what} {p}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFileError(f"{p}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _check_nesting(value: Any, source: str) -> None:
+    depth_of: dict[int, int] = {}  # YAML aliases share (even cyclic) nodes: visit each once per depth
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict | list):
+            if depth > MAX_NESTING:
+                raise DataFileError(f"{source}: nested deeper than {MAX_NESTING} levels")
+            if depth_of.get(id(v), 0) >= depth:
+                continue
+            depth_of[id(v)] = depth
+            stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, dict) else v))
+
+
+def parse_json(text: str, source: str = "JSON") -> Any:
+    """Strict JSON: no duplicate keys, no NaN/Infinity, no number beyond a float, bounded nesting."""
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k in out:
+                raise DataFileError(f"{source}: duplicate key {brief(k)}")
+            out[k] = v
+        return out
+
+    def constant(name: str) -> Any:
+        raise DataFileError(f"{source}: {name} is not a JSON number")
+
+    def real(s: str) -> float:
+        x = float(s)
+        if not math.isfinite(x):
+            raise DataFileError(f"{source}: number {brief(s)} is out of range")
+        return x
+
+    try:
+        value = json.loads(text, object_pairs_hook=pairs, parse_constant=constant, parse_float=real)
+    except DataFileError:
+        raise
+    except RecursionError:
+        raise DataFileError(f"{source}: nested deeper than {MAX_NESTING} levels") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits
+        raise DataFileError(f"{source}: not JSON: {exc}") from None
+    _check_nesting(value, source)
+    return value
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+class _StrictYAMLLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and reads 1e-3 as a number (YAML 1.2; 1.1 says text)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(f"duplicate key {brief(key)} (lines {seen[key]} and {line})")
+                seen[key] = line
+            except TypeError:  # an unhashable key: the base class raises its own error
+                continue
+        return super().construct_mapping(node, deep)
+
+
+_StrictYAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str, source: str = "YAML") -> Any:
+    """Strict YAML (see ``_StrictYAMLLoader``) with bounded nesting; every failure a DataFileError."""
+    try:
+        value = yaml.load(text, Loader=_StrictYAMLLoader)  # a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise DataFileError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise DataFileError(f"{source}: nested deeper than {MAX_NESTING} levels") from None
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:  # bad syntax, an impossible date
+        raise DataFileError(f"{source}: not YAML: {brief(str(exc))}") from None
+    _check_nesting(value, source)
+    return value
+
+
+
+# ---- the one latency-stats type ----------------------------------------------------------------
+# Bounds every path in shares (results, imports, LUT files), so both databases store the same
+# values and every sum over an architecture stays finite: 1e9 ms is 11.6 days per call.
+MAX_MS = 1e9
+MAX_COUNT = 10**9
+_MS_FIELDS = ("mean_ms", "std_ms", "median_ms", "min_ms", "p90_ms", "p99_ms", "overhead_ms")
+_ORDER = ("min_ms", "median_ms", "p90_ms", "p99_ms")  # each present one <= the next present one
+_REL_TOL = 1e-9  # percentiles and means computed in floating point may cross by a rounding error
+
+
+def _bad(name: str, v: Any, why: str) -> DataFileError:
+    return DataFileError(f"{name}: {v!r} {why}" if len(repr(v)) <= 40 else f"{name}: {why}")
+
+
+def _real(name: str, v: Any, limit: float = MAX_MS) -> float:
+    """A finite number in [0, limit] (ints and floats, never bools or strings)."""
+    if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Real):
+        raise _bad(name, v, "is not a number")
+    if isinstance(v, numbers.Integral) and not 0 <= int(v) <= limit:  # before float(): 10**400 overflows
+        raise _bad(name, v, f"is outside [0, {limit:g}]")
+    x = float(v)
+    if not math.isfinite(x):
+        raise _bad(name, v, "is not a finite number")
+    if not 0.0 <= x <= limit:
+        raise _bad(name, v, f"is outside [0, {limit:g}]")
+    return x
+
+
+def _finite(name: str, v: Any) -> float:
+    """A finite number of either sign, within +-MAX_MS."""
+    if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Real):
+        raise _bad(name, v, "is not a number")
+    if isinstance(v, numbers.Integral) and abs(int(v)) > MAX_MS:
+        raise _bad(name, v, f"is outside [-{MAX_MS:g}, {MAX_MS:g}]")
+    x = float(v)
+    if not (math.isfinite(x) and abs(x) <= MAX_MS):
+        raise _bad(name, v, f"is not a finite number within [-{MAX_MS:g}, {MAX_MS:g}]")
+    return x
+
+
+def _whole(name: str, v: Any, minimum: int) -> int:
+    """An integer in [minimum, MAX_COUNT]; an integral float (3.0) is accepted, 1.5 and inf are not."""
+    if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Real):
+        raise _bad(name, v, "is not an integer")
+    if isinstance(v, numbers.Integral):
+        n = int(v)
+    else:
+        x = float(v)
+        if not (math.isfinite(x) and x.is_integer()):
+            raise _bad(name, v, "is not an integer")
+        n = int(x)
+    if not minimum <= n <= MAX_COUNT:
+        raise _bad(name, v, f"is outside [{minimum}, {MAX_COUNT}]")
+    return n
+
+
+def _samples(v: Any, count: int) -> tuple[float, ...]:
+    if not isinstance(v, list | tuple | np.ndarray):
+        raise _bad("samples_ms", v, "is not a list of numbers")
+    if len(v) != count:
+        raise DataFileError(f"samples_ms: {len(v)} sample(s) but count is {count}")
+    if isinstance(v, np.ndarray):
+        if v.dtype.kind not in "fiu":
+            raise DataFileError("samples_ms: must be numbers")
+        x = v.astype(np.float64)
+    else:
+        if any(isinstance(e, bool) or not isinstance(e, int | float) for e in v):
+            raise DataFileError("samples_ms: every sample must be a number")
+        try:
+            x = np.asarray(v, dtype=np.float64)
+        except OverflowError:
+            raise DataFileError(f"samples_ms: every sample must be within [0, {MAX_MS:g}]") from None
+    if not np.all(np.isfinite(x)):
+        raise DataFileError("samples_ms: every sample must be a finite number")
+    if x.size and not (x.min() >= 0.0 and x.max() <= MAX_MS):
+        raise DataFileError(f"samples_ms: every sample must be within [0, {MAX_MS:g}]")
+    return tuple(x.tolist())
+
+
 @dataclass(frozen=True)
 class LatencyStats:
-    """Summary of repeated timings of one thing, in milliseconds, plus how they were taken."""
+    """Summary of repeated timings of one thing, in milliseconds, plus how they were taken.
+
+    The one validator of latency numbers: every construction (``from_samples``, ``from_dict``,
+    importers, results posted to the server, LUT files) checks that times, ``cv`` and ``seconds``
+    are finite numbers in [0, ``MAX_MS``], ``count`` is an integer >= 1 (and the number of
+    samples when they are kept), ``warmup_runs`` an integer >= 0, ``noisy`` a bool, and that
+    min <= median <= p90 <= p99 and min <= mean where present. Errors are ``DataFileError``s
+    that name the field.
+    """
 
     count: int
     mean_ms: float
@@ -71,6 +274,28 @@ class LatencyStats:
     overhead_ms: float | None = None
     noisy: bool = False
     samples_ms: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        put = object.__setattr__  # frozen: normalise once here (3.0 -> 3, lists -> tuples)
+        put(self, "count", _whole("count", self.count, 1))
+        for name in (*_MS_FIELDS, "cv", "seconds"):
+            v = getattr(self, name)
+            if v is not None or name in ("mean_ms", "std_ms"):
+                put(self, name, _real(name, v))
+        if self.warmup_runs is not None:
+            put(self, "warmup_runs", _whole("warmup_runs", self.warmup_runs, 0))
+        if not isinstance(self.noisy, bool | np.bool_):
+            raise _bad("noisy", self.noisy, "is not true or false")
+        put(self, "noisy", bool(self.noisy))
+        if self.samples_ms is not None:
+            put(self, "samples_ms", _samples(self.samples_ms, self.count))
+        present = [(n, getattr(self, n)) for n in _ORDER if getattr(self, n) is not None]
+        pairs = list(itertools.pairwise(present))
+        if self.min_ms is not None:
+            pairs.append((("min_ms", self.min_ms), ("mean_ms", self.mean_ms)))
+        for (lo_name, lo), (hi_name, hi) in pairs:
+            if lo > hi + _REL_TOL * max(abs(lo), abs(hi)) + 1e-12:
+                raise DataFileError(f"{lo_name} {lo!r} is greater than {hi_name} {hi!r}")
 
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float] | np.ndarray, keep_samples: bool = True,
@@ -93,7 +318,8 @@ class LatencyStats:
         if statistic not in STATISTICS:
             raise InvalidArgumentError(f"statistic {statistic!r} is not one of {list(STATISTICS)}")
         if v is None:
-            raise DataFileError(f"entry has no {statistic} (only count/mean/std); use statistic 'mean'")
+            raise DataFileError(f"latency stats have no {statistic}_ms, which the statistic {statistic!r} needs "
+                                "(only 'mean' works with count/mean/std alone)")
         return v
 
     def to_dict(self, samples: bool = True) -> dict[str, Any]:
@@ -106,21 +332,17 @@ class LatencyStats:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LatencyStats:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
+    def from_dict(cls, d: Any) -> LatencyStats:
+        """Stats from their JSON object (``to_dict``); every field is checked (see the class)."""
+        if not isinstance(d, dict):
+            raise DataFileError("latency stats must be an object of count, mean_ms, std_ms, ...")
+        unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise DataFileError(f"latency stats have unknown fields {sorted(unknown)}")
-        try:
-            kw = dict(d)
-            if kw.get("samples_ms") is not None:
-                kw["samples_ms"] = tuple(float(v) for v in kw["samples_ms"])
-            stats = cls(**kw)
-            if not (stats.count >= 1 and math.isfinite(stats.mean_ms) and stats.mean_ms >= 0 and stats.std_ms >= 0):
-                raise ValueError("count >= 1, mean_ms >= 0 and std_ms >= 0 are required")
-        except (TypeError, ValueError) as exc:
-            raise DataFileError(f"bad latency stats {d!r}: {exc}") from None
-        return stats
+            raise DataFileError(f"latency stats have unknown fields {sorted(map(str, unknown))[:10]}")
+        missing = [f for f in ("count", "mean_ms", "std_ms") if f not in d]
+        if missing:
+            raise DataFileError(f"latency stats lack {', '.join(missing)}")
+        return cls(**d)
 
 
 def key_group(key: str) -> str:
@@ -187,15 +409,24 @@ class Calibration:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Calibration:
-        try:
-            scales = {str(k): float(v) for k, v in (d.get("group_scales") or {}).items()}
-            if any(not (math.isfinite(v) and v > 0) for v in scales.values()):
-                raise ValueError("group scales must be positive numbers")
-            return cls(float(d["slope"]), float(d["intercept"]), int(d["n_models"]), float(d["rel_residual_std"]),
-                       scales)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DataFileError(f"bad calibration {d!r}: {exc}") from None
+    def from_dict(cls, d: Any) -> Calibration:
+        if not isinstance(d, dict):
+            raise DataFileError("calibration must be an object of slope, intercept, n_models, rel_residual_std")
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        missing = [f for f in ("slope", "intercept", "n_models", "rel_residual_std") if f not in d]
+        if unknown or missing:
+            raise DataFileError(f"calibration: unknown fields {sorted(map(str, unknown))[:10]}" if unknown
+                                else f"calibration lacks {', '.join(missing)}")
+        raw_scales = d.get("group_scales") or {}
+        if not isinstance(raw_scales, dict):
+            raise DataFileError("calibration.group_scales must be an object of group -> positive number")
+        # slope and intercept may be any finite number; scales are positive (a ridge keeps them in [0.25, 4])
+        scales = {str(k): _finite(f"calibration.group_scales.{k}", v) for k, v in raw_scales.items()}
+        if any(v <= 0 for v in scales.values()):
+            raise DataFileError("calibration.group_scales: group scales must be positive numbers")
+        return cls(_finite("calibration.slope", d["slope"]), _finite("calibration.intercept", d["intercept"]),
+                   _whole("calibration.n_models", d["n_models"], 0),
+                   _real("calibration.rel_residual_std", d["rel_residual_std"]), scales)
 
 
 def _fit_group_scales(g: np.ndarray, groups: list[str], y: np.ndarray, slope: float,
@@ -236,10 +467,22 @@ class LUTMeta:
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def __post_init__(self) -> None:
+        # the same bounds as the REST schema (LutIn), so a file imports on SQLite and PostgreSQL alike
         if self.statistic not in STATISTICS:
             raise InvalidArgumentError(f"statistic {self.statistic!r} is not one of {list(STATISTICS)}")
-        if "space" not in self.space:
+        if not isinstance(self.space, dict) or not isinstance(self.space.get("space"), str):
             raise DataFileError("LUT meta 'space' must hold the space description, e.g. {'space': 'ofa-mbv3', ...}")
+        for name in ("device", "backend", "runtime_version", "created"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or not 1 <= len(v) <= 200 or any(ord(c) < 32 or c == "\x7f" for c in v):
+                raise _bad(f"meta.{name}", v, "must be text of 1 to 200 printable characters")
+        for name, lo, hi in (("batch", 1, 4096), ("threads", 0, 1024)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise _bad(f"meta.{name}", v, f"must be an integer in [{lo}, {hi}]")
+        for name in ("environment", "protocol"):
+            if not isinstance(getattr(self, name), dict):
+                raise DataFileError(f"meta.{name}: must be an object")
 
 
 @dataclass
@@ -250,6 +493,14 @@ class LUT:
     entries: dict[str, LatencyStats]
     calibration: Calibration | None = None
 
+    def __post_init__(self) -> None:
+        # a LUT whose entries lack its statistic could never predict: refuse it at the door
+        stat = self.meta.statistic
+        lacking = [k for k, e in self.entries.items() if getattr(e, f"{stat}_ms") is None]
+        if lacking:
+            raise DataFileError(f"{len(lacking)} entr{'y' if len(lacking) == 1 else 'ies'} lack {stat}_ms, which "
+                                f"the LUT's statistic {stat!r} needs: {', '.join(sorted(lacking)[:3])}")
+
     # ---- JSON ------------------------------------------------------------------------------
     def to_json_dict(self, samples: bool = True) -> dict[str, Any]:
         return {
@@ -258,42 +509,57 @@ class LUT:
             "calibration": self.calibration.to_dict() if self.calibration else None,
         }
 
+    def to_json_text(self, samples: bool = True) -> str:
+        """The LUT file's text; strict JSON (no NaN/Infinity), so ``from_json_text`` reads it back."""
+        try:
+            return json.dumps(self.to_json_dict(samples), indent=1, allow_nan=False)
+        except ValueError as exc:  # NaN or Infinity in free-form meta (environment, protocol)
+            raise DataFileError(f"LUT cannot be written as JSON: {exc}") from None
+
     @classmethod
     def from_json_dict(cls, d: Any, source: str = "LUT") -> LUT:
         if not isinstance(d, dict) or d.get("format") != LUT_FORMAT:
             raise DataFileError(f"{source}: not a budgetnas LUT (expected \"format\": \"{LUT_FORMAT}\")")
         if d.get("version") != LUT_VERSION:
             raise DataFileError(f"{source}: LUT version {d.get('version')!r} is not supported (expected {LUT_VERSION})")
+        unknown = set(d) - {"format", "version", "meta", "entries", "calibration"}
+        if unknown:
+            raise DataFileError(f"{source}: unknown fields {sorted(unknown)[:10]}")
+        if not isinstance(d.get("meta"), dict):
+            raise DataFileError(f"{source}: 'meta' must be an object")
         try:
             meta = LUTMeta(**d["meta"])
-        except (KeyError, TypeError) as exc:
+        except TypeError as exc:  # an unknown or missing field
+            raise DataFileError(f"{source}: bad meta: {exc}") from None
+        except BudgetNASError as exc:
             raise DataFileError(f"{source}: bad meta: {exc}") from None
         if not isinstance(d.get("entries"), dict):
             raise DataFileError(f"{source}: 'entries' must be an object of block key -> stats")
         entries = {}
         for k, v in d["entries"].items():
-            if not isinstance(v, dict):
-                raise DataFileError(f"{source}: entry {k!r} must be an object")
-            entries[k] = LatencyStats.from_dict(v)
-        cal = Calibration.from_dict(d["calibration"]) if d.get("calibration") else None
-        return cls(meta, entries, cal)
+            try:
+                entries[k] = LatencyStats.from_dict(v)
+            except DataFileError as exc:
+                raise DataFileError(f"{source}: entry {brief(k)}: {exc}") from None
+        try:
+            cal = Calibration.from_dict(d["calibration"]) if d.get("calibration") is not None else None
+            return cls(meta, entries, cal)
+        except DataFileError as exc:
+            raise DataFileError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_json_text(cls, text: str, source: str = "LUT") -> LUT:
+        return cls.from_json_dict(parse_json(text, source), source)
 
     def save(self, path: str | Path, samples: bool = True) -> None:
-        write_atomic(path, json.dumps(self.to_json_dict(samples), indent=1))
+        write_atomic(path, self.to_json_text(samples))
 
     @classmethod
     def load(cls, path: str | Path) -> LUT:
         p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as exc:
-            raise DataFileError(f"cannot read LUT {p}: {exc.strerror}") from None
         if p.suffix in (".yaml", ".yml"):
             raise DataFileError(f"{p} looks like Once-for-All YAML; import it with LUT.from_ofa_yaml / `lut import`")
-        try:
-            return cls.from_json_dict(json.loads(text), str(p))
-        except json.JSONDecodeError as exc:
-            raise DataFileError(f"{p}: not JSON: {exc}") from None
+        return cls.from_json_text(read_text_file(p, "LUT"), str(p))
 
     # ---- Once-for-All YAML ---------------------------------------------------------------------
     def to_ofa_yaml(self) -> str:
@@ -304,22 +570,22 @@ class LUT:
 
     @classmethod
     def from_ofa_yaml(cls, text: str, meta: LUTMeta, source: str = "YAML") -> LUT:
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise DataFileError(f"{source}: not YAML: {exc}") from None
+        raw = parse_yaml(text, source)
         if not isinstance(raw, dict) or not raw:
             raise DataFileError(f"{source}: expected a mapping of block key -> {{count, mean, std}}")
-        entries = {}
+        entries: dict[str, LatencyStats] = {}
         for k, v in raw.items():
+            key = str(k)
+            if key in entries:  # 1 and "1" are two YAML keys but one block key
+                raise DataFileError(f"{source}: duplicate key {brief(key)}")
             if not isinstance(v, dict) or not {"count", "mean", "std"} <= set(v):
-                raise DataFileError(f"{source}: entry {k!r} must have count, mean and std")
+                raise DataFileError(f"{source}: entry {brief(key)} must have count, mean and std")
             try:
-                mean, std = float(v["mean"]), float(v["std"])
-                entries[str(k)] = LatencyStats(count=int(v["count"]), mean_ms=mean, std_ms=std,
-                                               cv=std / mean if mean > 0 else 0.0)
-            except (TypeError, ValueError):
-                raise DataFileError(f"{source}: entry {k!r} has non-numeric count/mean/std") from None
+                entries[key] = LatencyStats(count=v["count"], mean_ms=v["mean"], std_ms=v["std"])
+                mean, std = entries[key].mean_ms, entries[key].std_ms
+                entries[key] = replace(entries[key], cv=std / mean if mean > 0 else 0.0)
+            except DataFileError as exc:
+                raise DataFileError(f"{source}: entry {brief(key)}: {exc}") from None
         return cls(replace(meta, statistic="mean"), entries)
 
     # ---- coverage ------------------------------------------------------------------------------

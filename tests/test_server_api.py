@@ -402,14 +402,16 @@ def test_import_is_one_transaction(client, db_url) -> None:
     text = json.dumps(d)
     dup = text.replace('"entries": {', '"entries": {' + json.dumps(sp.all_block_keys()[0]) + ': '
                        + json.dumps(d["entries"][sp.all_block_keys()[0]]) + ", ", 1)
-    # JSON objects keep the last duplicate, so craft an extra key outside the space instead
-    bad = json.loads(text)
+    bad = json.loads(text)  # an extra key outside the space fails only after every entry was read
     bad["entries"]["stem-input:1x1x1-output:1x1x1"] = bad["entries"][sp.all_block_keys()[0]]
     before = _counts(db_url)
     r = client.post("/v1/luts/import", json={"format": "json", "content": json.dumps(bad)}, headers=ADMIN_H)
     assert r.status_code == 422 and "not block keys" in r.json()["detail"]
     assert _counts(db_url) == before
-    assert client.post("/v1/luts/import", json={"format": "json", "content": dup}, headers=ADMIN_H).status_code == 201
+    r = client.post("/v1/luts/import", json={"format": "json", "content": dup}, headers=ADMIN_H)
+    assert r.status_code == 422 and f"duplicate key {sp.all_block_keys()[0]!r}" in r.json()["detail"]
+    assert _counts(db_url) == before
+    assert client.post("/v1/luts/import", json={"format": "json", "content": text}, headers=ADMIN_H).status_code == 201
 
 
 def test_prediction_cache_follows_calibration(client) -> None:

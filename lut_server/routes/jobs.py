@@ -75,6 +75,10 @@ def result(job_id: IdPath, body: ResultIn, request: Request) -> dict[str, Any]:
 
     def store(job: Job, lut: Lut) -> dict[str, Any]:
         kept = stats.to_dict(samples=False)
+        try:  # an entry without the LUT's statistic would make the whole LUT unusable
+            latency = stats.value(lut.statistic)
+        except DataFileError as exc:
+            raise DataFileError(f"stats: {exc}") from None
         if job.kind == "block":
             assert job.key is not None
             if repo.entry_exists(s, lut.id, job.key):
@@ -82,10 +86,6 @@ def result(job_id: IdPath, body: ResultIn, request: Request) -> dict[str, Any]:
             repo.add_entry(s, lut.id, job.key, stats.to_dict(samples=True), job.id)
         else:
             assert job.arch is not None
-            try:
-                latency = stats.value(lut.statistic)
-            except DataFileError as exc:
-                raise DataFileError(f"stats: {exc}") from None
             repo.add_model_measurement(s, lut.id, job.arch, kept, latency, job_id=job.id)
         if body.environment and not lut.meta.get("environment"):
             lut.meta = {**lut.meta, "environment": body.environment}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -99,7 +98,7 @@ def export(lut_id: IdPath, request: Request, format: Literal["json", "ofa-yaml"]
     with st.db.session() as s:
         lut = lut_model(s, lut_id, samples=format == "json")
     if format == "json":
-        return Response(json.dumps(lut.to_json_dict(samples=True), indent=1), media_type="application/json",
+        return Response(lut.to_json_text(samples=True), media_type="application/json",
                         headers={"Content-Disposition": f'attachment; filename="lut-{lut_id}.json"'})
     return Response(lut.to_ofa_yaml(), media_type="application/yaml",
                     headers={"Content-Disposition": f'attachment; filename="lut-{lut_id}.yaml"'})
