@@ -22,6 +22,9 @@ LatTable = Annotated[str | None, typer.Option("--latency-table", help="measured 
 LatMlp = Annotated[str | None, typer.Option("--latency-mlp", help="train an MLP latency predictor on CSV:COLUMN")]
 AccTable = Annotated[str | None, typer.Option("--accuracy-table", help="accuracy records, CSV:COLUMN")]
 AccDb = Annotated[str | None, typer.Option("--accuracy-db", help="accuracy records from the LUT database URL")]
+AccPred = Annotated[str | None, typer.Option("--accuracy-predictor",
+                                             help="a published accuracy predictor, KIND:PATH (ofa:acc_predictor.npz); "
+                                                  "each arch it answers counts against --max-queries")]
 Dataset = Annotated[str | None, typer.Option("--dataset", help="dataset of the database's accuracy records")]
 MaxQ = Annotated[int, typer.Option("--max-queries", min=10, help="accuracy records read in total, at most")]
 K = Annotated[int, typer.Option("--budgets", min=1, help="K: budget anchors evenly spaced over the latency range")]
@@ -38,7 +41,7 @@ Resolution = Annotated[int | None, typer.Option("--resolution", help="input reso
 def _problem(space: str, width: float | None, resolution: int | None, lut: str | None, db: str | None,
              latency_table: str | None, latency_mlp: str | None, accuracy_table: str | None,
              accuracy_db: str | None, dataset: str | None, max_queries: int, seed: int,
-             explore_share: float = 0.5) -> Any:
+             explore_share: float = 0.5, accuracy_predictor: str | None = None) -> Any:
     from budgetnas.cli_spaces import space_with
     from generator.accuracy import prepare
     from generator.sources import accuracy_source, latency_oracle
@@ -47,7 +50,8 @@ def _problem(space: str, width: float | None, resolution: int | None, lut: str |
         raise InvalidArgumentError("--db needs --lut ID")
     sp = space_with(space, width, resolution)
     lat = latency_oracle(sp, lut=lut, db=db, latency_table=latency_table, latency_mlp=latency_mlp, seed=seed)
-    acc = accuracy_source(sp, accuracy_table=accuracy_table, accuracy_db=accuracy_db, dataset=dataset)
+    acc = accuracy_source(sp, accuracy_table=accuracy_table, accuracy_db=accuracy_db, dataset=dataset,
+                          accuracy_predictor=accuracy_predictor)
     return prepare(sp, lat, acc, max_queries, seed=seed, explore_share=explore_share)
 
 
@@ -60,7 +64,8 @@ def train_cmd(
     out: Annotated[Path, typer.Option("--out", help="checkpoint to write; the torch-free bundle goes beside it")],
     space: Space = "nb201", lut: Lut = None, db: Db = None, latency_table: LatTable = None,
     latency_mlp: LatMlp = None, accuracy_table: AccTable = None, accuracy_db: AccDb = None,
-    dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10, iterations: Iters = 600, seed: Seed = 0,
+    accuracy_predictor: AccPred = None, dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10,
+    iterations: Iters = 600, seed: Seed = 0,
     width: Width = None, resolution: Resolution = None, explore_share: Explore = 0.5, rounds: Rounds = 2,
     method: Annotated[str, typer.Option("--method", help="pnag (ours), pnag-paper (Algorithm 1: a frozen learned "
                                                           "evaluator), mnas, tunas, pareto-noacc")] = "pnag",
@@ -76,7 +81,7 @@ def train_cmd(
 
         raise UnknownNameError("generator method", method, GENERATORS)
     problem = _problem(space, width, resolution, lut, db, latency_table, latency_mlp, accuracy_table,
-                       accuracy_db, dataset, max_queries, seed, explore_share)
+                       accuracy_db, dataset, max_queries, seed, explore_share, accuracy_predictor)
     explored = problem.accuracy.used
     res = run_method(method, problem, [], SearchOptions(train=TrainConfig(iterations=iterations, budgets=budgets,
                                                                           seed=seed), rounds=rounds))
@@ -154,7 +159,8 @@ def search_cmd(
     budget: Annotated[list[float] | None, typer.Option("--budget", help="budget in ms (repeatable)")] = None,
     space: Space = "nb201", lut: Lut = None, db: Db = None, latency_table: LatTable = None,
     latency_mlp: LatMlp = None, accuracy_table: AccTable = None, accuracy_db: AccDb = None,
-    dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10, iterations: Iters = 600, seed: Seed = 0,
+    accuracy_predictor: AccPred = None, dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10,
+    iterations: Iters = 600, seed: Seed = 0,
     width: Width = None, resolution: Resolution = None, explore_share: Explore = 0.5, rounds: Rounds = 2,
     generations: Annotated[int, typer.Option("--generations", min=1, help="evolution generations")] = 500,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per budget")] = False,
@@ -168,7 +174,7 @@ def search_cmd(
 
         raise UnknownNameError("search method", method, METHOD_NAMES)
     problem = _problem(space, width, resolution, lut, db, latency_table, latency_mlp, accuracy_table,
-                       accuracy_db, dataset, max_queries, seed, explore_share)
+                       accuracy_db, dataset, max_queries, seed, explore_share, accuracy_predictor)
     lo, hi = problem.lat_range
     targets = list(budget) if budget else [lo + p * (hi - lo) for p in (0.2, 0.4, 0.6, 0.8, 1.0)]
     for b in targets:  # the same rule as `generate` and the server

@@ -6,13 +6,14 @@ The database path is a thin read-only adapter over ``db``'s repository functions
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
-from budgetnas.errors import BudgetNASError, DataFileError, InvalidArgumentError
+from budgetnas.errors import BudgetNASError, DataFileError, InvalidArgumentError, UnknownNameError
 from generator.accuracy import AccuracySource, TableAccuracy
 from generator.latency import CostModelOracle, LatencyOracle, MLPOracle, TableOracle
 from generator.tables import read_table
@@ -122,11 +123,36 @@ class DBAccuracy(AccuracySource):
         return canonical_tokens(self.space, np.asarray(rows, np.int64).reshape(-1, len(self.space.decisions)))
 
 
+def _ofa_predictor(space: SearchSpace[Any], path: str) -> AccuracySource:
+    from generator.ofa_accuracy import OFAPredictorAccuracy
+
+    return OFAPredictorAccuracy(space, path)
+
+
+# --accuracy-predictor KIND:PATH: published accuracy predictors, queried like records
+PREDICTORS: dict[str, Callable[[SearchSpace[Any], str], AccuracySource]] = {"ofa": _ofa_predictor}
+
+
+def predictor_source(space: SearchSpace[Any], spec: str) -> AccuracySource:
+    kind, sep, path = spec.partition(":")
+    if not sep or not path:
+        raise InvalidArgumentError(f"--accuracy-predictor must be KIND:PATH (kinds: {', '.join(PREDICTORS)}), "
+                                   f"got {spec!r}")
+    if kind not in PREDICTORS:
+        raise UnknownNameError("accuracy predictor kind", kind, sorted(PREDICTORS))
+    return PREDICTORS[kind](space, path)
+
+
 def accuracy_source(space: SearchSpace[Any], accuracy_table: str | None = None, accuracy_db: str | None = None,
-                    dataset: str | None = None) -> AccuracySource:
-    if (accuracy_table is None) == (accuracy_db is None):
-        raise InvalidArgumentError("give exactly one accuracy source: --accuracy-table CSV:COLUMN or --accuracy-db URL")
+                    dataset: str | None = None, accuracy_predictor: str | None = None) -> AccuracySource:
+    given = [n for n, v in (("--accuracy-table", accuracy_table), ("--accuracy-db", accuracy_db),
+                            ("--accuracy-predictor", accuracy_predictor)) if v is not None]
+    if len(given) != 1:
+        raise InvalidArgumentError("give exactly one accuracy source: --accuracy-table CSV:COLUMN, --accuracy-db URL "
+                                   f"or --accuracy-predictor KIND:PATH (got {given or 'none'})")
     if accuracy_table is not None:
         return TableAccuracy(read_table(accuracy_table, space))
+    if accuracy_predictor is not None:
+        return predictor_source(space, accuracy_predictor)
     assert accuracy_db is not None
     return DBAccuracy(space, accuracy_db, dataset)

@@ -74,6 +74,18 @@ def require_agent(st: AppState, request: Request, s: Session, device_name: str |
     return dev
 
 
+def admin_first(request: Request) -> None:
+    """Dependency of upload routes: the admin token, checked before the body is read (lut_server.uploads)."""
+    require_admin(state_of(request), request)
+
+
+def agent_first(request: Request) -> Device | None:
+    """Dependency of upload routes: an agent (or admin) token, checked before the body is read."""
+    st = state_of(request)
+    with st.db.session() as s:
+        return require_agent(st, request, s)
+
+
 def check_read(st: AppState, request: Request) -> None:
     """Reads are open unless BUDGETNAS_READS_REQUIRE_TOKEN; then any admin or agent token will do."""
     if not st.settings.reads_require_token:

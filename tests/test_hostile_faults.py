@@ -5,11 +5,14 @@ Each test runs on SQLite and on PostgreSQL (``db_url``) with real concurrency or
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import signal
+import socket
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -29,7 +32,7 @@ from device_agents.spool import Spool
 from spaces import get_space
 from spaces.lut import LatencyStats
 from tests.server_support import *  # noqa: F403
-from tests.server_support import ADMIN_H
+from tests.server_support import ADMIN_H, start_live
 
 # ---- item 6: concurrent campaigns of one LUT enqueue each key once -------------------------------
 ROUNDS, POSTERS = 12, 8
@@ -193,3 +196,88 @@ def test_a_result_measured_while_the_token_rotates_is_kept_and_sent_later(live, 
             assert s.scalar(select(func.count()).select_from(LutEntry)) == 2
     finally:
         db.dispose()
+
+
+# ---- item 8: uploads are authenticated before their body is read ------------------------------------
+ANNOUNCED = 256 << 20  # within the upload limit: the old code waited for all of it before checking the token
+
+
+def _answer_to_a_body_never_sent(url: str, method: str, path: str, headers: dict[str, str]) -> tuple[int, str]:
+    """Send the head of a large upload and 64 KiB of its body, then wait (5 s at most) for the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": host, "Content-Length": str(ANNOUNCED),
+                                                   "Content-Type": "application/octet-stream", **headers}.items())
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\n{head}\r\n".encode() + b"\0" * (64 << 10))
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4 + _length(data):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            return 0, "no answer within 5 s: the server was reading the body first"
+    status = int(data.split(b" ", 2)[1])
+    return status, data.split(b"\r\n\r\n", 1)[1].decode()
+
+
+def _length(data: bytes) -> int:
+    for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+@pytest.mark.parametrize(("method", "path", "who"), [
+    ("PUT", "/v1/artifacts/" + "0" * 64, "nobody"),
+    ("PUT", "/v1/artifacts/" + "0" * 64, "stranger"),
+    ("POST", "/v1/checkpoints", "nobody"),
+    ("POST", "/v1/checkpoints", "stranger"),
+    ("POST", "/v1/checkpoints", "agent"),  # checkpoints take the admin token only
+])
+def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(live, method, path, who) -> None:
+    token = httpx.post(f"{live.url}/v1/devices", json={"name": "rig"}, headers=ADMIN_H).json()["token"]
+    headers = {"nobody": {}, "stranger": {"Authorization": "Bearer not-a-token"},
+               "agent": {"Authorization": f"Bearer {token}"}}[who]
+    status, body = _answer_to_a_body_never_sent(live.url, method, path, headers)
+    assert status == 401, body
+    assert "authorization" in json.loads(body)["detail"]
+    assert httpx.get(f"{live.url}/v1/checkpoints").json()["checkpoints"] == []
+
+
+def test_upload_size_limit_is_413_announced_or_streamed(db_url) -> None:
+    srv = start_live(db_url, max_upload_bytes=64 << 10)
+    try:
+        token = httpx.post(f"{srv.url}/v1/devices", json={"name": "rig"}, headers=ADMIN_H).json()["token"]
+        agent_h = {"Authorization": f"Bearer {token}"}
+        small, big = b"a" * (60 << 10), b"b" * (70 << 10)
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            r = c.put(f"/v1/artifacts/{hashlib.sha256(small).hexdigest()}", content=small, headers=agent_h)
+            assert r.status_code == 201 and r.json()["size"] == len(small)
+            r = c.put(f"/v1/artifacts/{hashlib.sha256(big).hexdigest()}", content=big, headers=agent_h)
+            assert r.status_code == 413 and "65536 bytes" in r.json()["detail"]
+
+            def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds on the stream
+                for _ in range(70):
+                    yield b"c" * 1024
+            r = c.put(f"/v1/artifacts/{'1' * 64}", content=chunks(), headers=agent_h)
+            assert r.status_code == 413
+            r = c.post("/v1/checkpoints", content=chunks(), headers={**ADMIN_H, "content-type": "application/json"})
+            assert r.status_code == 413
+            assert c.get(f"/v1/artifacts/{hashlib.sha256(big).hexdigest()}").status_code == 404
+    finally:
+        srv.stop()
+
+
+def test_checkpoint_body_errors_name_the_field(client) -> None:
+    """The checkpoint route parses its own body (after auth): the errors are those of every other route."""
+    r = client.post("/v1/checkpoints", content=b'{"name": ', headers={**ADMIN_H, "content-type": "application/json"})
+    assert r.status_code == 422 and "malformed JSON" in r.json()["detail"]
+    r = client.post("/v1/checkpoints", json={"name": "x"}, headers=ADMIN_H)
+    assert r.status_code == 422 and r.json()["detail"].startswith("bundle: ")
+    r = client.post("/v1/checkpoints", json={"name": "x" * 300, "bundle": "AAAA"}, headers=ADMIN_H)
+    assert r.status_code == 422 and r.json()["detail"].startswith("name: ")
+    r = client.post("/v1/checkpoints", content=b"[" * 100_000, headers={**ADMIN_H, "content-type": "application/json"})
+    assert r.status_code == 422

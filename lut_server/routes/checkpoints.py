@@ -7,13 +7,15 @@ import binascii
 import importlib
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from budgetnas.errors import DataFileError, MissingExtraError
 from db import repo
 from lut_server.params import Seed
-from lut_server.state import AppState, check_read, require_admin, state_of
+from lut_server.state import AppState, admin_first, check_read, state_of
+from lut_server.uploads import json_body, json_body_schema, read_body
 
 router = APIRouter(prefix="/v1", tags=["generation"])
 
@@ -45,10 +47,15 @@ def _load(data: bytes) -> Any:
         raise DataFileError(f"bundle: {exc}") from None
 
 
-@router.post("/checkpoints", status_code=201)
-def create(body: CheckpointIn, request: Request) -> dict[str, Any]:
+@router.post("/checkpoints", status_code=201, dependencies=[Depends(admin_first)],
+             openapi_extra=json_body_schema(CheckpointIn))
+async def create(request: Request) -> dict[str, Any]:
     st = state_of(request)
-    require_admin(st, request)
+    raw, _ = await read_body(request)  # only once the admin token was accepted (lut_server.uploads)
+    return await run_in_threadpool(_store, st, json_body(raw, CheckpointIn))
+
+
+def _store(st: AppState, body: CheckpointIn) -> dict[str, Any]:
     try:
         data = base64.b64decode(body.bundle, validate=True)
     except (binascii.Error, ValueError):
