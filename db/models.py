@@ -17,6 +17,9 @@ from db.types import UTCDateTime, utcnow
 JOB_STATES = ("queued", "leased", "done", "failed")
 JOB_KINDS = ("block", "model")
 LUT_STATUSES = ("building", "complete")
+# String column lengths that request schemas repeat (lut_server imports them, so the two agree)
+NAME_LEN = 200  # device names, runtime versions
+BACKEND_LEN = 100
 
 
 class Base(DeclarativeBase):
@@ -27,7 +30,7 @@ class Device(Base):
     __tablename__ = "devices"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), index=True)  # sha256 hex of the agent token
     facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_heartbeat: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -41,10 +44,10 @@ class Lut(Base):
     # sha256 of (device, backend, batch, threads, runtime_version, space): one LUT per identity
     identity: Mapped[str] = mapped_column(String(64), unique=True)
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), index=True)
-    backend: Mapped[str] = mapped_column(String(100))
+    backend: Mapped[str] = mapped_column(String(BACKEND_LEN))
     batch: Mapped[int] = mapped_column(Integer, default=1)
     threads: Mapped[int] = mapped_column(Integer, default=1)
-    runtime_version: Mapped[str] = mapped_column(String(200), default="unknown")
+    runtime_version: Mapped[str] = mapped_column(String(NAME_LEN), default="unknown")
     space_name: Mapped[str] = mapped_column(String(50))
     width: Mapped[float | None] = mapped_column(Float, nullable=True)
     resolution: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -10,6 +10,7 @@ serialised by ``BEGIN IMMEDIATE`` (see db.session).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from budgetnas.errors import ConflictError, NotFoundError, PermissionDeniedError
+from budgetnas.errors import ConflictError, InvalidArgumentError, NotFoundError, PermissionDeniedError
 from db import repo
 from db.models import Device, Job, Lut
 from db.types import utcnow
@@ -61,7 +62,11 @@ def reclaim_expired(s: Session, max_attempts: int, now: datetime | None = None) 
 
 def lease(s: Session, device: Device, backend: str, max_jobs: int, lease_seconds: float, max_attempts: int,
           owner: str | None = None) -> list[tuple[Job, Lut]]:
-    """Lease up to ``max_jobs`` queued jobs of LUTs on ``device`` with ``backend``, oldest first."""
+    """Lease up to ``max_jobs`` queued jobs of LUTs on ``device`` with ``backend``, oldest first.
+
+    The jobs' ``lease_owner`` is a fresh random lease id (or ``owner``): the agents of one device
+    share its token, so this id is what tells the holder of a lease from its other agents.
+    """
     reclaim_expired(s, max_attempts)
     now = utcnow()
     q = (select(Job.id).join(Lut, Lut.id == Job.lut_id)
@@ -74,7 +79,7 @@ def lease(s: Session, device: Device, backend: str, max_jobs: int, lease_seconds
         return []
     expires = now + timedelta(seconds=lease_seconds)
     s.execute(update(Job).where(Job.id.in_(ids))
-              .values(state="leased", lease_owner=owner or device.name, lease_expires=expires,
+              .values(state="leased", lease_owner=owner or secrets.token_urlsafe(16), lease_expires=expires,
                       attempts=Job.attempts + 1, updated=now)
               .execution_options(synchronize_session=False))
     rows = s.execute(select(Job, Lut).join(Lut, Lut.id == Job.lut_id).where(Job.id.in_(ids))
@@ -97,11 +102,24 @@ def _job_for(s: Session, job_id: int, device: Device | None, lock: bool = True) 
     return job
 
 
-def heartbeat(s: Session, job_id: int, device: Device | None, lease_seconds: float) -> Job:
+def _check_holder(job: Job, device: Device | None, lease_id: str | None) -> None:
+    """Only the lease's holder (its lease id) may extend or give back a lease; the admin may act without."""
+    if lease_id is None and device is None:
+        return
+    if lease_id is None:
+        raise InvalidArgumentError("lease_id: an agent must send the lease_id its lease returned")
+    if job.lease_owner is None or not secrets.compare_digest(lease_id.encode(), job.lease_owner.encode()):
+        raise ConflictError(f"job: job {job.id} is not leased with this lease_id (another agent holds it, "
+                            f"or the lease was lost)")
+
+
+def heartbeat(s: Session, job_id: int, device: Device | None, lease_seconds: float,
+              lease_id: str | None = None) -> Job:
     job = _job_for(s, job_id, device)
     now = utcnow()
     if job.state != "leased" or job.lease_expires is None or job.lease_expires < now:
         raise ConflictError(f"job: the lease of job {job_id} was lost (state {job.state})")
+    _check_holder(job, device, lease_id)
     job.lease_expires, job.updated = now + timedelta(seconds=lease_seconds), now
     s.flush()
     return job
@@ -146,10 +164,11 @@ def fail(s: Session, job_id: int, device: Device | None, error: str, max_attempt
     return job
 
 
-def release(s: Session, job_id: int, device: Device | None) -> Job:
+def release(s: Session, job_id: int, device: Device | None, lease_id: str | None = None) -> Job:
     job = _job_for(s, job_id, device)
     if job.state != "leased":
         raise ConflictError(f"job: job {job_id} is not leased (state {job.state})")
+    _check_holder(job, device, lease_id)
     job.state, job.attempts = "queued", max(0, job.attempts - 1)
     job.lease_owner, job.lease_expires, job.updated = None, None, utcnow()
     s.flush()

@@ -314,8 +314,9 @@ def list_checkpoints(s: Session) -> list[dict[str, Any]]:
 def find_checkpoint(s: Session, ref: int | str) -> tuple[int, str]:
     """(id, sha256) of a checkpoint given its id or name."""
     q = select(Checkpoint.id, Checkpoint.sha256)
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        n = int(ref)
+    # only ASCII digits are an id ('١٢'.isdigit() is true too); more than 10 of them cannot fit an id
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
+        n = ref if isinstance(ref, int) else (int(ref) if len(ref) <= 10 else MAX_ID + 1)
         row = s.execute(q.where(Checkpoint.id == n)).first() if 0 < n <= MAX_ID else None
     else:
         row = s.execute(q.where(Checkpoint.name == ref)).first()

@@ -60,8 +60,9 @@ class Rest:
                                                    "lease_seconds": lease_seconds})
         return list(out["jobs"])
 
-    def job_heartbeat(self, job_id: int, lease_seconds: float) -> dict[str, Any]:
-        return dict(self.call("POST", f"/v1/jobs/{job_id}/heartbeat", {"lease_seconds": lease_seconds}))
+    def job_heartbeat(self, job_id: int, lease_seconds: float, lease_id: str | None) -> dict[str, Any]:
+        return dict(self.call("POST", f"/v1/jobs/{job_id}/heartbeat",
+                              {"lease_seconds": lease_seconds, "lease_id": lease_id}))
 
     def result(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self.call("POST", f"/v1/jobs/{job_id}/result", body))
@@ -69,5 +70,5 @@ class Rest:
     def fail(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self.call("POST", f"/v1/jobs/{job_id}/fail", body))
 
-    def release(self, job_id: int) -> dict[str, Any]:
-        return dict(self.call("POST", f"/v1/jobs/{job_id}/release"))
+    def release(self, job_id: int, lease_id: str | None) -> dict[str, Any]:
+        return dict(self.call("POST", f"/v1/jobs/{job_id}/release", {"lease_id": lease_id}))

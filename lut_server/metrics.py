@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 
+# label values come from the request: anything else is "other", so a client cannot add series
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -15,6 +17,7 @@ class Metrics:
         self._hist: dict[tuple[str, str], list[float]] = {}  # bucket counts..., sum, count
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        method = method if method in METHODS else "other"
         with self._lock:
             self._count[(method, route, status)] += 1
             h = self._hist.setdefault((method, route), [0.0] * (len(BUCKETS) + 2))

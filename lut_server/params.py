@@ -1,13 +1,35 @@
-"""Bounded request parameters: ids fit the 32-bit INTEGER columns, seeds fit numpy's generators."""
+"""Bounded request parameters: ids fit the 32-bit INTEGER columns, seeds fit numpy's generators,
+free-form JSON objects are bounded in depth and size (``budgetnas.jsonlimits``)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Path
-from pydantic import Field
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
+
+from budgetnas.jsonlimits import MAX_BYTES, json_problem
 
 MAX_ID = 2**31 - 1
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 IdField = Annotated[int, Field(ge=1, le=MAX_ID)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
+class BoundedJson:
+    """The one validator of every free-form JSON object in a request model: depth and size bounded."""
+
+    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+
+    def __call__(self, value: dict[str, Any]) -> dict[str, Any]:
+        problem = json_problem(value, max_bytes=self.max_bytes)
+        if problem is not None:  # the 422 handler prefixes the field's location
+            raise PydanticCustomError("json_bounds", problem)
+        return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(BoundedJson())]  # facts, environment, space descriptions
+# latency stats keep their raw samples (up to a protocol's max_runs of them)
+StatsObject = Annotated[dict[str, Any], AfterValidator(BoundedJson(max_bytes=4 << 20))]

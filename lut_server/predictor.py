@@ -2,7 +2,11 @@
 
 Each request checks the LUT's revision in the database (one indexed read), so several workers or
 replicas sharing one PostgreSQL never serve a stale LUT. Per LUT, the block-key row indices of
-each architecture string seen are cached, so repeated architectures skip parsing and the walk.
+each architecture seen are cached, so repeated architectures skip parsing and the walk.
+
+Every cache here is keyed by canonical strings only and bounded: ``/v1/predict`` is open to
+anyone, and a key per spelling ("k03e3", " w1.2_r0224|...") would let one client grow the
+server without limit by sending one architecture spelt a million ways.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from budgetnas.errors import InvalidArchitectureError, MissingKeysError
 from spaces import SearchSpace, space_from_description
 from spaces.lut import LUT
 
-ARCH_CACHE_SIZE = 50_000  # per LUT; the per-unit fast path makes misses cheap anyway
+ARCH_CACHE_SIZE = 20_000  # canonical archs per LUT (about 0.6 KB each); the fast path makes misses cheap
 
 
 @dataclass
@@ -65,17 +69,13 @@ class Prepared:
         missing: list[str] = []
         cache = self.arch_rows
         for i, text in enumerate(archs):
-            hit = cache.get(text)
+            hit = cache.get(text)  # keys are canonical: a canonical spelling skips the parse
             if hit is None and self.fast is not None:
                 hit = self.fast.rows(text)
             if hit is None:
                 hit = self._walk(i, text, missing)
                 if hit is None:
                     continue
-                with self.lock:
-                    cache[text] = hit
-                    if len(cache) > ARCH_CACHE_SIZE:
-                        cache.popitem(last=False)
             canon.append(hit[0])
             parts.append(hit[1])
         if missing:
@@ -95,12 +95,21 @@ class Prepared:
             mine, lut_value = getattr(arch, attr, None), getattr(sp, attr, None)
             if mine is not None and lut_value is not None and mine != lut_value:
                 raise InvalidArchitectureError(f"archs[{i}]: {attr} {mine} is not the LUT's {attr} {lut_value}")
+        canon = sp.format(arch)
+        hit = self.arch_rows.get(canon)  # another spelling of a known architecture
+        if hit is not None:
+            return hit
         keys = sp.block_keys(arch)
         idx = [self.index.get(k, -1) for k in keys]
         if -1 in idx:
             missing.extend(k for k in keys if k not in self.index)
             return None
-        return sp.format(arch), np.asarray(idx, np.int64)
+        hit = (canon, np.asarray(idx, np.int64))
+        with self.lock:
+            self.arch_rows[canon] = hit
+            if len(self.arch_rows) > ARCH_CACHE_SIZE:
+                self.arch_rows.popitem(last=False)
+        return hit
 
     def predict(self, archs: Sequence[str], calibrated: bool = True, breakdown: bool = False
                 ) -> list[dict[str, Any]]:
@@ -174,9 +183,12 @@ class UnitIndexer:
     and its own token (how spaces/ofa_mbv3.py caches its walk). ``build`` learns every piece from
     the space itself (parsing reference architectures) and checks the fast rows against the walk
     on sample architectures, returning None (use the walk) if anything differs. Strings it does not
-    recognise (other heads, dict forms, bad tokens or depths) go to the checking walk, which names
-    the error.
+    recognise (other heads, dict forms, bad tokens or depths, any non-canonical spelling) go to the
+    checking walk, which names the error. Its caches keep canonical pieces only (a few thousand
+    unit strings at most): nothing a client sends can grow them beyond that.
     """
+
+    MAX_DEPTH = 16  # depths above this are not learnt (the walk rejects them)
 
     REF = "k3e3"
 
@@ -205,6 +217,8 @@ class UnitIndexer:
         return next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
 
     def _depth_ok(self, u: int, depth: int) -> bool:
+        if depth > self.MAX_DEPTH:
+            return False
         if (u, depth) not in self.depths:
             units = [[self.REF] * 2 for _ in range(self.n_units)]
             units[u] = [self.REF] * depth
@@ -217,24 +231,30 @@ class UnitIndexer:
         return self.depths[(u, depth)]
 
     def _layer(self, u: int, li: int, tok: str) -> tuple[str, int] | None:
+        """The canonical token and LUT row of a layer; None (and nothing learnt) unless ``tok`` is canonical."""
         key = (u, min(li, 1), tok)
-        if key not in self.layers:
-            units = [[self.REF] * 2 for _ in range(self.n_units)]
-            units[u][min(li, 1)] = tok
-            try:
-                arch = self.space.parse("|".join([self.head, *(",".join(x) for x in units)]))
-            except InvalidArchitectureError:
-                got = None
-            else:
-                canon = self.space.format(arch).split("|")[u + 1].split(",")[min(li, 1)]
-                got = (canon, self.index.get(self.space.block_keys(arch)[self.n_stem + 2 * u + min(li, 1)], -1))
+        if key in self.layers:
+            return self.layers[key]
+        units = [[self.REF] * 2 for _ in range(self.n_units)]
+        units[u][min(li, 1)] = tok
+        got: tuple[str, int] | None
+        try:
+            arch = self.space.parse("|".join([self.head, *(",".join(x) for x in units)]))
+        except InvalidArchitectureError:
+            got = None
+        else:
+            canon = self.space.format(arch).split("|")[u + 1].split(",")[min(li, 1)]
+            got = (canon, self.index.get(self.space.block_keys(arch)[self.n_stem + 2 * u + min(li, 1)], -1))
+        if got is None or got[0] != tok:
+            return None  # not canonical: the walk parses it (or names what is wrong with it)
+        with self.lock:
             self.layers[key] = got
-        return self.layers[key]
+        return got
 
     def _unit(self, u: int, text: str) -> tuple[str, list[int]] | None:
         key = (u, text)
         hit = self.units.get(key)
-        if hit is not None or key in self.units:
+        if hit is not None:
             return hit
         toks = text.split(",")
         got: tuple[str, list[int]] | None = None
@@ -242,8 +262,9 @@ class UnitIndexer:
             layers = [self._layer(u, li, tok) for li, tok in enumerate(toks)]
             if all(x is not None for x in layers):
                 got = (",".join(x[0] for x in layers if x), [x[1] for x in layers if x])
-        with self.lock:
-            self.units[key] = got
+        if got is not None:  # canonical (every token was): bounded by the space's unit strings
+            with self.lock:
+                self.units[key] = got
         return got
 
     def rows(self, text: str) -> tuple[str, np.ndarray] | None:

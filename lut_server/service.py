@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from budgetnas.errors import InvalidArgumentError
+from budgetnas.jsonlimits import check_json
 from db import queue, repo
 from db.models import Lut
 from lut_server.convert import space_for
@@ -19,6 +20,8 @@ def store_lut(s: Session, lut: LUT, measurements: list[tuple[str, float]], sourc
     """A complete (immutable) LUT from an import; the device is created when it is new."""
     space = space_for(lut.meta.space, "space")
     m = lut.meta
+    check_json(m.environment, "content: meta.environment")  # free-form: bounded before anything is written
+    check_json(m.protocol, "content: meta.protocol")
     dev = repo.ensure_device(s, m.device)
     row = repo.create_lut(
         s, device=dev, backend=m.backend, batch=m.batch, threads=m.threads, runtime_version=m.runtime_version,

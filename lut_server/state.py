@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,8 @@ class AppState:
     db: Database
     predictors: PredictorCache
     metrics: Metrics = field(default_factory=Metrics)
-    generators: dict[int, tuple[str, Any]] = field(default_factory=dict)  # checkpoint id -> (sha256, bundle)
+    # checkpoint id -> (sha256, bundle), least recently used first; bounded (routes/checkpoints.py)
+    generators: OrderedDict[int, tuple[str, Any]] = field(default_factory=OrderedDict)
     generator_lock: threading.Lock = field(default_factory=threading.Lock)
 
 

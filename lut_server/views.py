@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from budgetnas.jsonlimits import shown_json
 from db import repo
 from db.models import Device, Job, Lut
 
@@ -16,8 +17,11 @@ def lut_objects(s: Session, luts: list[Lut]) -> list[dict[str, Any]]:
     out = []
     for lut in luts:
         n = measured.get(lut.id, 0)
+        meta = repo.lut_meta(s, lut)
+        for free in ("environment", "protocol"):  # a bad stored value must not fail the listing
+            meta[free] = shown_json(meta[free])
         out.append({
-            "id": lut.id, "status": lut.status, "meta": {**repo.lut_meta(s, lut), "source": lut.meta.get("source")},
+            "id": lut.id, "status": lut.status, "meta": {**meta, "source": lut.meta.get("source")},
             "n_keys": lut.n_keys, "n_measured": n, "coverage": n / lut.n_keys if lut.n_keys else 0.0,
             "progress": progress[lut.id], "calibration": lut.calibration, "revision": lut.revision,
             "created": repo.iso(lut.created),
@@ -30,12 +34,13 @@ def lut_object(s: Session, lut: Lut) -> dict[str, Any]:
 
 
 def device_object(dev: Device) -> dict[str, Any]:
-    return {"id": dev.id, "name": dev.name, "facts": dev.facts, "last_heartbeat": repo.iso(dev.last_heartbeat),
-            "created": repo.iso(dev.created)}
+    return {"id": dev.id, "name": dev.name, "facts": shown_json(dev.facts),
+            "last_heartbeat": repo.iso(dev.last_heartbeat), "created": repo.iso(dev.created)}
 
 
 def job_object(job: Job, lut: Lut) -> dict[str, Any]:
     return {"id": job.id, "kind": job.kind, "lut_id": job.lut_id, "key": job.key, "arch": job.arch,
             "space": lut.space, "backend": lut.backend, "batch": lut.batch, "threads": lut.threads,
             "runtime_version": lut.runtime_version, "lease_expires": repo.iso(job.lease_expires),
+            "lease_id": job.lease_owner,
             "attempts": job.attempts}

@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import abc
+import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from budgetnas.errors import InvalidArchitectureError
+from budgetnas.errors import InvalidArchitectureError, InvalidArgumentError
 from spaces.blockkey import BlockKey, Shape
 
 A = TypeVar("A")
+
+
+def int_param(name: str, value: Any, minimum: int = 1) -> int:
+    """A space's integer parameter (channels, cells...): 2.5, "16", true and lists are refused by name."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidArgumentError(f"{name} must be an integer, got {value!r}")
+    if int(value) < minimum:
+        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def number_param(name: str, value: Any) -> float:
+    """A space's real parameter (width): a finite number, not a string or a bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise InvalidArgumentError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 
 from budgetnas.errors import InvalidArchitectureError, InvalidArgumentError
-from spaces.base import Block, Decision, SearchSpace
+from spaces.base import Block, Decision, SearchSpace, int_param
 from spaces.blockkey import BlockKey
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # (to_node, from_node) in NB201 string order
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
-_NODE_RE = re.compile(r"^([a-z_0-9]+)~(\d+)$")
+_NODE_RE = re.compile(r"^([a-z_0-9]+)~(\d{1,4})$", re.ASCII)  # ASCII digits, few: int() stays cheap
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,8 @@ class NASBench201(SearchSpace[NB201Arch]):
     name = "nb201"
 
     def __init__(self, channels: int = 16, cells: int = 5, resolution: int = 32, num_classes: int = 10) -> None:
-        for label, v, lo in (("channels", channels, 1), ("cells", cells, 1), ("num_classes", num_classes, 1)):
-            if int(v) < lo:
-                raise InvalidArgumentError(f"{label} must be >= {lo}, got {v}")
+        channels, cells = int_param("channels", channels), int_param("cells", cells)
+        num_classes, resolution = int_param("num_classes", num_classes), int_param("resolution", resolution)
         if resolution < 4 or resolution % 4:
             raise InvalidArgumentError(f"resolution must be a positive multiple of 4, got {resolution}")
         self.channels, self.cells, self.resolution, self.num_classes = channels, cells, resolution, num_classes

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from budgetnas.errors import InvalidArchitectureError, InvalidArgumentError
-from spaces.base import Block, Decision, SearchSpace
+from spaces.base import Block, Decision, SearchSpace, int_param, number_param
 from spaces.blockkey import BlockKey
 
 KERNELS = (3, 5, 7)
@@ -107,8 +107,9 @@ def mbconv_cost(
     return macs, params
 
 
-_UNIT_RE = re.compile(r"^k(\d+)e(\d+)$")
-_HEAD_RE = re.compile(r"^w(\d+(?:\.\d+)?)_r(\d+)$")
+# ASCII digits only ('\d' would take '٣' too), and few of them: int() of thousands of digits fails
+_UNIT_RE = re.compile(r"^k(\d{1,4})e(\d{1,4})$", re.ASCII)
+_HEAD_RE = re.compile(r"^w(\d{1,4}(?:\.\d{1,8})?)_r(\d{1,6})$", re.ASCII)
 
 
 class OFAMobileNetV3(SearchSpace[OFAArch]):
@@ -117,9 +118,7 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
     def __init__(self, width: float = 1.2, resolution: int = 224, num_classes: int = 1000) -> None:
         self.width = self._check_width(width)
         self.resolution = self._check_resolution(resolution)
-        if num_classes < 1:
-            raise InvalidArgumentError(f"num_classes must be >= 1, got {num_classes}")
-        self.num_classes = num_classes
+        self.num_classes = int_param("num_classes", num_classes)
         decs: list[Decision] = []
         for u in range(N_UNITS):
             decs.append(Decision(f"unit{u + 1}.depth", DEPTHS))
@@ -131,14 +130,15 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
     # ---- checks ---------------------------------------------------------------------------
     @staticmethod
     def _check_width(width: float) -> float:
+        width = number_param("width", width)
         for w in WIDTHS:
-            if abs(float(width) - w) < 1e-9:
+            if abs(width - w) < 1e-9:
                 return w
         raise InvalidArgumentError(f"width {width} is not one of {list(WIDTHS)}")
 
     @staticmethod
     def _check_resolution(resolution: int) -> int:
-        if resolution not in RESOLUTIONS:
+        if int_param("resolution", resolution) not in RESOLUTIONS:
             raise InvalidArgumentError(
                 f"resolution {resolution} is not in {RESOLUTIONS[0]}..{RESOLUTIONS[-1]} step 4"
             )
@@ -195,8 +195,9 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
         if s.startswith("{"):
             try:
                 obj = json.loads(s)
-            except json.JSONDecodeError as exc:
-                raise InvalidArchitectureError(f"{self.name}: architecture looks like JSON but is not: {exc}") from None
+            except (ValueError, RecursionError) as exc:  # malformed, nested too deeply, a 5000-digit number
+                raise InvalidArchitectureError(f"{self.name}: architecture looks like JSON but is not: "
+                                               f"{str(exc) or type(exc).__name__}") from None
             if not isinstance(obj, dict):
                 raise InvalidArchitectureError(f"{self.name}: JSON architecture must be an object")
             return self._parse_dict(obj)
@@ -253,8 +254,8 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
             if not isinstance(seq, list) or len(seq) != n:
                 raise InvalidArchitectureError(f"{self.name}: {name!r} must be a list of {n} integers")
         r = d.get("r", self.resolution)
-        resolution = self._arch_check(lambda: self._check_resolution(int(r[0] if isinstance(r, list) else r)))
-        width = self._arch_check(lambda: self._check_width(float(d.get("w", self.width))))
+        resolution = self._arch_check(lambda: self._check_resolution(r[0] if isinstance(r, list) and r else r))
+        width = self._arch_check(lambda: self._check_width(d.get("w", self.width)))
         units = []
         for u, depth in enumerate(ds):
             if depth not in DEPTHS:
@@ -367,23 +368,44 @@ _LAYER_TOKENS = {f"k{k}e{e}": (k, e) for k in KERNELS for e in EXPANDS}
 _WIDTH_TOKENS = {f"w{w:.1f}": w for w in WIDTHS}
 
 
-@lru_cache(maxsize=1 << 16)
+_RESOLUTION_TOKENS = {str(r): r for r in RESOLUTIONS}
+_MAX_CANONICAL = len(f"w1.2_r{RESOLUTIONS[-1]}") + N_UNITS * (1 + MAX_DEPTH * 5)
+
+
+class _NotCanonical(Exception):
+    """Raised (so not cached) for a string that is not exactly a canonical architecture string."""
+
+
 def _fast_parse(s: str) -> OFAArch | None:
-    """Dictionary-lookup parse of a well-formed canonical string; None sends it to the checking parser."""
+    """Dictionary-lookup parse of a canonical string; None sends anything else to the checking parser.
+
+    Only exact canonical strings are cached (a failed lookup raises, which ``lru_cache`` does not
+    keep): other spellings of an architecture cannot fill the cache with copies of one architecture.
+    """
+    if len(s) > _MAX_CANONICAL:
+        return None
+    try:
+        return _canonical_parse(s)
+    except _NotCanonical:
+        return None
+
+
+@lru_cache(maxsize=1 << 14)
+def _canonical_parse(s: str) -> OFAArch:
     parts = s.split("|")
     if len(parts) != 1 + N_UNITS:
-        return None
+        raise _NotCanonical
     w_txt, _, r_txt = parts[0].partition("_r")
-    width = _WIDTH_TOKENS.get(w_txt)
-    if width is None or not r_txt.isdigit() or int(r_txt) not in RESOLUTIONS:
-        return None
+    width, resolution = _WIDTH_TOKENS.get(w_txt), _RESOLUTION_TOKENS.get(r_txt)
+    if width is None or resolution is None:
+        raise _NotCanonical
     units = []
     for unit_text in parts[1:]:
         layers = unit_text.split(",")
         if len(layers) not in DEPTHS:
-            return None
+            raise _NotCanonical
         unit = tuple(_LAYER_TOKENS.get(t) for t in layers)
         if None in unit:
-            return None
+            raise _NotCanonical
         units.append(unit)
-    return OFAArch(width, int(r_txt), tuple(units))  # type: ignore[arg-type]
+    return OFAArch(width, resolution, tuple(units))  # type: ignore[arg-type]

@@ -54,7 +54,7 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, 
                 break
             for job in jobs:
                 if done >= camp["jobs_created"] - 2:
-                    c.post(f"/v1/jobs/{job['id']}/release", headers=agent)
+                    c.post(f"/v1/jobs/{job['id']}/release", json={"lease_id": job["lease_id"]}, headers=agent)
                     continue
                 samples = list(rng.uniform(1.0, 3.0, 5) * (10 if job["kind"] == "model" else 1))
                 stats = {"count": 5, "mean_ms": float(np.mean(samples)), "std_ms": float(np.std(samples)),
@@ -143,3 +143,33 @@ def test_frontier_points_are_what_generate_returns(page, populated) -> None:
     assert len(shown) == 8
     assert np.allclose(np.asarray(shown, float), np.asarray(expected, float))
     assert len(pg.query_selector_all("[data-testid=frontier] circle.point")) == 8
+
+
+def test_dashboard_sends_a_stored_read_token_when_reads_need_one(page, tmp_path: Path) -> None:
+    """Issue 16 item 12: under BUDGETNAS_READS_REQUIRE_TOKEN the page asks for a token, keeps it, sends it."""
+    from db.session import migrate
+
+    url = f"sqlite:///{tmp_path / 'closed.db'}"
+    migrate(url)
+    live = start_live(url, reads_require_token=True)
+    try:
+        r = httpx.post(f"{live.url}/v1/devices", json={"name": "locked-cpu", "facts": {"cpu": "x"}}, headers=ADMIN_H)
+        assert r.status_code == 201
+        assert httpx.get(f"{live.url}/v1/devices").status_code == 401
+        context = page[0].context.browser.new_context()  # the module's browser; its own localStorage
+        try:
+            pg = context.new_page()
+            pg.goto(f"{live.url}/dashboard/")
+            pg.wait_for_function("document.querySelector('[data-testid=health]').textContent.includes('token')")
+            assert pg.inner_text("[data-testid=health]") == "this server needs a read token"
+            pg.fill("[data-testid=token]", ADMIN_H["Authorization"].removeprefix("Bearer "))
+            pg.click("[data-testid=token-form] button")
+            pg.wait_for_selector("body[data-loaded=true]", timeout=60_000)
+            assert pg.query_selector("tr[data-device=locked-cpu]") is not None
+            pg.reload()  # the token was kept in localStorage
+            pg.wait_for_selector("body[data-loaded=true]", timeout=60_000)
+            assert pg.query_selector("tr[data-device=locked-cpu]") is not None
+        finally:
+            context.close()
+    finally:
+        live.stop()

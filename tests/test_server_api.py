@@ -196,11 +196,12 @@ def test_fail_retries_until_cap_and_release_does_not_count(client) -> None:
     tok = agent(dev["token"])
     lease = {"device": "dev1", "backend": "ort-cpu"}
     job = client.post("/v1/jobs/lease", json=lease, headers=tok).json()["jobs"][0]
-    r = client.post(f"/v1/jobs/{job['id']}/release", headers=tok).json()
+    r = client.post(f"/v1/jobs/{job['id']}/release", json={"lease_id": job["lease_id"]}, headers=tok).json()
     assert r == {"id": job["id"], "state": "queued", "attempts": 0}
     r = client.post(f"/v1/jobs/{job['id']}/fail", json={"error": "late"}, headers=tok)
     assert r.status_code == 409 and "not leased" in r.json()["detail"]
-    assert client.post(f"/v1/jobs/{job['id']}/release", headers=tok).status_code == 409
+    assert client.post(f"/v1/jobs/{job['id']}/release", json={"lease_id": job["lease_id"]},
+                       headers=tok).status_code == 409
     states = []
     for attempt in (1, 2, 3):
         j = client.post("/v1/jobs/lease", json=lease, headers=tok).json()["jobs"][0]
@@ -220,12 +221,13 @@ def test_expired_lease_is_reclaimed_and_late_result_accepted(client, db_url) -> 
     tok = agent(dev["token"])
     lease = {"device": "dev1", "backend": "ort-cpu", "lease_seconds": 30}
     job = client.post("/v1/jobs/lease", json=lease, headers=tok).json()["jobs"][0]
-    hb = client.post(f"/v1/jobs/{job['id']}/heartbeat", json={"lease_seconds": 120}, headers=tok)
+    hb = client.post(f"/v1/jobs/{job['id']}/heartbeat", json={"lease_seconds": 120, "lease_id": job["lease_id"]},
+                     headers=tok)
     assert hb.status_code == 200 and hb.json()["lease_expires"] > job["lease_expires"]
     db = Database(db_url)
     with db.session(write=True) as s:  # let the lease run out
         s.execute(update(Job).where(Job.id == job["id"]).values(lease_expires=datetime.now(UTC) - timedelta(seconds=1)))
-    r = client.post(f"/v1/jobs/{job['id']}/heartbeat", json={}, headers=tok)
+    r = client.post(f"/v1/jobs/{job['id']}/heartbeat", json={"lease_id": job["lease_id"]}, headers=tok)
     assert r.status_code == 409 and "lost" in r.json()["detail"]
     again = client.post("/v1/jobs/lease", json=lease, headers=tok).json()["jobs"][0]
     assert again["id"] == job["id"] and again["attempts"] == 2

@@ -5,28 +5,31 @@ from __future__ import annotations
 import base64
 import binascii
 import importlib
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from budgetnas.errors import DataFileError, MissingExtraError
+from budgetnas.jsonlimits import check_json, shown_json
 from db import repo
+from db.models import NAME_LEN
 from lut_server.params import Seed
 from lut_server.state import AppState, admin_first, check_read, state_of
 from lut_server.uploads import json_body, json_body_schema, read_body
 
 router = APIRouter(prefix="/v1", tags=["generation"])
+GENERATORS_KEPT = 4  # bundles in memory: /v1/generate is a read, so any client can ask for each checkpoint
 
 
 class CheckpointIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=NAME_LEN)
     bundle: str = Field(min_length=1, description="base64 of the torch-free generator bundle")
 
 
 class GenerateIn(BaseModel):
-    checkpoint: int | str
+    checkpoint: int | Annotated[str, Field(min_length=1, max_length=NAME_LEN)] = Field(description="id or name")
     budget: float = Field(allow_inf_nan=False)
     samples: int = Field(default=0, ge=0, le=1000)
     seed: Seed | None = None
@@ -61,6 +64,7 @@ def _store(st: AppState, body: CheckpointIn) -> dict[str, Any]:
     except (binascii.Error, ValueError):
         raise DataFileError("bundle: not valid base64") from None
     meta = dict(_load(data).meta)
+    check_json(meta, "bundle: meta")
     with st.db.session(write=True) as s:
         ck = repo.create_checkpoint(s, body.name, data, meta)
         return {"id": ck.id, "name": ck.name, "meta": ck.meta}
@@ -72,19 +76,24 @@ def list_checkpoints(request: Request) -> dict[str, Any]:
     check_read(st, request)
     with st.db.session() as s:
         rows = repo.list_checkpoints(s)
-    return {"checkpoints": [{**r, "created": repo.iso(r["created"])} for r in rows]}
+    return {"checkpoints": [{**r, "meta": shown_json(r["meta"]), "created": repo.iso(r["created"])} for r in rows]}
 
 
 def _bundle(st: AppState, ref: int | str) -> Any:
     with st.db.session() as s:
         ck_id, sha = repo.find_checkpoint(s, ref)
-        hit = st.generators.get(ck_id)
-        if hit is not None and hit[0] == sha:
-            return hit[1]
+        with st.generator_lock:
+            hit = st.generators.get(ck_id)
+            if hit is not None and hit[0] == sha:
+                st.generators.move_to_end(ck_id)
+                return hit[1]
         data = repo.checkpoint_bundle(s, ck_id)
     bundle = _load(data)
     with st.generator_lock:
         st.generators[ck_id] = (sha, bundle)
+        st.generators.move_to_end(ck_id)
+        while len(st.generators) > GENERATORS_KEPT:
+            st.generators.popitem(last=False)
     return bundle
 
 

@@ -8,7 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from budgetnas.jsonlimits import check_json
 from db import repo
+from db.models import NAME_LEN
+from lut_server.params import JsonObject
 from lut_server.state import check_read, require_admin, require_agent, state_of
 from lut_server.views import device_object
 
@@ -16,12 +19,12 @@ router = APIRouter(prefix="/v1/devices", tags=["devices"])
 
 
 class DeviceIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")
-    facts: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(min_length=1, max_length=NAME_LEN, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")
+    facts: JsonObject = Field(default_factory=dict)
 
 
 class HeartbeatIn(BaseModel):
-    facts: dict[str, Any] | None = None
+    facts: JsonObject | None = None
 
 
 @router.post("", status_code=201)
@@ -47,5 +50,9 @@ def heartbeat(name: str, request: Request, body: HeartbeatIn | None = None) -> d
     st = state_of(request)
     with st.db.session(write=True) as s:
         require_agent(st, request, s, device_name=name)
-        dev = repo.device_heartbeat(s, repo.get_device(s, name), body.facts if body else None)
+        dev = repo.get_device(s, name)
+        facts = body.facts if body else None
+        if facts is not None:  # merged into the stored facts: the sum must stay bounded too
+            check_json({**dev.facts, **facts}, "facts (merged with the stored facts)")
+        dev = repo.device_heartbeat(s, dev, facts)
         return {"name": dev.name, "last_heartbeat": repo.iso(dev.last_heartbeat)}

@@ -9,8 +9,8 @@ from pydantic import BaseModel, Field
 
 from budgetnas.errors import ConflictError, DataFileError
 from db import queue, repo
-from db.models import Job, Lut
-from lut_server.params import IdPath
+from db.models import BACKEND_LEN, NAME_LEN, Job, Lut
+from lut_server.params import IdPath, JsonObject, StatsObject
 from lut_server.state import require_agent, state_of
 from lut_server.views import job_object
 from spaces.lut import LatencyStats
@@ -19,20 +19,29 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 class LeaseIn(BaseModel):
-    device: str = Field(min_length=1, max_length=200)
-    backend: str = Field(min_length=1, max_length=100)
+    device: str = Field(min_length=1, max_length=NAME_LEN)
+    backend: str = Field(min_length=1, max_length=BACKEND_LEN)
     max_jobs: int = Field(default=1, ge=1, le=1000)
     lease_seconds: float | None = Field(default=None, gt=0)
 
 
+LeaseId = Field(default=None, min_length=1, max_length=NAME_LEN,
+                description="the lease_id the lease returned (required with an agent token)")
+
+
 class JobHeartbeatIn(BaseModel):
     lease_seconds: float | None = Field(default=None, gt=0)
+    lease_id: str | None = LeaseId
+
+
+class ReleaseIn(BaseModel):
+    lease_id: str | None = LeaseId
 
 
 class ResultIn(BaseModel):
     idempotency_key: str = Field(min_length=1, max_length=200)
-    stats: dict[str, Any]
-    environment: dict[str, Any] = Field(default_factory=dict)
+    stats: StatsObject
+    environment: JsonObject = Field(default_factory=dict)
 
 
 class FailIn(BaseModel):
@@ -61,7 +70,8 @@ def heartbeat(job_id: IdPath, request: Request, body: JobHeartbeatIn | None = No
     st = state_of(request)
     with st.db.session(write=True) as s:
         dev = require_agent(st, request, s)
-        job = queue.heartbeat(s, job_id, dev, _lease_seconds(request, body.lease_seconds if body else None))
+        job = queue.heartbeat(s, job_id, dev, _lease_seconds(request, body.lease_seconds if body else None),
+                              body.lease_id if body else None)
         return {"id": job.id, "lease_expires": repo.iso(job.lease_expires)}
 
 
@@ -110,9 +120,9 @@ def fail(job_id: IdPath, body: FailIn, request: Request) -> dict[str, Any]:
 
 
 @router.post("/{job_id}/release")
-def release(job_id: IdPath, request: Request) -> dict[str, Any]:
+def release(job_id: IdPath, request: Request, body: ReleaseIn | None = None) -> dict[str, Any]:
     st = state_of(request)
     with st.db.session(write=True) as s:
         dev = require_agent(st, request, s)
-        job = queue.release(s, job_id, dev)
+        job = queue.release(s, job_id, dev, body.lease_id if body else None)
         return {"id": job.id, "state": job.state, "attempts": job.attempts}

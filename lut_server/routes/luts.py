@@ -10,8 +10,9 @@ from pydantic import BaseModel, Field
 
 from budgetnas.errors import ConflictError
 from db import repo
+from db.models import BACKEND_LEN, NAME_LEN
 from lut_server.convert import ImportOptions, import_lut, space_for
-from lut_server.params import IdPath, Seed
+from lut_server.params import IdPath, JsonObject, Seed
 from lut_server.service import calibrate, enqueue_campaign, lut_model, store_lut, validation
 from lut_server.state import check_read, require_admin, state_of
 from lut_server.views import lut_object, lut_objects
@@ -19,29 +20,30 @@ from spaces.lut import STATISTICS
 
 router = APIRouter(prefix="/v1", tags=["luts"])
 
-Name = Field(min_length=1, max_length=200)
+Name = Field(min_length=1, max_length=NAME_LEN)
+Backend = Field(min_length=1, max_length=BACKEND_LEN)  # the column's length: both databases agree
 
 
 class LutIn(BaseModel):
-    space: dict[str, Any]
+    space: JsonObject
     device: str = Name
-    backend: str = Name
+    backend: str = Backend
     batch: int = Field(default=1, ge=1, le=4096)
     threads: int = Field(default=1, ge=0, le=1024)
-    runtime_version: str = Field(default="unknown", min_length=1, max_length=200)
+    runtime_version: str = Field(default="unknown", min_length=1, max_length=NAME_LEN)
     statistic: Literal["median", "mean", "min", "p90"] = "median"
 
 
 class ImportIn(BaseModel):
     format: Literal["json", "ofa-yaml", "arch-csv"]
     content: str = Field(min_length=1)
-    device: str | None = Field(default=None, min_length=1, max_length=200)
-    backend: str | None = Field(default=None, min_length=1, max_length=100)
-    space: dict[str, Any] | None = None
+    device: str | None = Field(default=None, min_length=1, max_length=NAME_LEN)
+    backend: str | None = Field(default=None, min_length=1, max_length=BACKEND_LEN)
+    space: JsonObject | None = None
     resolution: int | None = None
     width: float | None = None
     column: str | None = None
-    runtime_version: str | None = Field(default=None, min_length=1, max_length=200)
+    runtime_version: str | None = Field(default=None, min_length=1, max_length=NAME_LEN)
 
 
 class CampaignIn(BaseModel):

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy import func, select, text
 
 from db.models import Job
-from lut_server.state import state_of
+from lut_server.state import check_read, state_of
 
 router = APIRouter(tags=["operations"])
 
@@ -26,6 +26,7 @@ def healthz(request: Request) -> Response:
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(request: Request) -> Response:
     st = state_of(request)
+    check_read(st, request)  # a read like any other: closed under BUDGETNAS_READS_REQUIRE_TOKEN
     with st.db.session() as s:
         jobs: dict[tuple[tuple[str, str], ...], float] = {(("state", str(state)),): float(n)
                                                           for state, n in s.execute(

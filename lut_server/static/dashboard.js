@@ -3,8 +3,17 @@
 
 const $ = (sel) => document.querySelector(sel);
 
-async function api(path, options) {
-  const res = await fetch(path, options);
+// A server with BUDGETNAS_READS_REQUIRE_TOKEN answers reads only with a token: the one typed into
+// the header's field, kept in this browser's localStorage and sent on every call.
+const TOKEN_KEY = "budgetnas.readToken";
+
+class Unauthorized extends Error {}
+
+async function api(path, options = {}) {
+  const token = localStorage.getItem(TOKEN_KEY);
+  const headers = { ...(options.headers || {}), ...(token ? { Authorization: `Bearer ${token}` } : {}) };
+  const res = await fetch(path, { ...options, headers });
+  if (res.status === 401) throw new Unauthorized(`${path}: HTTP 401`);
   if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
   return res.json();
 }
@@ -149,12 +158,27 @@ async function refresh() {
   } catch (e) {
     $("#health").textContent = "server unreachable"; $("#health").className = "bad"; return;
   }
-  await Promise.all([renderDevices(), renderLuts()]);
-  await Promise.all([renderFidelity(), renderFrontier()]);
+  try {
+    await Promise.all([renderDevices(), renderLuts()]);
+    await Promise.all([renderFidelity(), renderFrontier()]);
+  } catch (e) {
+    if (!(e instanceof Unauthorized)) throw e;
+    const had = localStorage.getItem(TOKEN_KEY);
+    $("#health").textContent = had ? "the read token was refused: enter another" : "this server needs a read token";
+    $("#health").className = "bad";
+    return;
+  }
   $("#updated").textContent = new Date().toLocaleTimeString();
   document.body.dataset.loaded = "true";
 }
 
+$("#token-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const value = $("#token").value.trim();
+  if (value) localStorage.setItem(TOKEN_KEY, value); else localStorage.removeItem(TOKEN_KEY);
+  $("#token").value = "";
+  refresh();
+});
 $("#fidelity-lut").addEventListener("change", renderFidelity);
 $("#frontier-ckpt").addEventListener("change", renderFrontier);
 refresh();
