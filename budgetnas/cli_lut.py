@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from budgetnas.cli_server import AsJson, Token, call
-from budgetnas.errors import DataFileError, InvalidArgumentError
+from budgetnas.errors import InvalidArgumentError
 
 app = typer.Typer(help="Latency LUTs: convert files, upload, download, show.", no_args_is_help=True)
 
@@ -21,10 +21,9 @@ SUFFIX_FORMAT = {".yaml": "ofa-yaml", ".yml": "ofa-yaml", ".csv": "arch-csv", ".
 
 
 def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError as exc:
-        raise DataFileError(f"cannot read {path}: {exc.strerror}") from None
+    from spaces.lut import read_text_file
+
+    return read_text_file(path)
 
 
 def _write_or_echo(text: str, out: Path | None) -> None:
