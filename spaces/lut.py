@@ -302,8 +302,8 @@ class LatencyStats:
                      **how: Any) -> LatencyStats:
         """Robust statistics of per-call timings (already in ms, overhead already subtracted)."""
         x = np.asarray(samples_ms, dtype=np.float64)
-        if x.size == 0 or not np.all(np.isfinite(x)):
-            raise InvalidArgumentError("latency samples must be a non-empty list of finite numbers")
+        if x.size == 0 or not (np.all(np.isfinite(x)) and x.min() >= 0.0 and x.max() <= MAX_MS):
+            raise InvalidArgumentError(f"latency samples must be a non-empty list of numbers in [0, {MAX_MS:g}]")
         mean = float(x.mean())
         std = float(x.std(ddof=1)) if x.size > 1 else 0.0
         return cls(
