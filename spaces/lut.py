@@ -472,10 +472,10 @@ class LUTMeta:
             raise InvalidArgumentError(f"statistic {self.statistic!r} is not one of {list(STATISTICS)}")
         if not isinstance(self.space, dict) or not isinstance(self.space.get("space"), str):
             raise DataFileError("LUT meta 'space' must hold the space description, e.g. {'space': 'ofa-mbv3', ...}")
-        for name in ("device", "backend", "runtime_version", "created"):
-            v = getattr(self, name)
-            if not isinstance(v, str) or not 1 <= len(v) <= 200 or any(ord(c) < 32 or c == "\x7f" for c in v):
-                raise _bad(f"meta.{name}", v, "must be text of 1 to 200 printable characters")
+        for name, most in (("device", 200), ("backend", 100), ("runtime_version", 200), ("created", 200)):
+            v = getattr(self, name)  # the lengths of db.models' columns (NAME_LEN, BACKEND_LEN)
+            if not isinstance(v, str) or not 1 <= len(v) <= most or any(ord(c) < 32 or c == "\x7f" for c in v):
+                raise _bad(f"meta.{name}", v, f"must be text of 1 to {most} printable characters")
         for name, lo, hi in (("batch", 1, 4096), ("threads", 0, 1024)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:

@@ -223,6 +223,10 @@ BAD_IMPORTS = [
     ("json", "[" * 100_000, "nested"),
     ("json", json.dumps(small_nb201_lut()).replace('"environment": {}', '"environment": ' + "[" * 70 + "]" * 70),
      "nested deeper"),
+    ("json", json.dumps(small_nb201_lut()).replace('"backend": "ort-cpu"', '"backend": "' + "b" * 101 + '"'),
+     "meta.backend"),  # PostgreSQL refused it (500), SQLite stored it
+    ("json", json.dumps(small_nb201_lut()).replace('"device": "dev1"', '"device": "a\\u0000b"'), "meta.device"),
+    ("json", json.dumps(small_nb201_lut()).replace('"batch": 1', '"batch": "1"'), "meta.batch"),
     ("ofa-yaml", ofa_yaml() + ofa_yaml().splitlines()[0] + "\n  count: 1\n  mean: 1.0\n  std: 0.1\n", "duplicate key"),
     ("ofa-yaml", "a: " + "[" * 100_000, "nested"),
     ("ofa-yaml", "k: 2020-13-45\n", "YAML"),  # a date PyYAML cannot build: was a ValueError
