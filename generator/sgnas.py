@@ -46,7 +46,7 @@ def expected_cost(model: TokenCostModel, probs: list[torch.Tensor]) -> torch.Ten
         if len(t.positions) == 1:
             v = probs[t.positions[0]] @ table
         else:
-            v = torch.einsum("bi,ij,bj->b", probs[t.positions[0]], table, probs[t.positions[1]])
+            v = torch.einsum(table, [*range(1, table.ndim + 1)], *(x for k, p in enumerate(t.positions) for x in (probs[p], [0, k + 1])), [0])  # noqa: E501
         if t.gate_pos >= 0:
             v = v * probs[t.gate_pos][:, t.gate_min:].sum(1)
         out = out + v

@@ -9,7 +9,7 @@ from torch import nn
 
 from profiler.blocks import build_block
 from spaces import NASBench201, NB201Arch, SearchSpace
-from spaces.nb201 import EDGES
+from spaces.nb201 import EDGES, live_edges
 
 
 class BlockSequence(nn.Sequential):
@@ -20,7 +20,13 @@ class BlockSequence(nn.Sequential):
 
 
 class NB201Cell(nn.Module):
-    """A cell DAG; ``ops`` holds one module per non-``none`` edge, in edge order."""
+    """A cell DAG; ``ops`` holds one module per live edge (``spaces.nb201.live_edges``), in edge order.
+
+    Dead edges are not built, so neither eager torch nor an exported graph runs them. A node with
+    no live input is never read, except the output of a cell with no live edge: that is
+    ``x * 0``, NB201's own ``none``, which depends on ``x`` so that no graph optimiser folds the
+    rest of the network into a constant (the next cells still run and are charged).
+    """
 
     def __init__(self, ops: list[tuple[int, int, nn.Module]]) -> None:
         super().__init__()
@@ -28,15 +34,13 @@ class NB201Cell(nn.Module):
         self.ops = nn.ModuleList(m for _, _, m in ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nodes = [x]
+        nodes = {0: x}  # a live edge reads only nodes the input reaches, so only those are made
         for j in (1, 2, 3):
-            acc: torch.Tensor | None = None
             for (to, frm), op in zip(self.edges, self.ops, strict=True):
                 if to == j:
                     y = op(nodes[frm])
-                    acc = y if acc is None else acc + y
-            nodes.append(acc if acc is not None else torch.zeros_like(x))
-        return nodes[3]
+                    nodes[j] = nodes[j] + y if j in nodes else y
+        return nodes[3] if 3 in nodes else x.mul(0.0)
 
 
 class NB201Network(nn.Module):
@@ -66,11 +70,11 @@ def build_model(space: SearchSpace[Any], arch: Any) -> nn.Module:
     it = iter(blocks)
     stem = build_block(next(it).key)
     body: list[nn.Module] = []
-    live_edges = [(j, i) for (j, i), op in zip(EDGES, arch.ops, strict=True) if op != "none"]
+    live = [edge for edge, alive in zip(EDGES, live_edges(arch.ops), strict=True) if alive]
     for stage in range(3):
         if stage:
             body.append(build_block(next(it).key))
         for _ in range(space.cells):
-            body.append(NB201Cell([(j, i, build_block(next(it).key)) for j, i in live_edges]))
+            body.append(NB201Cell([(j, i, build_block(next(it).key)) for j, i in live]))
     head = build_block(next(it).key)
     return NB201Network(stem, body, head).eval()

@@ -4,10 +4,15 @@ Architecture strings are NB201's own: ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``. T
 (TinyNetwork) is a 3x3 conv stem, N cells at C, a residual reduction block, N cells at 2C, another
 reduction, N cells at 4C, then BN-ReLU-global-pool-linear. Block keys are per operation, channel
 count and feature size (``nor_conv_3x3-input:32x32x16-output:32x32x16``) plus ``stem``,
-``resblock`` and ``head``; ``none`` edges have no block.
+``resblock`` and ``head``. Only *live* edges have blocks (:func:`live_edges`): ``none`` edges, and
+edges that ``none`` edges cut off from the cell's input or output, are not run by the exported model
+(a graph optimiser drops an unused output; the built model skips them), so a LUT sum must not charge
+them.
 
-FLOPs and params follow the NB201 API: multiply-accumulates of convolutions and the classifier
-plus the classifier bias, pooling not counted; params include BN affine weights.
+FLOPs and params follow the NB201 API, whose tables count every non-``none`` edge, dead or not:
+multiply-accumulates of convolutions and the classifier plus the classifier bias, pooling not
+counted; params include BN affine weights. They are therefore not sums over ``blocks`` when an
+arch has dead edges.
 """
 
 from __future__ import annotations
@@ -27,6 +32,23 @@ OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # (to_node, from_node) in NB201 string order
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 _NODE_RE = re.compile(r"^([a-z_0-9]+)~(\d{1,4})$", re.ASCII)  # ASCII digits, few: int() stays cheap
+
+
+def live_edges(ops: Sequence[str]) -> tuple[bool, ...]:
+    """Which edges (``EDGES`` order) the cell's output depends on: the non-``none`` edges whose
+    input node the cell's input reaches, and whose output node reaches the cell's output, through
+    non-``none`` edges. The others are dead: their output is never used, or is computed from a
+    zero node alone (a constant). The one definition behind block keys, the built model and the
+    vectorised cost model (``spaces.token_cost``); no live edge at all means the cell outputs zeros.
+    """
+    on = [op != "none" for op in ops]
+    reached = [True, False, False, False]  # from node 0 (the cell input)
+    for (j, i), e in zip(EDGES, on, strict=True):  # EDGES is sorted by to-node: sources come first
+        reached[j] = reached[j] or (e and reached[i])
+    reaches = [False, False, False, True]  # to node 3 (the cell output)
+    for (j, i), e in sorted(zip(EDGES, on, strict=True), key=lambda t: -t[0][1]):
+        reaches[i] = reaches[i] or (e and reaches[j])
+    return tuple(e and reached[i] and reaches[j] for (j, i), e in zip(EDGES, on, strict=True))
 
 
 @dataclass(frozen=True)
@@ -117,6 +139,16 @@ class NASBench201(SearchSpace[NB201Arch]):
         return Block(key, 0, 0)  # skip_connect, avg_pool_3x3: no weights, pooling not counted
 
     def blocks(self, arch: NB201Arch) -> list[Block]:
+        """Stem, then per stage (resblock), cells x the live edges' ops (EDGES order), then head."""
+        return self._walk(arch, [op for op, live in zip(arch.ops, live_edges(arch.ops), strict=True) if live])
+
+    def flops(self, arch: NB201Arch) -> int:
+        return sum(b.flops for b in self._walk(arch, [op for op in arch.ops if op != "none"]))  # NB201 API
+
+    def params(self, arch: NB201Arch) -> int:
+        return sum(b.params for b in self._walk(arch, [op for op in arch.ops if op != "none"]))  # NB201 API
+
+    def _walk(self, arch: NB201Arch, cell_ops: list[str]) -> list[Block]:
         r, c0 = self.resolution, self.channels
         stem_macs, stem_params = r * r * 3 * c0 * 9, 27 * c0 + 2 * c0
         out = [Block(BlockKey("stem", (r, r, 3), (r, r, c0)), stem_macs, stem_params)]
@@ -129,7 +161,7 @@ class NASBench201(SearchSpace[NB201Arch]):
                 out.append(Block(BlockKey("resblock", (hp, hp, cp), (h, h, c)),
                                  a_m + b_m + h * h * cp * c, a_p + b_p + cp * c))
             for _ in range(self.cells):
-                out += [self._op_block(op, c, h) for op in arch.ops if op != "none"]
+                out += [self._op_block(op, c, h) for op in cell_ops]
         c, h = stages[-1]
         n = self.num_classes
         out.append(Block(BlockKey("head", (h, h, c), (n,)), c * n + n, 2 * c + c * n + n))

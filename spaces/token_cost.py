@@ -3,8 +3,9 @@
 A LUT prediction is a sum of block entries. In both spaces each block is decided by a few
 tokens, so the sum becomes ``base + Σ_terms gate(tokens) * table[tokens[positions]]``:
 
-- ``nb201``: latency = fixed blocks (stem, reductions, head) + Σ over edges of the edge's op cost
-  summed over the stages (× cells); ``none`` costs 0. One term per edge, no gate.
+- ``nb201``: latency = fixed blocks (stem, reductions, head) + Σ over the *live* edges
+  (``spaces.nb201.live_edges``) of the edge's op cost summed over the stages (× cells). Whether an
+  edge is live depends on the other edges, so it is one term over all six edges: a 5^6 table.
 - ``ofa-mbv3``: a layer's block depends only on (unit, first layer or not, kernel, expand) and is
   active iff the layer index < the unit's depth. One term per layer slot, gated by its depth token.
 
@@ -104,17 +105,26 @@ KeyCost = Callable[[str], float]
 
 
 def _nb201_model(space: SearchSpace[Any], cost: KeyCost) -> tuple[float, list[CostTerm]]:
+    from spaces.nb201 import EDGES, live_edges
+
     ops = space.decisions[0].choices
     n_edges = len(space.decisions)
     none_tok = [0] * n_edges  # token 0 is 'none': the arch with no edge blocks is the fixed part
     base = sum(cost(k) for k in space.block_keys(space.from_tokens(none_tok)))
-    # an op's blocks cost the same on every edge; probe them with edge 0
+    # an op's blocks cost the same on every live edge; probe them with edge 3<-0, live on its own
+    probe = EDGES.index((3, 0))
     per_op = np.zeros(len(ops))
     for o in range(1, len(ops)):
         toks = list(none_tok)
-        toks[0] = o
+        toks[probe] = o
         per_op[o] = sum(cost(b.key_str) for b in space.blocks(space.from_tokens(toks)) if b.key.op == ops[o])
-    return base, [CostTerm((e,), per_op.copy()) for e in range(n_edges)]
+    # liveness depends only on which edges are 'none': one live_edges call per such pattern
+    grid = np.indices((len(ops),) * n_edges).reshape(n_edges, -1).T  # every token vector, C order
+    weights = 1 << np.arange(n_edges)
+    live = np.array([live_edges([ops[1] if p >> e & 1 else ops[0] for e in range(n_edges)])
+                     for p in range(1 << n_edges)])
+    table = (live[(grid != 0) @ weights] * per_op[grid]).sum(1)
+    return base, [CostTerm(tuple(range(n_edges)), table.reshape((len(ops),) * n_edges))]
 
 
 def _ofa_model(space: SearchSpace[Any], cost: KeyCost) -> tuple[float, list[CostTerm]]:

@@ -8,6 +8,7 @@ from budgetnas.errors import InvalidBlockKeyError, UnknownNameError
 from profiler.blocks import block_input, build_block
 from profiler.models import build_model
 from spaces import get_space
+from spaces.nb201 import live_edges
 
 
 @pytest.mark.parametrize("resolution", [128, 164, 224])
@@ -55,13 +56,18 @@ def test_every_block_key_builds_standalone_with_its_output_shape(name: str) -> N
 
 def test_nb201_model_matches_analytic_counts() -> None:
     sp = get_space("nb201")
-    for arch in sp.sample_many(5, seed=11):
+    for arch in sp.sample_many(8, seed=11):
         model = build_model(sp, arch)
-        assert sum(p.numel() for p in model.parameters()) == sp.params(arch)
+        # the model runs the live edges only (its blocks); NB201's API also counts the dead ones
+        blocks = sp.blocks(arch)
+        assert sum(p.numel() for p in model.parameters()) == sum(b.params for b in blocks)
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(torch.randn(1, *sp.input_shape))
         # NB201's API adds the classifier bias to its FLOPs; flop_counter does not.
-        assert counter.get_total_flops() == 2 * (sp.flops(arch) - sp.num_classes)  # type: ignore[attr-defined]
+        assert counter.get_total_flops() == 2 * (sum(b.flops for b in blocks) - sp.num_classes)  # type: ignore[attr-defined]
+        ops = arch.ops  # type: ignore[attr-defined]
+        if live_edges(ops) == tuple(op != "none" for op in ops):  # no dead edge: both conventions agree
+            assert sp.flops(arch) == sum(b.flops for b in blocks) and sp.params(arch) == sum(b.params for b in blocks)
 
 
 def test_bad_block_keys() -> None:

@@ -1,0 +1,160 @@
+"""NAS-Bench-201 dead edges: the LUT charges exactly what the exported model executes.
+
+An edge that ``none`` edges cut off from the cell's input or output does not contribute to the
+output; the built model skips it, and every "LUT -> latency of an arch" path (the walk behind
+LUTPredictor and the server's Prepared, and the vectorised TokenCostModel behind GeneratorBundle)
+charges only live edges. The exported ONNX graph, after onnxruntime's own optimiser at the level the
+ort-cpu runner uses, is the referee.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from profiler.export import export_onnx
+from profiler.models import NB201Cell, NB201Network, build_model
+from profiler.runners.ort import OrtCpuRunner
+from spaces.lut import LUT, LatencyStats, LUTMeta, LUTPredictor
+from spaces.nb201 import EDGES, OPS, NASBench201, NB201Arch, live_edges
+from spaces.token_cost import cost_model_from_lut
+
+SP = NASBench201()
+# the four paths from the cell input (node 0) to its output (node 3)
+PATHS = ((0, 3), (0, 1, 3), (0, 2, 3), (0, 1, 2, 3))
+
+
+def _arch(text: str) -> NB201Arch:
+    return SP.parse(text)
+
+
+def _on_a_full_path(ops: tuple[str, ...]) -> tuple[bool, ...]:
+    """Independent definition: an edge is live iff some input-to-output path of non-none edges uses it."""
+    on = {edge: op != "none" for edge, op in zip(EDGES, ops, strict=True)}
+    live = set()
+    for path in PATHS:
+        edges = [(b, a) for a, b in itertools.pairwise(path)]
+        if all(on[e] for e in edges):
+            live.update(edges)
+    return tuple(e in live for e in EDGES)
+
+
+def test_live_edges_equal_the_path_definition_on_every_arch() -> None:
+    n_dead = 0
+    for tokens in itertools.product(range(len(OPS)), repeat=len(EDGES)):
+        ops = tuple(OPS[t] for t in tokens)
+        live = live_edges(ops)
+        assert live == _on_a_full_path(ops), ops
+        n_dead += live != tuple(op != "none" for op in ops)
+    assert n_dead == 6180  # 40% of NB201's 15,625 archs have at least one dead edge
+
+
+@pytest.mark.parametrize(("text", "live"), [
+    # 1<-0 feeds node 1, which nothing reads (2<-1 and 3<-1 are none): dead
+    ("|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|", (False,) * 3 + (True, False, False)),
+    # 3<-2 reads node 2, which nothing feeds: it would convolve zeros (a constant)
+    ("|none~0|+|none~0|none~1|+|nor_conv_1x1~0|none~1|nor_conv_3x3~2|", (False,) * 3 + (True, False, False)),
+    # the long path 0->1->2->3 keeps all three of its edges live
+    ("|nor_conv_1x1~0|+|none~0|avg_pool_3x3~1|+|none~0|none~1|nor_conv_3x3~2|",
+     (True, False, True, False, False, True)),
+    # no path at all: the cell has no live edge
+    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|none~0|none~1|none~2|", (False,) * 6),
+])
+def test_live_edges_examples(text: str, live: tuple[bool, ...]) -> None:
+    assert live_edges(_arch(text).ops) == live
+
+
+def test_blocks_charge_live_edges_only_while_flops_and_params_keep_nb201s_convention() -> None:
+    dead = _arch("|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|")
+    ops = [k.split("-")[0] for k in SP.block_keys(dead)]
+    assert Counter(ops) == {"stem": 1, "resblock": 2, "head": 1, "skip_connect": 3 * SP.cells}
+    # NB201's API counts the dead conv in its FLOPs/params tables (test_spaces checks all 15,625 rows)
+    alive = _arch("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|")
+    assert SP.flops(dead) > SP.flops(alive) and SP.params(dead) > SP.params(alive)
+    assert SP.block_keys(dead) == SP.block_keys(alive)
+
+
+def _random_lut(seed: int) -> LUT:
+    rng = np.random.default_rng(seed)
+    entries = {k: LatencyStats(count=3, mean_ms=float(rng.uniform(0.1, 2)), std_ms=0.01,
+                               median_ms=float(rng.uniform(0.1, 2))) for k in SP.all_block_keys()}
+    return LUT(LUTMeta(space=SP.describe(), device="t", backend="b"), entries)
+
+
+def test_token_cost_model_equals_the_walk_on_every_arch() -> None:
+    """The vectorised model (GeneratorBundle, CostModelOracle) and LUTPredictor agree on all 15,625."""
+    lut = _random_lut(4)
+    archs = [SP.from_tokens(t) for t in itertools.product(range(len(OPS)), repeat=len(EDGES))]
+    want = LUTPredictor(lut, SP).raw(archs)
+    np.testing.assert_allclose(cost_model_from_lut(SP, lut, calibrated=False).raw(SP.token_matrix(archs)),
+                               want, rtol=1e-12)
+    # and a dead edge is worth nothing: dropping it does not change the sum
+    dead = _arch("|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|")
+    alive = _arch("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|")
+    assert LUTPredictor(lut, SP).raw([dead])[0] == LUTPredictor(lut, SP).raw([alive])[0]
+
+
+def test_model_skips_dead_edges_and_a_dead_cell_outputs_zeros() -> None:
+    arch = _arch("|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|none~0|none~1|none~2|")  # no live edge
+    model = build_model(SP, arch)
+    assert isinstance(model, NB201Network)
+    assert [m.block_key for m in model.block_modules()] == SP.block_keys(arch)
+    assert sum(p.numel() for p in model.parameters()) == sum(b.params for b in SP.blocks(arch))
+    with torch.no_grad():
+        cell = model.body[0]
+        assert isinstance(cell, NB201Cell)
+        x = torch.randn(1, SP.channels, 32, 32)
+        assert len(cell.ops) == 0 and torch.equal(cell(x), torch.zeros_like(x))
+
+
+# ---- the exported graph is the referee -----------------------------------------------------------
+def _executed_ops(path: Path, tmp: Path) -> Counter[str]:
+    """Dense convs (by kernel size) and pools of the graph onnxruntime runs, after the ort-cpu runner's
+    own optimisation (fusions and NCHWc layouts keep one node per conv and per pool). Grouped convs
+    are left out: they are BatchNorms the optimiser could not fold into a conv (the head's)."""
+    import onnxruntime as ort
+
+    so = OrtCpuRunner(threads=1).session_options()
+    so.optimized_model_filepath = str(tmp / "optimised.onnx")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    graph = onnx.load(so.optimized_model_filepath).graph
+    weights = {i.name: list(i.dims) for i in graph.initializer}
+    out: Counter[str] = Counter()
+    for node in graph.node:
+        if node.op_type in ("Conv", "FusedConv"):
+            if next((a.i for a in node.attribute if a.name == "group"), 1) == 1:
+                kh, kw = weights[node.input[1]][2:]
+                out[f"conv{kh}x{kw}"] += 1
+        elif node.op_type in ("AveragePool", "GlobalAveragePool", "ReduceMean"):
+            out[node.op_type] += 1
+    return out
+
+
+def _charged_ops(arch: NB201Arch) -> Counter[str]:
+    """The conv/pool nodes the charged block keys stand for (profiler.blocks' modules)."""
+    per_block = {"stem": ["conv3x3"], "nor_conv_3x3": ["conv3x3"], "nor_conv_1x1": ["conv1x1"],
+                 "avg_pool_3x3": ["AveragePool"], "skip_connect": [],
+                 "resblock": ["conv3x3", "conv3x3", "conv1x1", "AveragePool"], "head": ["ReduceMean"]}
+    return Counter(op for k in SP.block_keys(arch) for op in per_block[k.split("-")[0]])
+
+
+@pytest.mark.parametrize("text", [
+    "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|",  # unused output: 1<-0
+    "|none~0|+|none~0|none~1|+|nor_conv_1x1~0|none~1|nor_conv_3x3~2|",  # zero input: 3<-2
+    "|avg_pool_3x3~0|+|nor_conv_1x1~0|none~1|+|none~0|none~1|nor_conv_3x3~2|",  # 1<-0 unused, 2<-0 live
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|none~0|none~1|none~2|",  # no live edge: the next cells run
+    "|nor_conv_1x1~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|nor_conv_3x3~0|nor_conv_1x1~1|avg_pool_3x3~2|",  # all
+])
+def test_charged_block_keys_are_the_ops_the_optimised_onnx_graph_runs(text: str, tmp_path: Path) -> None:
+    arch = _arch(text)
+    model = build_model(SP, arch)
+    path = export_onnx(model, torch.randn(1, *SP.input_shape), tmp_path / "m.onnx")  # checked against torch
+    got = _executed_ops(path, tmp_path)
+    got["ReduceMean"] += got.pop("GlobalAveragePool", 0)  # the head's pooling, whichever way exported
+    assert +got == +_charged_ops(arch)
