@@ -36,20 +36,59 @@ Rounds = Annotated[int, typer.Option("--rounds", min=0, help="validation rounds 
 Seed = Annotated[int, typer.Option("--seed")]
 Width = Annotated[float | None, typer.Option("--width", help="ofa-mbv3 width (1.0 or 1.2)")]
 Resolution = Annotated[int | None, typer.Option("--resolution", help="input resolution")]
+LutFamilyOpt = Annotated[str | None, typer.Option(
+    "--lut-family", help="ofa-mbv3 with resolution searched: one LUT per resolution, as comma-separated LUT files "
+                         "or directories (their *.json), or LUT ids with --db; each LUT's meta names its resolution")]
+Resolutions = Annotated[str | None, typer.Option(
+    "--resolutions", help="ofa-mbv3: search these resolutions, e.g. 160,176,192,208,224 (default with --lut-family: "
+                          "the family's)")]
+
+
+def parse_resolutions(text: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isascii() and p.isdigit() and len(p) <= 4 for p in parts):
+        raise InvalidArgumentError(f"--resolutions must be comma-separated integers like 160,176,192, got {text!r}")
+    return [int(p) for p in parts]
+
+
+def _space(space: str, width: float | None, resolution: int | None, resolutions: str | None,
+           family: Any) -> Any:
+    """The space; with --lut-family or --resolutions an ofa-mbv3 whose resolution is a searched decision
+    (width and resolutions default to the family's)."""
+    from budgetnas.cli_spaces import space_with
+
+    if resolutions is None and family is None:
+        return space_with(space, width, resolution)
+    from generator.sources import family_resolutions
+    from spaces import get_space
+
+    if space != "ofa-mbv3":
+        raise InvalidArgumentError(f"--lut-family/--resolutions search ofa-mbv3's resolution; --space is {space}")
+    if resolution is not None:
+        raise InvalidArgumentError("--resolution fixes the resolution; --lut-family/--resolutions search it: "
+                                   "give one or the other")
+    searched = parse_resolutions(resolutions) if resolutions is not None else family_resolutions(family)
+    if width is None and family:
+        width = family[0][1].meta.space.get("width")
+    return get_space(space, width=width, resolutions=searched)
 
 
 def _problem(space: str, width: float | None, resolution: int | None, lut: str | None, db: str | None,
              latency_table: str | None, latency_mlp: str | None, accuracy_table: str | None,
              accuracy_db: str | None, dataset: str | None, max_queries: int, seed: int,
-             explore_share: float = 0.5, accuracy_predictor: str | None = None) -> Any:
-    from budgetnas.cli_spaces import space_with
+             explore_share: float = 0.5, accuracy_predictor: str | None = None, lut_family: str | None = None,
+             resolutions: str | None = None) -> Any:
     from generator.accuracy import prepare
-    from generator.sources import accuracy_source, latency_oracle
+    from generator.sources import accuracy_source, latency_oracle, load_lut_family
 
-    if db is not None and lut is None:
-        raise InvalidArgumentError("--db needs --lut ID")
-    sp = space_with(space, width, resolution)
-    lat = latency_oracle(sp, lut=lut, db=db, latency_table=latency_table, latency_mlp=latency_mlp, seed=seed)
+    if db is not None and lut is None and lut_family is None:
+        raise InvalidArgumentError("--db needs --lut ID or --lut-family IDS")
+    if lut is not None and lut_family is not None:
+        raise InvalidArgumentError("give --lut (one resolution) or --lut-family (resolution searched), not both")
+    family = load_lut_family(lut_family, db) if lut_family is not None else None
+    sp = _space(space, width, resolution, resolutions, family)
+    lat = latency_oracle(sp, lut=lut, db=db, latency_table=latency_table, latency_mlp=latency_mlp, seed=seed,
+                         lut_family=family)
     acc = accuracy_source(sp, accuracy_table=accuracy_table, accuracy_db=accuracy_db, dataset=dataset,
                           accuracy_predictor=accuracy_predictor)
     return prepare(sp, lat, acc, max_queries, seed=seed, explore_share=explore_share)
@@ -67,6 +106,7 @@ def train_cmd(
     accuracy_predictor: AccPred = None, dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10,
     iterations: Iters = 600, seed: Seed = 0,
     width: Width = None, resolution: Resolution = None, explore_share: Explore = 0.5, rounds: Rounds = 2,
+    lut_family: LutFamilyOpt = None, resolutions: Resolutions = None,
     method: Annotated[str, typer.Option("--method", help="pnag (ours), pnag-paper (Algorithm 1: a frozen learned "
                                                           "evaluator), mnas, tunas, pareto-noacc")] = "pnag",
 ) -> None:
@@ -81,7 +121,8 @@ def train_cmd(
 
         raise UnknownNameError("generator method", method, GENERATORS)
     problem = _problem(space, width, resolution, lut, db, latency_table, latency_mlp, accuracy_table,
-                       accuracy_db, dataset, max_queries, seed, explore_share, accuracy_predictor)
+                       accuracy_db, dataset, max_queries, seed, explore_share, accuracy_predictor, lut_family,
+                       resolutions)
     explored = problem.accuracy.used
     res = run_method(method, problem, [], SearchOptions(train=TrainConfig(iterations=iterations, budgets=budgets,
                                                                           seed=seed), rounds=rounds))
@@ -162,6 +203,7 @@ def search_cmd(
     accuracy_predictor: AccPred = None, dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10,
     iterations: Iters = 600, seed: Seed = 0,
     width: Width = None, resolution: Resolution = None, explore_share: Explore = 0.5, rounds: Rounds = 2,
+    lut_family: LutFamilyOpt = None, resolutions: Resolutions = None,
     generations: Annotated[int, typer.Option("--generations", min=1, help="evolution generations")] = 500,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per budget")] = False,
 ) -> None:
@@ -174,7 +216,8 @@ def search_cmd(
 
         raise UnknownNameError("search method", method, METHOD_NAMES)
     problem = _problem(space, width, resolution, lut, db, latency_table, latency_mlp, accuracy_table,
-                       accuracy_db, dataset, max_queries, seed, explore_share, accuracy_predictor)
+                       accuracy_db, dataset, max_queries, seed, explore_share, accuracy_predictor, lut_family,
+                       resolutions)
     lo, hi = problem.lat_range
     targets = list(budget) if budget else [lo + p * (hi - lo) for p in (0.2, 0.4, 0.6, 0.8, 1.0)]
     for b in targets:  # the same rule as `generate` and the server

@@ -20,11 +20,7 @@ def cheapest_tokens(oracle: LatencyOracle, seed: int = 0) -> np.ndarray:
     if isinstance(oracle, TableOracle):
         return oracle.table.tokens[int(np.argmin(oracle.table.values))].copy()
     if isinstance(oracle, CostModelOracle):
-        tok = np.zeros(len(space.decisions), np.int64)
-        for t in oracle.model.terms:
-            if t.gate_pos < 0:
-                tok[list(t.positions)] = np.unravel_index(int(np.argmin(t.table)), t.table.shape)
-        return tok
+        return oracle.model.cheapest_tokens(len(space.decisions))
     pool = uniform_tokens(space, 50000, np.random.default_rng(seed))
     return pool[int(np.nanargmin(oracle(pool)))]
 

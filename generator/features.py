@@ -31,6 +31,8 @@ def soft_features(space: SearchSpace[Any], probs: list[Any]) -> Any:
             for li in range(MAX_DEPTH):
                 active = p_depth[:, [i for i, d in enumerate(DEPTHS) if li < d]].sum(dim=1, keepdim=True)
                 parts += [probs[u * step + 1 + 2 * li] * active, probs[u * step + 2 + 2 * li] * active]
+        if getattr(space, "resolutions", None) is not None:  # a searched resolution: its one-hot, last
+            parts.append(probs[-1])
         return torch.cat(parts, dim=1)
     raise NotImplementedError(f"no relaxed features for space {space.name}")
 

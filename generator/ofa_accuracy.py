@@ -98,8 +98,9 @@ class OFAPredictorAccuracy(AccuracySource):
                 f"{space.name} {space.describe()}")
         self.space, self.path = space, Path(path)
         self.layers = load_weights(path)
-        self.resolution = int(space.describe()["resolution"])
 
     def lookup(self, tokens: np.ndarray) -> np.ndarray:
         tok = canonical_tokens(self.space, tokens)
-        return 100.0 * forward(self.layers, ofa_features(self.space, tok, self.resolution))
+        # per row: the space's resolution, or each row's searched one (its last token)
+        res = self.space.token_resolutions(tok)  # type: ignore[attr-defined]
+        return 100.0 * forward(self.layers, ofa_features(self.space, tok, res))

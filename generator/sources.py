@@ -19,7 +19,7 @@ from generator.latency import CostModelOracle, LatencyOracle, MLPOracle, TableOr
 from generator.tables import read_table
 from spaces import SearchSpace
 from spaces.lut import LUT
-from spaces.token_cost import canonical_tokens, cost_model_from_lut
+from spaces.token_cost import canonical_tokens, cost_model_from_lut, cost_model_from_lut_family, lut_family_resolution
 
 
 def _database(url: str) -> Any:
@@ -54,13 +54,44 @@ def lut_from_db(url: str, lut_id: str) -> LUT:
         database.dispose()
 
 
+LutFamily = list[tuple[str, LUT]]  # (where it came from, for errors; the LUT)
+
+
+def load_lut_family(spec: str, db: str | None = None) -> LutFamily:
+    """``--lut-family``: comma-separated LUT JSON files or directories (every ``*.json`` in one), or,
+    with ``--db``, LUT ids. Which resolution each LUT is for is read from its own meta."""
+    items = [s.strip() for s in spec.split(",")]
+    if not spec.strip() or any(not s for s in items):
+        raise InvalidArgumentError(f"--lut-family must be comma-separated LUT files, directories or (with --db) "
+                                   f"LUT ids, got {spec!r}")
+    if db is not None:
+        return [(f"LUT {i}", lut_from_db(db, i)) for i in items]
+    out: LutFamily = []
+    for item in items:
+        path = Path(item)
+        files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+        if not files:
+            raise DataFileError(f"--lut-family: directory {path} holds no *.json LUT")
+        out += [(str(f), LUT.load(f)) for f in files]
+    return out
+
+
+def family_resolutions(family: LutFamily) -> list[int]:
+    """The resolutions a family covers (sorted, each once: duplicates are refused when it is folded)."""
+    return sorted({lut_family_resolution(lut, name) for name, lut in family})
+
+
 def latency_oracle(space: SearchSpace[Any], lut: str | None = None, db: str | None = None,
-                   latency_table: str | None = None, latency_mlp: str | None = None, seed: int = 0) -> LatencyOracle:
-    given = [n for n, v in (("--lut", lut), ("--latency-table", latency_table), ("--latency-mlp", latency_mlp))
-             if v is not None]
+                   latency_table: str | None = None, latency_mlp: str | None = None, seed: int = 0,
+                   lut_family: LutFamily | None = None) -> LatencyOracle:
+    given = [n for n, v in (("--lut", lut), ("--lut-family", lut_family), ("--latency-table", latency_table),
+                            ("--latency-mlp", latency_mlp)) if v is not None]
     if len(given) != 1:
-        raise InvalidArgumentError("give exactly one latency source: --lut FILE, --lut ID --db URL, "
-                                   f"--latency-table CSV:COLUMN or --latency-mlp CSV:COLUMN (got {given or 'none'})")
+        raise InvalidArgumentError("give exactly one latency source: --lut FILE, --lut ID --db URL, --lut-family "
+                                   "FILES_OR_DIR, --latency-table CSV:COLUMN or --latency-mlp CSV:COLUMN "
+                                   f"(got {given or 'none'})")
+    if lut_family is not None:
+        return CostModelOracle(space, cost_model_from_lut_family(space, lut_family))
     if lut is not None:
         table = lut_from_db(db, lut) if db is not None else LUT.load(lut)
         return CostModelOracle(space, cost_model_from_lut(space, table))

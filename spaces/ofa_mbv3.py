@@ -9,6 +9,11 @@ Canonical string: ``w1.2_r224|k3e4,k5e6|k7e3,k3e3,k3e4|k3e3,k3e3|k5e6,k5e6,k5e6,
 OFA's dict form ``{"ks": [20], "e": [20], "d": [5], "r": 224}`` is accepted too; entries past a
 unit's depth are ignored, as in OFA.
 
+Resolution is a space parameter (``resolution=224``: every arch has it) or, with
+``resolutions=(160, 176, 192, 208, 224)``, a searched decision (Once-for-All searches it): one more
+decision, placed *last* in the token row so the unit layout (``u * (1 + 2 * MAX_DEPTH)``) is the same
+in both variants. The canonical string is the same (it always names the resolution).
+
 FLOPs are multiply-accumulates of convolutions and linear layers without biases (what
 ``torch.utils.flop_counter`` counts, halved); params count every weight, bias and BN affine.
 """
@@ -115,9 +120,9 @@ _HEAD_RE = re.compile(r"^w(\d{1,4}(?:\.\d{1,8})?)_r(\d{1,6})$", re.ASCII)
 class OFAMobileNetV3(SearchSpace[OFAArch]):
     name = "ofa-mbv3"
 
-    def __init__(self, width: float = 1.2, resolution: int = 224, num_classes: int = 1000) -> None:
+    def __init__(self, width: float = 1.2, resolution: int | None = None, num_classes: int = 1000,
+                 resolutions: Sequence[int] | None = None) -> None:
         self.width = self._check_width(width)
-        self.resolution = self._check_resolution(resolution)
         self.num_classes = int_param("num_classes", num_classes)
         decs: list[Decision] = []
         for u in range(N_UNITS):
@@ -125,6 +130,15 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
             for layer in range(MAX_DEPTH):
                 decs.append(Decision(f"unit{u + 1}.layer{layer + 1}.kernel", KERNELS))
                 decs.append(Decision(f"unit{u + 1}.layer{layer + 1}.expand", EXPANDS))
+        self.resolutions: tuple[int, ...] | None = None
+        if resolutions is None:
+            self.resolution = self._check_resolution(224 if resolution is None else resolution)
+        else:
+            if resolution is not None:
+                raise InvalidArgumentError("give resolution (fixed) or resolutions (searched), not both")
+            self.resolutions = self._check_resolutions(resolutions)
+            self.resolution = self.resolutions[-1]  # the input shape a model of this space may need at most
+            decs.append(Decision("resolution", self.resolutions))
         self._decisions = tuple(decs)
 
     # ---- checks ---------------------------------------------------------------------------
@@ -137,14 +151,55 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
         raise InvalidArgumentError(f"width {width} is not one of {list(WIDTHS)}")
 
     @staticmethod
-    def _check_resolution(resolution: int) -> int:
-        if int_param("resolution", resolution) not in RESOLUTIONS:
+    def _check_resolution(resolution: int, name: str = "resolution") -> int:
+        if int_param(name, resolution) not in RESOLUTIONS:
             raise InvalidArgumentError(
-                f"resolution {resolution} is not in {RESOLUTIONS[0]}..{RESOLUTIONS[-1]} step 4"
+                ("" if name == "resolution" else f"{name}: ")
+                + f"resolution {resolution} is not in {RESOLUTIONS[0]}..{RESOLUTIONS[-1]} step 4"
             )
         return int(resolution)
 
+    def _arch_resolution(self, resolution: int) -> int:
+        """An arch's resolution, checked against this space's (one, or the searched ones)."""
+        r = self._arch_check(lambda: self._check_resolution(resolution))
+        allowed = self.resolutions if self.resolutions is not None else None
+        if allowed is not None and r not in allowed:
+            raise InvalidArchitectureError(f"resolution {r} is not one of the searched resolutions {list(allowed)}")
+        return int(r)
+
+    @classmethod
+    def _check_resolutions(cls, resolutions: Any) -> tuple[int, ...]:
+        if isinstance(resolutions, str | bytes) or not isinstance(resolutions, Sequence):
+            raise InvalidArgumentError(f"resolutions must be a list of resolutions, got {resolutions!r}")
+        if not resolutions:
+            raise InvalidArgumentError("resolutions must name at least one resolution")
+        if len(resolutions) > len(RESOLUTIONS):  # checked before any element: a huge list costs nothing
+            raise InvalidArgumentError(f"resolutions: {len(resolutions)} given, there are only {len(RESOLUTIONS)}")
+        out = [cls._check_resolution(r, "resolutions") for r in resolutions]
+        twice = sorted({r for r in out if out.count(r) > 1})
+        if twice:
+            raise InvalidArgumentError(f"resolutions: {twice} given more than once")
+        return tuple(sorted(out))
+
+    @property
+    def searches_resolution(self) -> bool:
+        return self.resolutions is not None
+
+    def at_resolution(self, resolution: int) -> OFAMobileNetV3:
+        """The fixed-resolution space of one of this space's resolutions (its LUT's space)."""
+        return OFAMobileNetV3(self.width, resolution, self.num_classes)
+
+    def token_resolutions(self, tokens: np.ndarray) -> np.ndarray:
+        """Each token row's input resolution (the last token when resolution is searched)."""
+        tok = np.asarray(tokens, np.int64).reshape(-1, len(self._decisions))
+        if self.resolutions is None:
+            return np.full(len(tok), self.resolution, np.int64)
+        return np.asarray(self.resolutions, np.int64)[tok[:, -1]]
+
     def describe(self) -> dict[str, Any]:
+        if self.resolutions is not None:
+            return {"space": self.name, "width": self.width, "resolutions": list(self.resolutions),
+                    "num_classes": self.num_classes}
         return {"space": self.name, "width": self.width, "resolution": self.resolution,
                 "num_classes": self.num_classes}
 
@@ -164,6 +219,8 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
             for layer in range(MAX_DEPTH):
                 k, e = unit[layer] if layer < len(unit) else (KERNELS[0], EXPANDS[0])
                 toks += [KERNELS.index(k), EXPANDS.index(e)]
+        if self.resolutions is not None:
+            toks.append(self.resolutions.index(self._arch_resolution(arch.resolution)))
         return toks
 
     def from_tokens(self, tokens: Sequence[int]) -> OFAArch:
@@ -174,7 +231,8 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
             t = tokens[u * step:(u + 1) * step]
             depth = DEPTHS[int(t[0])]
             units.append(tuple((KERNELS[int(t[1 + 2 * i])], EXPANDS[int(t[2 + 2 * i])]) for i in range(depth)))
-        return OFAArch(self.width, self.resolution, tuple(units))
+        res = self.resolution if self.resolutions is None else self.resolutions[int(tokens[-1])]
+        return OFAArch(self.width, res, tuple(units))
 
     # ---- strings --------------------------------------------------------------------------
     def format(self, arch: OFAArch) -> str:
@@ -191,6 +249,8 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
         s = text.strip()
         fast = _fast_parse(s)
         if fast is not None:
+            if self.resolutions is not None:  # the cached parse knows no space: check the searched set
+                self._arch_resolution(fast.resolution)
             return fast
         if s.startswith("{"):
             try:
@@ -209,7 +269,7 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
                 f"e.g. {self.format(self.from_tokens([0] * len(self.decisions)))!r}"
             )
         width = self._arch_check(lambda: self._check_width(float(head.group(1))))
-        resolution = self._arch_check(lambda: self._check_resolution(int(head.group(2))))
+        resolution = self._arch_resolution(int(head.group(2)))
         if len(parts) != 1 + N_UNITS:
             raise InvalidArchitectureError(f"{self.name}: expected {N_UNITS} '|'-separated units, got {len(parts) - 1}")
         units = []
@@ -254,7 +314,7 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
             if not isinstance(seq, list) or len(seq) != n:
                 raise InvalidArchitectureError(f"{self.name}: {name!r} must be a list of {n} integers")
         r = d.get("r", self.resolution)
-        resolution = self._arch_check(lambda: self._check_resolution(r[0] if isinstance(r, list) and r else r))
+        resolution = self._arch_resolution(r[0] if isinstance(r, list) and r else r)
         width = self._arch_check(lambda: self._check_width(d.get("w", self.width)))
         units = []
         for u, depth in enumerate(ds):
@@ -290,20 +350,25 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
         keys: set[str] = set()
         # Every layer position with every (k, e): walking max-depth units with each uniform choice
         # covers first (strided) and later layers of every unit.
-        for k in KERNELS:
-            for e in EXPANDS:
-                units = [[(k, e)] * MAX_DEPTH for _ in range(N_UNITS)]
-                keys.update(str(b.key) for b in self._walk(self.width, self.resolution, units))
+        for res in self.resolutions or (self.resolution,):
+            for k in KERNELS:
+                for e in EXPANDS:
+                    units = [[(k, e)] * MAX_DEPTH for _ in range(N_UNITS)]
+                    keys.update(str(b.key) for b in self._walk(self.width, res, units))
         return sorted(keys)
 
     # ---- features -------------------------------------------------------------------------
     @property
     def feature_dim(self) -> int:
-        return N_UNITS * MAX_DEPTH * (len(KERNELS) + len(EXPANDS))
+        return N_UNITS * MAX_DEPTH * (len(KERNELS) + len(EXPANDS)) + len(self.resolutions or ())
 
     def features(self, arch: OFAArch) -> np.ndarray:
-        """OFA's accuracy-predictor encoding: per layer slot one-hot kernel and expand, zeros if skipped."""
+        """Per layer slot one-hot kernel and expand, zeros if skipped; then, when resolution is
+        searched, a one-hot of the resolution (so a predictor can tell resolutions apart)."""
         out = np.zeros(self.feature_dim, np.float32)
+        if self.resolutions is not None:
+            out[N_UNITS * MAX_DEPTH * (len(KERNELS) + len(EXPANDS))
+                + self.resolutions.index(self._arch_resolution(arch.resolution))] = 1.0
         per = len(KERNELS) + len(EXPANDS)
         for u, unit in enumerate(arch.units):
             for li, (k, e) in enumerate(unit):

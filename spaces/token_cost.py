@@ -16,13 +16,15 @@ uses it for generation without torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from budgetnas.errors import InvalidArgumentError, MissingKeysError, UnknownNameError
+from budgetnas.errors import DataFileError, InvalidArgumentError, MissingKeysError, UnknownNameError
 from spaces.base import SearchSpace
 from spaces.lut import key_group
 
@@ -77,13 +79,53 @@ class TokenCostModel:
     def __call__(self, tokens: np.ndarray) -> np.ndarray:
         return self.slope * self.raw(tokens) + self.intercept
 
+    def _shared_choices(self) -> list[dict[int, int]]:
+        """Every assignment of the positions that several terms read (the searched resolution of
+        ofa-mbv3); ``[{}]`` when terms share none. Given one, the terms are independent again."""
+        seen: dict[int, int] = {}
+        shared: dict[int, int] = {}
+        for t in self.terms:
+            for p, size in zip(t.positions, t.table.shape, strict=True):
+                if p in seen:
+                    shared[p] = size
+                seen[p] = size
+        pos = sorted(shared)
+        return [dict(zip(pos, c, strict=True)) for c in itertools.product(*(range(shared[p]) for p in pos))]
+
+    @staticmethod
+    def _sub(t: CostTerm, fixed: dict[int, int]) -> np.ndarray:
+        return np.asarray(t.table[tuple(fixed.get(p, slice(None)) for p in t.positions)])
+
     def bounds(self) -> tuple[float, float]:
         """Exact min and max of the calibrated latency over the space (terms are independent
-        except for the gate, and every table is non-negative, so gating off is never dearer)."""
-        lo = self.base + sum(float(t.table.min()) if t.gate_pos < 0 else 0.0 for t in self.terms)
-        hi = self.base + sum(float(t.table.max()) for t in self.terms)
+        once shared positions are fixed, except for the gate, and every table is non-negative,
+        so gating off is never dearer)."""
+        lo, hi = math.inf, -math.inf
+        for fixed in self._shared_choices():
+            subs = [(t, self._sub(t, fixed)) for t in self.terms]
+            lo = min(lo, self.base + sum(float(v.min()) if t.gate_pos < 0 else 0.0 for t, v in subs))
+            hi = max(hi, self.base + sum(float(v.max()) for _, v in subs))
         a, b = self.slope * lo + self.intercept, self.slope * hi + self.intercept
         return (min(a, b), max(a, b))
+
+    def cheapest_tokens(self, n_decisions: int) -> np.ndarray:
+        """The cheapest token row: gates off (gate tokens 0), each ungated term at its argmin,
+        for the best assignment of shared positions."""
+        best, best_tok = math.inf, np.zeros(n_decisions, np.int64)
+        for fixed in self._shared_choices():
+            tok = np.zeros(n_decisions, np.int64)
+            for p, c in fixed.items():
+                tok[p] = c
+            for t in self.terms:
+                if t.gate_pos < 0:
+                    free = [p for p in t.positions if p not in fixed]
+                    sub = self._sub(t, fixed)
+                    if free:
+                        tok[free] = np.unravel_index(int(np.argmin(sub)), sub.shape)
+            v = float(self.raw(tok[None])[0])
+            if v < best:
+                best, best_tok = v, tok
+        return best_tok
 
     # ---- plain arrays (for numpy-only bundles) -----------------------------------------------
     def to_arrays(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -159,10 +201,32 @@ _BUILDERS: dict[str, Callable[[SearchSpace[Any], KeyCost], tuple[float, list[Cos
 }
 
 
+def _searched_resolutions(space: SearchSpace[Any]) -> tuple[int, ...] | None:
+    """The resolutions an ofa-mbv3 space searches (its last decision), None when it fixes one."""
+    return getattr(space, "resolutions", None) if space.name == "ofa-mbv3" else None
+
+
+def _fold_resolutions(space: SearchSpace[Any], models: Sequence[TokenCostModel]) -> TokenCostModel:
+    """One model over a searched-resolution ofa-mbv3 space from one fixed-resolution model per
+    resolution (in the space's order): every term also reads the resolution token (the last), and
+    each resolution's calibration is folded in (tables x slope, a base term slope x base +
+    intercept), so a row at resolution r costs what resolution r's own model says."""
+    pos = len(space.decisions) - 1
+    terms = [CostTerm((pos,), np.asarray([m.slope * m.base + m.intercept for m in models], np.float64))]
+    for i, t in enumerate(models[0].terms):  # one builder made them all: the same terms, in order
+        table = np.stack([m.slope * np.asarray(m.terms[i].table, np.float64) for m in models], axis=-1)
+        terms.append(CostTerm((*t.positions, pos), table, t.gate_pos, t.gate_min))
+    return TokenCostModel(0.0, terms)
+
+
 def cost_model_from_costs(space: SearchSpace[Any], key_cost: dict[str, float], slope: float = 1.0,
                           intercept: float = 0.0) -> TokenCostModel:
     """Fold {block key -> ms} into a :class:`TokenCostModel`; a key the space needs but the
     mapping lacks raises :class:`MissingKeysError` naming every such key."""
+    searched = _searched_resolutions(space)
+    if searched is not None:  # one mapping holding every resolution's keys
+        return _fold_resolutions(space, [cost_model_from_costs(space.at_resolution(r), key_cost, slope,  # type: ignore[attr-defined]
+                                                               intercept) for r in searched])
     try:
         builder = _BUILDERS[space.name]
     except KeyError:
@@ -180,6 +244,61 @@ def cost_model_from_lut(space: SearchSpace[Any], lut: Any, calibrated: bool = Tr
     cal = lut.calibration if calibrated else None
     costs = {k: s.value(stat) * (cal.scale(key_group(k)) if cal else 1.0) for k, s in lut.entries.items()}
     return cost_model_from_costs(space, costs, cal.slope if cal else 1.0, cal.intercept if cal else 0.0)
+
+
+# what must be equal across a LUT family: one device, runtime and protocol, measured at several resolutions
+_FAMILY_FIELDS = ("device", "backend", "batch", "threads", "runtime_version")
+
+
+def lut_family_resolution(lut: Any, name: str) -> int:
+    """The resolution of one LUT of a family: its space must be a fixed-resolution ofa-mbv3."""
+    desc = lut.meta.space
+    res = desc.get("resolution")
+    if desc.get("space") != "ofa-mbv3" or isinstance(res, bool) or not isinstance(res, int):
+        raise DataFileError(f"LUT family: {name} is a LUT of {desc}, not of one ofa-mbv3 resolution")
+    return res
+
+
+def cost_model_from_lut_family(space: SearchSpace[Any], luts: Sequence[tuple[str, Any]],
+                               calibrated: bool = True) -> TokenCostModel:
+    """A searched-resolution ofa-mbv3 space's model from one LUT per resolution (``(name, LUT)``
+    pairs; names are for errors). Refused, naming what is wrong: a searched resolution without a
+    LUT, two LUTs of one resolution, LUTs of other widths or classes, or of different devices,
+    backends, batch sizes, threads or runtimes. LUTs of resolutions not searched are not used."""
+    searched = _searched_resolutions(space)
+    if searched is None:
+        raise InvalidArgumentError(f"a LUT family needs a space that searches resolution, got {space.describe()}")
+    if not luts:
+        raise InvalidArgumentError("LUT family: no LUTs given")
+    by_res: dict[int, tuple[str, Any]] = {}
+    first_name, first = luts[0]
+    for name, lut in luts:
+        res = lut_family_resolution(lut, name)
+        if res in by_res:
+            raise DataFileError(f"LUT family: two LUTs for resolution {res}: {by_res[res][0]} and {name}")
+        for f in _FAMILY_FIELDS:
+            a, b = getattr(first.meta, f), getattr(lut.meta, f)
+            if a != b:
+                raise DataFileError(f"LUT family: LUTs of different {f}: {first_name} has {a!r}, {name} {b!r}")
+        want = {**space.at_resolution(res).describe(), "resolution": res}  # type: ignore[attr-defined]
+        got = {**want, **lut.meta.space}
+        differ = sorted(k for k in want if got[k] != want[k])
+        if differ or set(got) != set(want):
+            shown = ", ".join(f"{k} {got[k]!r} (the space's: {want[k]!r})" for k in differ) or str(lut.meta.space)
+            raise DataFileError(f"LUT family: {name} is for another space variant: {shown}")
+        by_res[res] = (name, lut)
+    missing = [r for r in searched if r not in by_res]
+    if missing:
+        raise DataFileError(f"LUT family lacks resolution(s) {missing}: the space searches {list(searched)}, "
+                            f"the LUTs cover {sorted(by_res)}")
+    models = []
+    for r in searched:
+        name, lut = by_res[r]
+        try:
+            models.append(cost_model_from_lut(space.at_resolution(r), lut, calibrated))  # type: ignore[attr-defined]
+        except MissingKeysError as exc:
+            raise DataFileError(f"LUT family: {name} (resolution {r}): {exc}") from None
+    return _fold_resolutions(space, models)
 
 
 # ---- canonical token matrices: zero the tokens an arch ignores ---------------------------------------
@@ -221,6 +340,8 @@ def token_features(space: SearchSpace[Any], tokens: np.ndarray) -> np.ndarray:
                 base = (u * MAX_DEPTH + li) * per
                 out[rows, base + tok[:, u * step + 1 + 2 * li]] = on
                 out[rows, base + len(KERNELS) + tok[:, u * step + 2 + 2 * li]] = on
+        if _searched_resolutions(space):  # the resolution one-hot after the layer slots
+            out[rows, N_UNITS * MAX_DEPTH * per + tok[:, -1]] = 1.0
         return out
     # any other space: its own (per-arch) encoding
     return space.features_many(space.from_tokens(t) for t in tok)
