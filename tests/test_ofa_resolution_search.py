@@ -286,3 +286,40 @@ def test_cli_refuses_bad_families(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "ofa-mbv3" in err
     err = _cli_error([*base, "--lut-family", str(tmp_path / "other" / "..") + "/nothing,"], capsys)
     assert "--lut-family" in err
+
+
+def test_a_family_read_from_the_database(db_url: str) -> None:
+    from db import repo
+    from db.session import Database
+    from generator.sources import load_lut_family
+
+    family = _family(seed=4)
+    database = Database(db_url)
+    try:
+        with database.session(write=True) as s:
+            dev = repo.ensure_device(s, "phone")
+            ids = []
+            for _, lut in family:
+                row = repo.create_lut(s, device=dev, backend="tflite", batch=1, threads=1,
+                                      runtime_version=lut.meta.runtime_version, space=lut.meta.space,
+                                      statistic="median", n_keys=len(lut.entries), meta={}, status="complete")
+                repo.add_entries(s, row.id, {k: v.to_dict(samples=False) for k, v in lut.entries.items()})
+                ids.append(row.id)
+    finally:
+        database.dispose()
+    loaded = load_lut_family(",".join(map(str, reversed(ids))), db=db_url)  # any order: each LUT names its resolution
+    tok = SP.token_matrix(SP.sample_many(100, seed=5))
+    np.testing.assert_allclose(cost_model_from_lut_family(SP, loaded)(tok), cost_model_from_lut_family(SP, family)(tok),
+                               rtol=1e-12)
+    with pytest.raises(InvalidArgumentError, match="must be a LUT id"):
+        load_lut_family("1,x", db=db_url)
+
+
+def test_relaxed_features_of_one_hot_choices_are_the_features() -> None:
+    torch = pytest.importorskip("torch")
+    from generator.features import soft_features
+
+    tok = SP.token_matrix(SP.sample_many(20, seed=6))
+    probs = [torch.nn.functional.one_hot(torch.as_tensor(tok[:, i]), len(d.choices)).float()
+             for i, d in enumerate(SP.decisions)]
+    np.testing.assert_array_equal(soft_features(SP, probs).numpy(), token_features(SP, tok))
