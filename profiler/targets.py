@@ -5,13 +5,15 @@
 - ``module_target(module, example, name)``: any module with an example input (NCHW, batch first).
 
 Modules are built with a fixed seed, so a recipe (block key or architecture string, batch, a
-digest of the builder sources) identifies the artifact and the exporter cache can skip building.
+digest of the builder sources and, for a model, of its space's walk) identifies the artifact and
+the exporter cache can skip building.
 Inputs are deterministic ``randn`` tensors of ``input_shape`` (``target.example()``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -69,6 +71,12 @@ def block_target(key: str, batch: int = 1) -> Target:
                   (batch, c, h, w), lambda: build_block(text))
 
 
+@cache
+def walk_digest(space_type: type) -> str:
+    """Digest of a space's module: its walk (blocks, nb201's live edges) decides what a model runs."""
+    return hashlib.sha256(Path(inspect.getfile(space_type)).read_bytes()).hexdigest()[:16]
+
+
 def model_target(space: SearchSpace[Any], arch: Any, batch: int = 1) -> Target:
     from profiler.models import build_model
 
@@ -76,7 +84,7 @@ def model_target(space: SearchSpace[Any], arch: Any, batch: int = 1) -> Target:
     name = space.format(a)
     c, h, w = space.input_shape
     return Target(name, {"kind": "model", "space": space.describe(), "arch": name, "batch": _check_batch(batch),
-                         "builders": builders_digest()},
+                         "builders": builders_digest(), "walk": walk_digest(type(space))},
                   (batch, c, h, w), lambda: build_model(space, a))
 
 

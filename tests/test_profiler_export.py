@@ -58,6 +58,20 @@ def test_whole_model_export_matches_torch(cache: ArtifactCache) -> None:
     assert art.path.stat().st_size > 0 and not art.cached
 
 
+def test_a_changed_walk_is_a_new_model_artifact(cache: ArtifactCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model is what its space's walk says (nb201's live edges live in spaces/nb201.py, not in the
+    builders): editing the walk must not reuse a model exported before the edit."""
+    import profiler.targets
+
+    sp = get_space("nb201", channels=8, cells=1, resolution=16)
+    arch = sp.parse("|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|")
+    first = onnx_artifact(model_target(sp, arch), cache, exporter="torchscript")
+    assert onnx_artifact(model_target(sp, arch), cache, exporter="torchscript").cached
+    monkeypatch.setattr(profiler.targets, "walk_digest", lambda space_type: "edited")
+    again = onnx_artifact(model_target(sp, arch), cache, exporter="torchscript")
+    assert not again.cached and again.path.exists() and first.path.exists()
+
+
 def test_check_close_rejects_mismatch() -> None:
     ref = np.ones((2, 3), np.float32)
     check_close(ref + 1e-6, ref, "ok")
