@@ -158,3 +158,16 @@ def test_charged_block_keys_are_the_ops_the_optimised_onnx_graph_runs(text: str,
     got = _executed_ops(path, tmp_path)
     got["ReduceMean"] += got.pop("GlobalAveragePool", 0)  # the head's pooling, whichever way exported
     assert +got == +_charged_ops(arch)
+
+
+def test_sgnas_expected_latency_is_exact_for_the_six_edge_table() -> None:
+    """SGNAS differentiates the LUT model's expectation under independent per-edge choices: with one
+    term over six positions it must still be the exact expectation over all 15,625 archs."""
+    from generator.sgnas import expected_cost
+
+    model = cost_model_from_lut(SP, _random_lut(5), calibrated=False)
+    probs = [torch.softmax(torch.randn(3, len(OPS), generator=torch.Generator().manual_seed(e)), 1)
+             for e in range(len(EDGES))]
+    grid = np.asarray(list(itertools.product(range(len(OPS)), repeat=len(EDGES))))
+    weight = np.prod([p.double().numpy()[:, grid[:, e]] for e, p in enumerate(probs)], axis=0)  # (3, 15625)
+    np.testing.assert_allclose(expected_cost(model, probs).double().numpy(), weight @ model.raw(grid), rtol=1e-5)
