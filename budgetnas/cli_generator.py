@@ -145,6 +145,9 @@ def train_cmd(
     typer.echo(f"trained {trained.steps} iterations in {trained.seconds:.1f}s ({trained.calls} predictor calls, "
                f"{len(trained.archive)} distinct archs seen); last batch within budget {last['feasible']:.1%}; "
                f"budgets {bundle.cheapest:.4g}..{bundle.dearest:.4g} ms")
+    searched = problem.space.describe().get("resolutions")
+    if searched:  # the family decides which resolutions are searched: say so
+        typer.echo(f"resolution searched over {searched} (one LUT each)")
     typer.echo(f"wrote {out} and {bundle_path(out)}")
 
 

@@ -230,7 +230,7 @@ def test_train_and_generate_on_the_note10_family(note10_family: Path, tmp_path: 
                 "--rounds", "0"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "budgets" in out
+    assert "budgets" in out and f"resolution searched over {list(RES)}" in out
     luts = {r: LUT.load(note10_family / f"{r}.json") for r in RES}
     for budget in (15, 25, 40):
         assert run(["generate", "--checkpoint", str(ckpt.with_suffix(".bundle")), "--budget", str(budget),
