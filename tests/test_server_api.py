@@ -302,7 +302,7 @@ def test_missing_keys_are_a_422_naming_them(client) -> None:
     r = client.post("/v1/luts/import", json={"format": "json", "content": json.dumps(partial.to_json_dict())},
                     headers=ADMIN_H)
     assert r.status_code == 201 and r.json()["coverage"] < 1
-    arch = "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    arch = "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|"  # the conv is live: node 3 reads node 1
     r = client.post("/v1/predict", json={"lut": r.json()["id"], "archs": [arch]})
     assert r.status_code == 422
     body = r.json()
