@@ -162,9 +162,9 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
     def _arch_resolution(self, resolution: int) -> int:
         """An arch's resolution, checked against this space's (one, or the searched ones)."""
         r = self._arch_check(lambda: self._check_resolution(resolution))
-        allowed = self.resolutions if self.resolutions is not None else None
-        if allowed is not None and r not in allowed:
-            raise InvalidArchitectureError(f"resolution {r} is not one of the searched resolutions {list(allowed)}")
+        if self.resolutions is not None and r not in self.resolutions:
+            raise InvalidArchitectureError(
+                f"resolution {r} is not one of the searched resolutions {list(self.resolutions)}")
         return int(r)
 
     @classmethod
@@ -180,10 +180,6 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
         if twice:
             raise InvalidArgumentError(f"resolutions: {twice} given more than once")
         return tuple(sorted(out))
-
-    @property
-    def searches_resolution(self) -> bool:
-        return self.resolutions is not None
 
     def at_resolution(self, resolution: int) -> OFAMobileNetV3:
         """The fixed-resolution space of one of this space's resolutions (its LUT's space)."""
