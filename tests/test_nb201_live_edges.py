@@ -23,7 +23,7 @@ from profiler.models import NB201Cell, NB201Network, build_model
 from profiler.runners.ort import OrtCpuRunner
 from spaces.lut import LUT, LatencyStats, LUTMeta, LUTPredictor
 from spaces.nb201 import EDGES, OPS, NASBench201, NB201Arch, live_edges
-from spaces.token_cost import cost_model_from_lut
+from spaces.token_cost import TokenCostModel, cost_model_from_lut
 
 SP = NASBench201()
 # the four paths from the cell input (node 0) to its output (node 3)
@@ -87,13 +87,22 @@ def _random_lut(seed: int) -> LUT:
     return LUT(LUTMeta(space=SP.describe(), device="t", backend="b"), entries)
 
 
-def test_token_cost_model_equals_the_walk_on_every_arch() -> None:
-    """The vectorised model (GeneratorBundle, CostModelOracle) and LUTPredictor agree on all 15,625."""
+def test_every_lut_sum_equals_the_walk_on_every_arch() -> None:
+    """LUTPredictor, the server's Prepared, the vectorised TokenCostModel (CostModelOracle) and the
+    plain arrays a GeneratorBundle loads it from agree on all 15,625 archs."""
+    from lut_server.predictor import Prepared
+
     lut = _random_lut(4)
     archs = [SP.from_tokens(t) for t in itertools.product(range(len(OPS)), repeat=len(EDGES))]
     want = LUTPredictor(lut, SP).raw(archs)
-    np.testing.assert_allclose(cost_model_from_lut(SP, lut, calibrated=False).raw(SP.token_matrix(archs)),
-                               want, rtol=1e-12)
+    np.testing.assert_allclose(want, [sum(lut.entries[k].value("median") for k in SP.block_keys(a)) for a in archs],
+                               rtol=1e-12)
+    served = Prepared.build(lut, 0).predict([SP.format(a) for a in archs], calibrated=False)
+    np.testing.assert_allclose([p["raw_ms"] for p in served], want, rtol=1e-12)
+    model = cost_model_from_lut(SP, lut, calibrated=False)
+    np.testing.assert_allclose(model.raw(SP.token_matrix(archs)), want, rtol=1e-12)
+    bundled = TokenCostModel.from_arrays(*model.to_arrays("lat_term"), "lat_term")
+    np.testing.assert_allclose(bundled(SP.token_matrix(archs)), want, rtol=1e-12)
     # and a dead edge is worth nothing: dropping it does not change the sum
     dead = _arch("|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|")
     alive = _arch("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|")
