@@ -14,6 +14,8 @@ import typer
 from budgetnas.errors import DataFileError, InvalidArgumentError
 
 app = typer.Typer(help="PNAG generator: train, generate, search.")
+# the protocol's defaults, repeated so `--help` needs no torch import (a test keeps them equal)
+EXPLORE_SHARE, ROUNDS = 0.3, 10
 
 Space = Annotated[str, typer.Option("--space", help="search space: nb201 or ofa-mbv3")]
 Lut = Annotated[str | None, typer.Option("--lut", help="LUT file (JSON), or a LUT id with --db")]
@@ -76,7 +78,7 @@ def _space(space: str, width: float | None, resolution: int | None, resolutions:
 def _problem(space: str, width: float | None, resolution: int | None, lut: str | None, db: str | None,
              latency_table: str | None, latency_mlp: str | None, accuracy_table: str | None,
              accuracy_db: str | None, dataset: str | None, max_queries: int, seed: int,
-             explore_share: float = 0.5, accuracy_predictor: str | None = None, lut_family: str | None = None,
+             explore_share: float = EXPLORE_SHARE, accuracy_predictor: str | None = None, lut_family: str | None = None,
              resolutions: str | None = None) -> Any:
     from generator.accuracy import prepare
     from generator.sources import accuracy_source, latency_oracle, load_lut_family
@@ -105,7 +107,8 @@ def train_cmd(
     latency_mlp: LatMlp = None, accuracy_table: AccTable = None, accuracy_db: AccDb = None,
     accuracy_predictor: AccPred = None, dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10,
     iterations: Iters = 600, seed: Seed = 0,
-    width: Width = None, resolution: Resolution = None, explore_share: Explore = 0.5, rounds: Rounds = 2,
+    width: Width = None, resolution: Resolution = None, explore_share: Explore = EXPLORE_SHARE,
+    rounds: Rounds = ROUNDS,
     lut_family: LutFamilyOpt = None, resolutions: Resolutions = None,
     method: Annotated[str, typer.Option("--method", help="pnag (ours), pnag-paper (Algorithm 1: a frozen learned "
                                                           "evaluator), mnas, tunas, pareto-noacc")] = "pnag",
@@ -205,7 +208,8 @@ def search_cmd(
     latency_mlp: LatMlp = None, accuracy_table: AccTable = None, accuracy_db: AccDb = None,
     accuracy_predictor: AccPred = None, dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10,
     iterations: Iters = 600, seed: Seed = 0,
-    width: Width = None, resolution: Resolution = None, explore_share: Explore = 0.5, rounds: Rounds = 2,
+    width: Width = None, resolution: Resolution = None, explore_share: Explore = EXPLORE_SHARE,
+    rounds: Rounds = ROUNDS,
     lut_family: LutFamilyOpt = None, resolutions: Resolutions = None,
     generations: Annotated[int, typer.Option("--generations", min=1, help="evolution generations")] = 500,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per budget")] = False,

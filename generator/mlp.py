@@ -43,8 +43,12 @@ class MLPRegressor:
         self.mean, self.std = 0.0, 1.0
         self.seed = seed
 
-    def fit(self, x: np.ndarray, y: np.ndarray, epochs: int = 200, lr: float = 1e-3, batch: int = 128) -> None:
+    def fit(self, x: np.ndarray, y: np.ndarray, epochs: int = 200, lr: float = 1e-3, batch: int = 128,
+            max_steps: int = 3000) -> None:
+        """``epochs`` passes, but at most about ``max_steps`` gradient steps: with many records a few
+        passes fit as well, and a fixed count of epochs would make the fit grow with the data."""
         self.mean, self.std = float(y.mean()), float(y.std() or 1.0)
+        epochs = max(1, min(epochs, max_steps // max(1, -(-len(y) // batch))))
         xt = torch.as_tensor(x, dtype=torch.float32)
         yt = torch.as_tensor((y - self.mean) / self.std, dtype=torch.float32)
         opt = torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=1e-5)

@@ -51,8 +51,8 @@ class Answer:
 @dataclass
 class SearchOptions:
     train: TrainConfig = field(default_factory=TrainConfig)
-    finetune: int | None = None  # generator iterations after each validation round (None: a third of the first)
-    rounds: int = 2  # validation rounds over the queries left after exploration
+    finetune: int | None = None  # generator iterations after each validation round (None: see finetune())
+    rounds: int = 10  # validation rounds over the queries left after exploration
     validate_range: bool = False  # generators validate along the whole range even when budgets are asked
     random_samples: int = 1000  # archs scored per budget by random search
     evo_population: int = 100  # Once-for-All's evolution settings ...
@@ -77,7 +77,8 @@ class MethodResult:
 
 
 def finetune(opts: SearchOptions) -> int:
-    return opts.finetune if opts.finetune is not None else max(1, opts.train.iterations // 3)
+    """Iterations after each round: the first training's again, spread over the rounds (a third at most)."""
+    return opts.finetune if opts.finetune is not None else max(1, opts.train.iterations // max(3, opts.rounds))
 
 
 def best_feasible(problem: Problem, cand: np.ndarray, budget: float, use_records: bool = True) -> Answer | None:
@@ -212,10 +213,11 @@ class Evolution(Method):
     def propose(self, problem: Problem, budgets: list[float], opts: SearchOptions,
                 state: Any) -> tuple[list[np.ndarray], Any]:
         rng = state if state is not None else np.random.default_rng(opts.train.seed)
-        return [self._search(problem, b, opts, rng) for b in budgets], rng
+        return [self.search_budget(problem, b, opts, rng) for b in budgets], rng
 
     @staticmethod
-    def _search(problem: Problem, b: float, opts: SearchOptions, rng: np.random.Generator) -> np.ndarray:
+    def search_budget(problem: Problem, b: float, opts: SearchOptions, rng: np.random.Generator) -> np.ndarray:
+        """Every arch the search visited within ``b`` (its final population among them)."""
         sizes = np.asarray([len(d.choices) for d in problem.space.decisions])
         pop_n = opts.evo_population
         n_par = max(2, int(pop_n * opts.evo_parents))

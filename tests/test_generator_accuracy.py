@@ -49,7 +49,7 @@ def test_counting_source_refuses_past_the_limit() -> None:
 
 def test_prepare_reads_at_most_max_queries_and_fits_a_ranker() -> None:
     src = Synthetic()
-    problem = prepare(SP, oracle(), src, max_queries=120, seed=0, epochs=40)
+    problem = prepare(SP, oracle(), src, max_queries=120, seed=0, epochs=40, explore_share=0.5)
     assert problem.accuracy.used == 60 and src.looked_up == 60  # half explores; the rest is the method's
     assert problem.accuracy.left == 60
     assert problem.report.n_test == 12 and problem.report.kendall_tau > 0.5

@@ -135,3 +135,11 @@ def test_bad_inputs_exit_2(tmp_path: Path, trained: tuple[Path, Path], capsys: p
         assert run(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and needle in err and err.count("\n") == 1, (argv, err)
+
+
+def test_cli_protocol_defaults_are_the_libraries() -> None:
+    from budgetnas import cli_generator
+    from generator.accuracy import EXPLORE_SHARE
+    from generator.search import SearchOptions
+
+    assert (EXPLORE_SHARE, SearchOptions().rounds) == (cli_generator.EXPLORE_SHARE, cli_generator.ROUNDS)
