@@ -81,7 +81,8 @@ def calibrate(st: AppState, s: Session, lut_id: int) -> dict[str, Any]:
         raise InvalidArgumentError(f"lut: LUT {lut_id} has {len(pairs)} measured whole model(s); calibration needs 2")
     prep = prepared(st, s, lut_id)
     preds = prep.predict([a for a, _ in pairs], calibrated=False)
-    cal = Calibration.fit([p["raw_ms"] for p in preds], [ms for _, ms in pairs])
+    # fit refuses measurements <= 0 ms and degenerate fits before anything is stored (422 naming the model)
+    cal = Calibration.fit([p["raw_ms"] for p in preds], [ms for _, ms in pairs], names=[a for a, _ in pairs])
     lut.calibration = cal.to_dict()
     lut.revision += 1
     s.flush()

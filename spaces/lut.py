@@ -358,7 +358,13 @@ GROUP_RIDGE = 0.1  # prior weight pulling each stage's scale to the global slope
 
 @dataclass(frozen=True)
 class Calibration:
-    """measured ≈ slope · Σ scale(key_group(k)) · value(k) + intercept, fitted on measured whole models."""
+    """measured ≈ slope · Σ scale(key_group(k)) · value(k) + intercept, fitted on measured whole models.
+
+    Every construction is checked (``DataFileError`` naming the field): slope and intercept finite
+    within ±``MAX_MS``, ``n_models`` a whole number, ``rel_residual_std`` in [0, ``MAX_MS``], group
+    scales positive and finite, so no stored calibration can hold NaN or Infinity (which SQLite
+    would keep and PostgreSQL refuse) and break a LUT's predict and export for good.
+    """
 
     slope: float
     intercept: float
@@ -366,29 +372,70 @@ class Calibration:
     rel_residual_std: float
     group_scales: dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        put = object.__setattr__  # frozen: normalise once here (numpy floats -> float, 3.0 -> 3)
+        put(self, "slope", _finite("calibration.slope", self.slope))
+        put(self, "intercept", _finite("calibration.intercept", self.intercept))
+        put(self, "n_models", _whole("calibration.n_models", self.n_models, 0))
+        put(self, "rel_residual_std", _real("calibration.rel_residual_std", self.rel_residual_std))
+        if not isinstance(self.group_scales, dict):
+            raise DataFileError("calibration.group_scales must be an object of group -> positive number")
+        scales = {str(k): _finite(f"calibration.group_scales.{k}", v) for k, v in self.group_scales.items()}
+        if any(v <= 0 for v in scales.values()):  # the fit's ridge keeps them in [0.25, 4]
+            raise DataFileError("calibration.group_scales: group scales must be positive numbers")
+        put(self, "group_scales", scales)
+
     @classmethod
     def fit(cls, raw_ms: Sequence[float] | np.ndarray, measured_ms: Sequence[float] | np.ndarray,
-            group_ms: np.ndarray | None = None, groups: Sequence[str] = ()) -> Calibration:
+            group_ms: np.ndarray | None = None, groups: Sequence[str] = (),
+            names: Sequence[str] = ()) -> Calibration:
         """The affine fit of the raw sums; with ``group_ms`` (models x groups: each group's share of
         the raw sum, columns named by ``groups``) also one scale per group whose share varies
-        between the models (ridge towards the affine slope, so few models cannot run away)."""
+        between the models (ridge towards the affine slope, so few models cannot run away).
+
+        Refuses (``InvalidArgumentError``, naming the model by ``names`` when given) measurements
+        that are not finite numbers > 0 ms (the residuals are relative to them) and fits with no
+        usable slope: every raw sum 0, or measured latencies that do not grow with the raw sums.
+        """
         x, y = np.asarray(raw_ms, np.float64), np.asarray(measured_ms, np.float64)
-        if x.size < 2 or x.size != y.size:
+        if x.ndim != 1 or x.size < 2 or x.shape != y.shape:
             raise InvalidArgumentError("calibration needs at least 2 (predicted, measured) pairs of equal length")
+
+        def model(i: int) -> str:
+            return f"model {names[i]!r}" if len(names) == x.size else f"model #{i}"
+
+        # measured > 0 (the residuals are relative to it); a raw sum may be 0 (all its entries 0 ms)
+        for what, v, ok, bound in (("measured latency", y, y > 0, "in (0"), ("raw LUT sum", x, x >= 0, "in [0")):
+            bad = np.flatnonzero(~(np.isfinite(v) & ok & (v <= MAX_MS)))
+            if bad.size:
+                i = int(bad[0])
+                raise InvalidArgumentError(f"calibration: {model(i)}'s {what} is {float(v[i])!r} ms; calibration "
+                                           f"needs every {what} {bound}, {MAX_MS:g}] ms")
         if np.ptp(x) == 0:
+            if x[0] <= 0:
+                raise InvalidArgumentError("calibration: every model's raw LUT sum is 0 ms, so there is no slope "
+                                           "to fit (the LUT's entries are all 0 ms)")
             slope, intercept = float(np.mean(y / x)), 0.0
         else:
             slope, intercept = (float(v) for v in np.polyfit(x, y, 1))
+        if not (math.isfinite(slope) and slope > 0):
+            raise InvalidArgumentError(f"calibration: the fitted slope is {slope!r}: the measured latencies do not "
+                                       "grow with the LUT's raw sums, so no calibration can be fitted")
         scales: dict[str, float] = {}
         scaled = x
         if group_ms is not None:
             g = np.asarray(group_ms, np.float64)
             if g.shape != (x.size, len(groups)):
                 raise InvalidArgumentError(f"group_ms must be {x.size} x {len(groups)}, got {g.shape}")
+            if not np.all(np.isfinite(g)):
+                raise InvalidArgumentError("calibration: group_ms must be finite numbers")
             scales, intercept = _fit_group_scales(g, list(groups), y, slope, intercept)
             scaled = g @ np.array([scales.get(n, 1.0) for n in groups])
         resid = (y - (slope * scaled + intercept)) / y
-        return cls(slope, intercept, int(x.size), float(np.sqrt(np.mean(resid**2))), scales)
+        try:
+            return cls(slope, intercept, int(x.size), float(np.sqrt(np.mean(resid**2))), scales)
+        except DataFileError as exc:  # e.g. an intercept beyond MAX_MS: a fit no LUT could use
+            raise InvalidArgumentError(f"calibration: the fit is degenerate ({exc})") from None
 
     def scale(self, group: str) -> float:
         return self.group_scales.get(group, 1.0)
@@ -420,13 +467,7 @@ class Calibration:
         raw_scales = d.get("group_scales") or {}
         if not isinstance(raw_scales, dict):
             raise DataFileError("calibration.group_scales must be an object of group -> positive number")
-        # slope and intercept may be any finite number; scales are positive (a ridge keeps them in [0.25, 4])
-        scales = {str(k): _finite(f"calibration.group_scales.{k}", v) for k, v in raw_scales.items()}
-        if any(v <= 0 for v in scales.values()):
-            raise DataFileError("calibration.group_scales: group scales must be positive numbers")
-        return cls(_finite("calibration.slope", d["slope"]), _finite("calibration.intercept", d["intercept"]),
-                   _whole("calibration.n_models", d["n_models"], 0),
-                   _real("calibration.rel_residual_std", d["rel_residual_std"]), scales)
+        return cls(d["slope"], d["intercept"], d["n_models"], d["rel_residual_std"], raw_scales)
 
 
 def _fit_group_scales(g: np.ndarray, groups: list[str], y: np.ndarray, slope: float,

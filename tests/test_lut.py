@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -73,6 +75,39 @@ def test_calibration_fit_and_band() -> None:
     assert cal.rel_residual_std == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(InvalidArgumentError):
         Calibration.fit([1.0], [1.0])
+
+
+@pytest.mark.parametrize("raw,measured,needle", [
+    ([1.0, 2.0, 3.0], [1.0, 0.0, 3.0], "model 'b''s measured latency is 0.0 ms"),
+    ([1.0, 2.0, 3.0], [1.0, -2.0, 3.0], "measured latency is -2.0 ms"),
+    ([1.0, 2.0, 3.0], [1.0, float("nan"), 3.0], "measured latency is nan ms"),
+    ([1.0, float("inf"), 3.0], [1.0, 2.0, 3.0], "raw LUT sum is inf ms"),
+    ([0.0, 0.0, 0.0], [1.0, 2.0, 3.0], "raw LUT sum is 0 ms"),  # y / x: inf slope before
+    ([1.0, 2.0, 3.0], [3.0, 2.0, 1.0], "slope is -1.0"),  # shrinking with the sum: no calibration
+    ([1.0, 2.0, 3.0], [2.0, 2.0, 2.0], "do not grow with"),
+])
+def test_calibration_fit_refuses_measurements_it_cannot_fit(raw: list[float], measured: list[float],
+                                                            needle: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=re.escape(needle)):
+        Calibration.fit(raw, measured, names=["a", "b", "c"])
+
+
+@pytest.mark.parametrize("fields,needle", [
+    ({"slope": float("inf")}, "calibration.slope"),
+    ({"intercept": float("nan")}, "calibration.intercept"),
+    ({"rel_residual_std": float("nan")}, "calibration.rel_residual_std"),
+    ({"rel_residual_std": -0.1}, "calibration.rel_residual_std"),
+    ({"n_models": 1.5}, "calibration.n_models"),
+    ({"group_scales": {"input:5x5x192": float("inf")}}, "calibration.group_scales.input:5x5x192"),
+    ({"group_scales": {"input:5x5x192": 0.0}}, "positive"),
+])
+def test_calibration_construction_is_validated(fields: dict[str, Any], needle: str) -> None:
+    good = {"slope": 1.1, "intercept": 0.3, "n_models": 5, "rel_residual_std": 0.01}
+    with pytest.raises(DataFileError, match=re.escape(needle)):
+        Calibration(**{**good, **fields})
+    with pytest.raises(DataFileError, match=re.escape(needle)):
+        Calibration.from_dict({**good, **fields})
+    assert Calibration(**good).to_dict() == good
 
 
 def test_grouped_calibration_recovers_stage_scales() -> None:
