@@ -34,6 +34,7 @@ from types import FrameType
 from typing import Any
 
 from budgetnas.errors import BudgetNASError, ServerError
+from budgetnas.text import make_printable
 from device_agents.backends import Backend, JobSpec
 from device_agents.rest import HTTPStatusError, Rest, Unreachable
 from device_agents.spool import Spool
@@ -218,7 +219,9 @@ class Agent:
         except (BudgetNASError, Exception) as exc:  # a bad job must not stop the agent
             kind = "fail"
             output = getattr(exc, "output", "") or traceback.format_exc()
-            body = {"error": f"{type(exc).__name__}: {exc}"[:10_000], "output": output[-1_000_000:]}
+            # the server refuses control characters (ANSI colours, NUL): send them as U+FFFD, not lose the failure
+            body = {"error": make_printable(f"{type(exc).__name__}: {exc}"[:10_000], multiline=True),
+                    "output": make_printable(output[-1_000_000:], multiline=True)}
             self.failed += 1
             log.warning("job %s: failed: %s", job.id, body["error"])
         finally:

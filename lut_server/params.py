@@ -1,5 +1,6 @@
 """Bounded request parameters: ids fit the 32-bit INTEGER columns, seeds fit numpy's generators,
-free-form JSON objects are bounded in depth and size (``budgetnas.jsonlimits``)."""
+free-form JSON objects are bounded in depth and size (``budgetnas.jsonlimits``), free text is
+printable (``budgetnas.text``, the predicate ``LUTMeta`` uses)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
 from budgetnas.jsonlimits import MAX_BYTES, json_problem
+from budgetnas.text import printable_problem
 
 MAX_ID = 2**31 - 1
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -33,3 +35,21 @@ class BoundedJson:
 JsonObject = Annotated[dict[str, Any], AfterValidator(BoundedJson())]  # facts, environment, space descriptions
 # latency stats keep their raw samples (up to a protocol's max_runs of them)
 StatsObject = Annotated[dict[str, Any], AfterValidator(BoundedJson(max_bytes=4 << 20))]
+
+
+class Printable:
+    """The one validator of every free-text request field: no control characters, NUL or lone surrogates,
+    so a name is stored alike on SQLite and PostgreSQL and read back by ``LUTMeta``."""
+
+    def __init__(self, multiline: bool = False) -> None:
+        self.multiline = multiline
+
+    def __call__(self, value: str) -> str:
+        problem = printable_problem(value, self.multiline)
+        if problem is not None:  # the 422 handler prefixes the field's location
+            raise PydanticCustomError("printable_text", problem)
+        return value
+
+
+Line = Annotated[str, AfterValidator(Printable())]  # names, versions, keys: lengths stay with each field
+Text = Annotated[str, AfterValidator(Printable(multiline=True))]  # error messages and logs

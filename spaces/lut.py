@@ -50,6 +50,7 @@ import numpy as np
 import yaml
 
 from budgetnas.errors import BudgetNASError, DataFileError, InvalidArgumentError, MissingKeysError
+from budgetnas.text import is_printable
 from spaces.base import SearchSpace
 
 LUT_FORMAT = "budgetnas-lut"
@@ -515,7 +516,7 @@ class LUTMeta:
             raise DataFileError("LUT meta 'space' must hold the space description, e.g. {'space': 'ofa-mbv3', ...}")
         for name, most in (("device", 200), ("backend", 100), ("runtime_version", 200), ("created", 200)):
             v = getattr(self, name)  # the lengths of db.models' columns (NAME_LEN, BACKEND_LEN)
-            if not isinstance(v, str) or not 1 <= len(v) <= most or any(ord(c) < 32 or c == "\x7f" for c in v):
+            if not isinstance(v, str) or not 1 <= len(v) <= most or not is_printable(v):
                 raise _bad(f"meta.{name}", v, f"must be text of 1 to {most} printable characters")
         for name, lo, hi in (("batch", 1, 4096), ("threads", 0, 1024)):
             v = getattr(self, name)

@@ -7,16 +7,35 @@ is a 422 naming what is wrong, nothing is stored, and the LUT keeps working afte
 from __future__ import annotations
 
 import json
+import typing
 from typing import Any
 
 import pytest
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+from sqlalchemy import func, select
 
+from budgetnas.errors import DataFileError
+from budgetnas.text import is_printable, make_printable, printable_problem
+from db.models import Job, Lut, LutEntry, ModelMeasurement
+from db.session import Database
+from lut_server.params import Printable
+from lut_server.routes import ROUTERS
 from spaces import get_space
 from spaces.lut import LUT, LatencyStats, LUTMeta
 from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN_H
 
 NB201 = {"space": "nb201"}
+
+
+def counts(db_url: str) -> tuple[int, ...]:
+    db = Database(db_url)
+    try:
+        with db.session() as s:
+            return tuple(s.scalar(select(func.count()).select_from(t)) or 0 for t in (Lut, LutEntry, ModelMeasurement, Job))
+    finally:
+        db.dispose()
 
 
 def agent(token: str) -> dict[str, str]:
@@ -76,3 +95,113 @@ def test_a_degenerate_calibration_is_a_422_and_stores_nothing(client, entry_ms: 
     r = client.post("/v1/predict", json={"lut": lut_id, "archs": archs})
     assert r.status_code == 200 and len(r.json()["predictions"]) == 3, r.text
     assert client.get(f"/v1/luts/{lut_id}/validation").status_code == 200
+
+
+# ---- free text: one printable-text constraint ----------------------------------------------------
+def _checked(metadata: Any) -> bool:
+    return any(isinstance(getattr(m, "func", None), Printable) for m in metadata)
+
+
+def _open_text(tp: Any, checked: bool, where: str) -> list[str]:
+    """Where in a request type a str value is not checked by Printable."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _open_text(args[0], checked or _checked(args[1:]), where)
+    if tp is str:
+        return [] if checked else [where]
+    if origin is dict:  # free-form JSON: bounded by BoundedJson (test_hostile_json)
+        return []
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [w for name, f in tp.model_fields.items()
+                for w in _open_text(f.annotation, _checked(f.metadata), f"{tp.__name__}.{name}")]
+    return [w for a in args for w in _open_text(a, False, where)]
+
+
+# text that is parsed, never stored or looked up as is (checked by its own parser)
+PARSED = {"ImportIn.content", "CheckpointIn.bundle", "PredictIn.archs", "CostIn.keys"}
+
+
+def test_every_free_text_field_of_every_request_is_printable_text() -> None:
+    """One validator (params.Printable, budgetnas.text's predicate) on every str of every body, query and path."""
+    params = [p for router in ROUTERS for route in router.routes if isinstance(route, APIRoute)
+              for p in (*route.dependant.body_params, *route.dependant.query_params, *route.dependant.path_params)]
+    open_ = [w for p in params for w in _open_text(p.field_info.annotation, _checked(p.field_info.metadata),
+                                                     p.name)]
+    assert [w for w in open_ if w not in PARSED and w != "sha256"] == [], open_
+    assert _open_text(str | None, False, "x") == ["x"]  # the check itself sees an open field
+    # LUTMeta refuses exactly what the REST fields refuse: one predicate
+    for bad in ("ort\x00cpu", "ort\x1bcpu", "ort\x7f", "ort\ud800", "a\nb"):
+        assert not is_printable(bad) and printable_problem(bad) is not None
+        with pytest.raises(DataFileError, match=r"meta\.backend"):
+            LUTMeta(space=NB201, device="dev1", backend=bad)
+    assert is_printable("a\tb\r\nc", multiline=True) and not is_printable("a\x00b", multiline=True)
+    # what the agent sends in a failure: control characters (ANSI colours) as U+FFFD, the failure kept
+    assert make_printable("\x1b[31mboom\x00\n", multiline=True) == "\ufffd[31mboom\ufffd\n"
+
+
+BAD_TEXT = ["nul\x00inside", "bell\x07", "esc\x1b[31m", "del\x7f", "new\nline"]
+
+
+@pytest.mark.parametrize("text", BAD_TEXT)
+@pytest.mark.parametrize("path,field", [
+    ("/v1/luts", "backend"), ("/v1/luts", "device"), ("/v1/luts", "runtime_version"),
+    ("/v1/campaigns", "backend"), ("/v1/campaigns", "runtime_version"),
+])
+def test_control_characters_in_lut_identity_are_422_naming_the_field(client, db_url, path: str, field: str,
+                                                                      text: str) -> None:
+    register(client)
+    before = counts(db_url)
+    body = {"space": NB201, "device": "dev1", "backend": "ort-cpu", field: text}
+    r = client.post(path, json=body, headers=ADMIN_H)
+    assert r.status_code == 422 and r.json()["detail"].startswith(f"{field}: must be printable text"), r.text
+    assert counts(db_url) == before
+    assert client.get("/v1/luts").status_code == 200
+
+
+@pytest.mark.parametrize("field", ["device", "backend", "runtime_version", "column"])
+def test_control_characters_in_import_options_are_422(client, db_url, field: str) -> None:
+    before = counts(db_url)
+    r = client.post("/v1/luts/import", json={"format": "arch-csv", "content": "arch_str,ms\n", field: "x\x00y"},
+                    headers=ADMIN_H)
+    assert r.status_code == 422 and r.json()["detail"].startswith(f"{field}: must be printable text"), r.text
+    assert counts(db_url) == before
+
+
+def test_control_characters_in_job_calls_are_422_and_the_job_stays_leased(client, db_url) -> None:
+    tok = register(client)
+    client.post("/v1/campaigns", json={"space": NB201, "device": "dev1", "backend": "ort-cpu"}, headers=ADMIN_H)
+    r = client.post("/v1/jobs/lease", json={"device": "dev1", "backend": "ort\x00cpu"}, headers=tok)
+    assert r.status_code == 422 and r.json()["detail"].startswith("backend: must be printable text"), r.text
+    job = client.post("/v1/jobs/lease", json={"device": "dev1", "backend": "ort-cpu"}, headers=tok).json()["jobs"][0]
+    before = counts(db_url)
+    stats = {"count": 1, "mean_ms": 1.0, "std_ms": 0.0, "median_ms": 1.0}
+    for path, body, field in [
+        ("result", {"idempotency_key": "k\x00", "stats": stats}, "idempotency_key"),
+        ("fail", {"error": "boom\x00", "lease_id": job["lease_id"]}, "error"),
+        ("fail", {"error": "boom", "output": "log\x1b[0m", "lease_id": job["lease_id"]}, "output"),
+        ("heartbeat", {"lease_id": "l\x00"}, "lease_id"),
+        ("release", {"lease_id": "l\x00"}, "lease_id"),
+    ]:
+        r = client.post(f"/v1/jobs/{job['id']}/{path}", json=body, headers=tok)
+        assert r.status_code == 422 and r.json()["detail"].startswith(f"{field}: must be printable text"), r.text
+    assert counts(db_url) == before
+    r = client.post(f"/v1/jobs/{job['id']}/heartbeat", json={"lease_id": job["lease_id"]}, headers=tok)
+    assert r.status_code == 200 and r.json()["lease_expires"], r.text  # still leased by its holder
+    # a multi-line error (a traceback) is text, not a control character
+    r = client.post(f"/v1/jobs/{job['id']}/fail", json={"error": "Traceback:\n\tline 1\r\n", "output": "a\nb",
+                                                        "lease_id": job["lease_id"]}, headers=tok)
+    assert r.status_code == 200, r.text
+
+
+def test_control_characters_in_lookups_are_422(client) -> None:
+    tok = register(client)
+    r = client.post("/v1/devices/dev%00/heartbeat", json={}, headers=tok)
+    assert r.status_code in (403, 422), r.text  # another device's name: refused before any lookup
+    r = client.post("/v1/devices/dev%00/heartbeat", json={}, headers=ADMIN_H)
+    assert r.status_code == 422 and r.json()["detail"].startswith("path.name: must be printable text"), r.text
+    r = client.get("/v1/accuracy", params={"dataset": "im\x00net"})
+    assert r.status_code == 422 and r.json()["detail"].startswith("query.dataset: must be printable text"), r.text
+    r = client.post("/v1/accuracy", json={"space": "nb201", "records": [
+        {"arch": get_space("nb201").format(get_space("nb201").sample_many(1)[0]), "dataset": "c10", "value": 0.9,
+         "source": "paper\x00"}]}, headers=ADMIN_H)
+    assert r.status_code == 422 and "source: must be printable text" in r.json()["detail"], r.text

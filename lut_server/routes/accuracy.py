@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from budgetnas.errors import InvalidArchitectureError
 from db import repo
+from lut_server.params import Line
 from lut_server.state import check_read, require_admin, state_of
 from spaces import get_space
 
@@ -16,15 +17,15 @@ router = APIRouter(prefix="/v1/accuracy", tags=["accuracy"])
 
 
 class RecordIn(BaseModel):
-    arch: str = Field(min_length=1, max_length=2000)
-    dataset: str = Field(min_length=1, max_length=100)
-    metric: str = Field(default="top1", min_length=1, max_length=50)
+    arch: Line = Field(min_length=1, max_length=2000)
+    dataset: Line = Field(min_length=1, max_length=100)
+    metric: Line = Field(default="top1", min_length=1, max_length=50)
     value: float = Field(allow_inf_nan=False)
-    source: str = Field(default="", max_length=200)
+    source: Line = Field(default="", max_length=200)
 
 
 class AccuracyIn(BaseModel):
-    space: str = Field(min_length=1, max_length=50)
+    space: Line = Field(min_length=1, max_length=50)
     records: list[RecordIn] = Field(min_length=1, max_length=100_000)
 
 
@@ -46,8 +47,8 @@ def upsert(body: AccuracyIn, request: Request) -> dict[str, Any]:
 
 
 @router.get("")
-def query(request: Request, space: str | None = None, dataset: str | None = None, metric: str | None = None,
-          source: str | None = None, limit: int = Query(1000, ge=1, le=100_000),
+def query(request: Request, space: Line | None = None, dataset: Line | None = None, metric: Line | None = None,
+          source: Line | None = None, limit: int = Query(1000, ge=1, le=100_000),
           offset: int = Query(0, ge=0, le=2**31 - 1)) -> dict[str, Any]:
     st = state_of(request)
     check_read(st, request)

@@ -15,7 +15,7 @@ from budgetnas.errors import DataFileError, MissingExtraError
 from budgetnas.jsonlimits import check_json, shown_json
 from db import repo
 from db.models import NAME_LEN
-from lut_server.params import Seed
+from lut_server.params import Line, Seed
 from lut_server.state import AppState, admin_first, check_read, state_of
 from lut_server.uploads import json_body, json_body_schema, read_body
 
@@ -24,12 +24,12 @@ GENERATORS_KEPT = 4  # bundles in memory: /v1/generate is a read, so any client 
 
 
 class CheckpointIn(BaseModel):
-    name: str = Field(min_length=1, max_length=NAME_LEN)
+    name: Line = Field(min_length=1, max_length=NAME_LEN)
     bundle: str = Field(min_length=1, description="base64 of the torch-free generator bundle")
 
 
 class GenerateIn(BaseModel):
-    checkpoint: int | Annotated[str, Field(min_length=1, max_length=NAME_LEN)] = Field(description="id or name")
+    checkpoint: int | Annotated[Line, Field(min_length=1, max_length=NAME_LEN)] = Field(description="id or name")
     budget: float = Field(allow_inf_nan=False)
     samples: int = Field(default=0, ge=0, le=1000)
     seed: Seed | None = None

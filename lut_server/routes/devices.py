@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
 from budgetnas.jsonlimits import check_json
 from db import repo
 from db.models import NAME_LEN
-from lut_server.params import JsonObject
+from lut_server.params import JsonObject, Line
 from lut_server.state import check_read, require_admin, require_agent, state_of
 from lut_server.views import device_object
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
+DeviceName = Annotated[Line, Path(min_length=1, max_length=NAME_LEN)]
 
 
 class DeviceIn(BaseModel):
-    name: str = Field(min_length=1, max_length=NAME_LEN, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")
+    name: Line = Field(min_length=1, max_length=NAME_LEN, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")
     facts: JsonObject = Field(default_factory=dict)
 
 
@@ -46,7 +47,7 @@ def list_devices(request: Request) -> dict[str, Any]:
 
 
 @router.post("/{name}/heartbeat")
-def heartbeat(name: str, request: Request, body: HeartbeatIn | None = None) -> dict[str, Any]:
+def heartbeat(name: DeviceName, request: Request, body: HeartbeatIn | None = None) -> dict[str, Any]:
     st = state_of(request)
     with st.db.session(write=True) as s:
         require_agent(st, request, s, device_name=name)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from budgetnas.errors import ConflictError, DataFileError
 from db import queue, repo
 from db.models import BACKEND_LEN, NAME_LEN, Job, Lut
-from lut_server.params import IdPath, JsonObject, StatsObject
+from lut_server.params import IdPath, JsonObject, Line, StatsObject, Text
 from lut_server.state import require_agent, state_of
 from lut_server.views import job_object
 from spaces.lut import LatencyStats
@@ -19,8 +19,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 class LeaseIn(BaseModel):
-    device: str = Field(min_length=1, max_length=NAME_LEN)
-    backend: str = Field(min_length=1, max_length=BACKEND_LEN)
+    device: Line = Field(min_length=1, max_length=NAME_LEN)
+    backend: Line = Field(min_length=1, max_length=BACKEND_LEN)
     max_jobs: int = Field(default=1, ge=1, le=1000)
     lease_seconds: float | None = Field(default=None, gt=0)
 
@@ -31,22 +31,22 @@ LeaseId = Field(default=None, min_length=1, max_length=NAME_LEN,
 
 class JobHeartbeatIn(BaseModel):
     lease_seconds: float | None = Field(default=None, gt=0)
-    lease_id: str | None = LeaseId
+    lease_id: Line | None = LeaseId
 
 
 class ReleaseIn(BaseModel):
-    lease_id: str | None = LeaseId
+    lease_id: Line | None = LeaseId
 
 
 class ResultIn(BaseModel):
-    idempotency_key: str = Field(min_length=1, max_length=200)
+    idempotency_key: Line = Field(min_length=1, max_length=200)
     stats: StatsObject
     environment: JsonObject = Field(default_factory=dict)
 
 
 class FailIn(BaseModel):
-    error: str = Field(min_length=1, max_length=10_000)
-    output: str = Field(default="", max_length=1_000_000)
+    error: Text = Field(min_length=1, max_length=10_000)
+    output: Text = Field(default="", max_length=1_000_000)
 
 
 def _lease_seconds(request: Request, asked: float | None) -> float:

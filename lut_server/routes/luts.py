@@ -12,7 +12,7 @@ from budgetnas.errors import ConflictError
 from db import repo
 from db.models import BACKEND_LEN, NAME_LEN
 from lut_server.convert import ImportOptions, import_lut, space_for
-from lut_server.params import IdPath, JsonObject, Seed
+from lut_server.params import IdPath, JsonObject, Line, Seed
 from lut_server.service import calibrate, enqueue_campaign, lut_model, store_lut, validation
 from lut_server.state import check_read, require_admin, state_of
 from lut_server.views import lut_object, lut_objects
@@ -26,24 +26,24 @@ Backend = Field(min_length=1, max_length=BACKEND_LEN)  # the column's length: bo
 
 class LutIn(BaseModel):
     space: JsonObject
-    device: str = Name
-    backend: str = Backend
+    device: Line = Name
+    backend: Line = Backend
     batch: int = Field(default=1, ge=1, le=4096)
     threads: int = Field(default=1, ge=0, le=1024)
-    runtime_version: str = Field(default="unknown", min_length=1, max_length=NAME_LEN)
+    runtime_version: Line = Field(default="unknown", min_length=1, max_length=NAME_LEN)
     statistic: Literal["median", "mean", "min", "p90"] = "median"
 
 
 class ImportIn(BaseModel):
     format: Literal["json", "ofa-yaml", "arch-csv"]
     content: str = Field(min_length=1)
-    device: str | None = Field(default=None, min_length=1, max_length=NAME_LEN)
-    backend: str | None = Field(default=None, min_length=1, max_length=BACKEND_LEN)
+    device: Line | None = Field(default=None, min_length=1, max_length=NAME_LEN)
+    backend: Line | None = Field(default=None, min_length=1, max_length=BACKEND_LEN)
     space: JsonObject | None = None
     resolution: int | None = None
     width: float | None = None
-    column: str | None = None
-    runtime_version: str | None = Field(default=None, min_length=1, max_length=NAME_LEN)
+    column: Line | None = None
+    runtime_version: Line | None = Field(default=None, min_length=1, max_length=NAME_LEN)
 
 
 class CampaignIn(BaseModel):
