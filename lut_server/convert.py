@@ -42,6 +42,11 @@ class ImportOptions:
 
 
 def space_for(desc: dict[str, Any], field_name: str = "space") -> SearchSpace[Any]:
+    """The space of a LUT (created, imported or measured by a campaign) from its description.
+
+    A LUT is measured at one input resolution, so a space that searches resolution
+    (``{"resolutions": [...]}``) is refused: it would silently be measured at its largest one.
+    """
     if not isinstance(desc, dict) or not isinstance(desc.get("space"), str):
         raise InvalidArgumentError(
             f"{field_name}: must be an object like {{\"space\": \"ofa-mbv3\", \"resolution\": 224}}")
@@ -49,11 +54,17 @@ def space_for(desc: dict[str, Any], field_name: str = "space") -> SearchSpace[An
         if isinstance(v, int | float) and not isinstance(v, bool) and not -MAX_SPACE_PARAM <= v <= MAX_SPACE_PARAM:
             raise InvalidArgumentError(f"{field_name}.{k}: {v} is out of range (|value| <= {MAX_SPACE_PARAM})")
     try:
-        return space_from_description(desc)
+        space = space_from_description(desc)
     except TypeError as exc:  # an unknown parameter of the space's constructor
         raise InvalidArgumentError(f"{field_name}: {exc}") from None
     except (InvalidArgumentError, InvalidArchitectureError) as exc:
         raise InvalidArgumentError(f"{field_name}: {exc}") from None
+    searched = space.describe().get("resolutions")
+    if searched is not None:
+        raise InvalidArgumentError(
+            f"{field_name}.resolutions: a LUT is measured at one resolution; give \"resolution\" (one of "
+            f"{searched}) and make one LUT per resolution: a LUT family, searched with `--lut-family`")
+    return space
 
 
 def check_keys(lut: LUT, space: SearchSpace[Any]) -> None:

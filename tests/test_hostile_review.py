@@ -11,6 +11,7 @@ import typing
 from typing import Any
 
 import pytest
+import yaml
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlalchemy import func, select
@@ -205,3 +206,42 @@ def test_control_characters_in_lookups_are_422(client) -> None:
         {"arch": get_space("nb201").format(get_space("nb201").sample_many(1)[0]), "dataset": "c10", "value": 0.9,
          "source": "paper\x00"}]}, headers=ADMIN_H)
     assert r.status_code == 422 and "source: must be printable text" in r.json()["detail"], r.text
+
+
+# ---- a space that searches resolution is no LUT's space ------------------------------------------
+SEARCHED = {"space": "ofa-mbv3", "width": 1.2, "resolutions": [160, 224]}
+
+
+def _searched_lut_file() -> str:
+    fixed = get_space("ofa-mbv3", width=1.2, resolution=224)
+    lut = LUT(LUTMeta(space=get_space("ofa-mbv3", width=1.2, resolutions=[160, 224]).describe(), device="dev1",
+                      backend="tflite"),
+              {k: LatencyStats.from_samples([1.0, 2.0]) for k in fixed.all_block_keys()})
+    return json.dumps(lut.to_json_dict())
+
+
+@pytest.mark.parametrize("path,body,field", [
+    ("/v1/luts", {"space": SEARCHED, "device": "dev1", "backend": "tflite"}, "space.resolutions"),
+    ("/v1/campaigns", {"space": SEARCHED, "device": "dev1", "backend": "tflite", "validation_models": 2},
+     "space.resolutions"),
+    ("/v1/luts/import", {"format": "ofa-yaml", "content": "<yaml>", "space": SEARCHED}, "space.resolutions"),
+    ("/v1/luts/import", {"format": "json", "content": "<searched>"}, "space.resolutions"),
+])
+def test_a_space_searching_resolution_is_refused_for_luts(client, db_url, path: str, body: dict[str, Any],
+                                                          field: str) -> None:
+    register(client)
+    if body.get("content") == "<searched>":
+        body = {**body, "content": _searched_lut_file()}
+    if body.get("content") == "<yaml>":  # a good OFA file of 224: imported at one resolution it is fine
+        keys = get_space("ofa-mbv3", width=1.2, resolution=224).all_block_keys()
+        body = {**body, "content": yaml.safe_dump({k: {"count": 10, "mean": 0.5, "std": 0.01} for k in keys})}
+    before = counts(db_url)
+    r = client.post(path, json=body, headers=ADMIN_H)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail.startswith(f"{field}: a LUT is measured at one resolution") and "--lut-family" in detail, detail
+    assert counts(db_url) == before
+    # the fixed-resolution space of the same family is a LUT's space
+    fixed = {"space": "ofa-mbv3", "width": 1.2, "resolution": 160}
+    assert client.post("/v1/luts", json={"space": fixed, "device": "dev1", "backend": "tflite"},
+                       headers=ADMIN_H).status_code == 201
