@@ -13,7 +13,10 @@ Its answers are accuracy *records* to the methods: each distinct arch asked coun
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
+from tokenize import TokenError
 from typing import Any
 
 import numpy as np
@@ -31,13 +34,20 @@ _RES_BASE, _RES_STEP, _RES_SLOTS = 112, 16, 8
 def load_weights(path: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """[(W (out, in), b (out,))] per layer, checked to be OFA's 128-400-400-400-1 net."""
     p = Path(path)
+    arrays: dict[str, np.ndarray] | None = None
     try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: np.asarray(z[k], np.float64) for k in z.files}
+        loaded = np.load(p, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):  # else a bare .npy array: no named layers
+            with loaded as z:
+                arrays = {k: np.asarray(z[k], np.float64) for k in z.files}
     except FileNotFoundError:
         raise DataFileError(f"no accuracy predictor file at {p}") from None
-    except (OSError, ValueError) as exc:
-        raise DataFileError(f"{p} is not a numpy .npz file: {exc}") from None
+    # an empty file is EOFError, a truncated or corrupt zip BadZipFile or zlib.error, a garbled array
+    # header SyntaxError or tokenize.TokenError (numpy parses it with ast.literal_eval and tokenize)
+    except (OSError, ValueError, EOFError, SyntaxError, TokenError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataFileError(f"{p} is not a numpy .npz file: {str(exc) or type(exc).__name__}") from None
+    if arrays is None:
+        raise DataFileError(f"{p} is not a numpy .npz file: it holds one array, not Once-for-All's named arrays")
     layers, n_in = [], N_FEATURES
     for i, name in enumerate(_LAYERS):
         w, b = arrays.get(f"{name}_weight"), arrays.get(f"{name}_bias")

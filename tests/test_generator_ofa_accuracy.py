@@ -4,6 +4,7 @@ query counting, the CLI end to end on the Note10 LUT, and bad files / spaces."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,21 @@ def test_bad_predictor_files_name_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(DataFileError, match=r"not a numpy \.npz"):
         OFAPredictorAccuracy(sp, tmp_path / "text.npz")
     good = _ofa_shaped(rng)
+    whole = _write(tmp_path / "whole.npz", **good).read_bytes()
+    np.save(tmp_path / "one.npy", good["0_weight"])
+    deflated = tmp_path / "deflated.npz"
+    np.savez_compressed(deflated, **good)
+    raw = bytearray(deflated.read_bytes())
+    raw[200:4000] = bytes(3800)  # inside the first member's compressed data: a zlib error
+    for name, content in [("empty.npz", b""), ("truncated.npz", whole[: len(whole) // 2]),
+                          ("one.npy", None), ("corrupt.npz", bytes(raw)), ("dir.npz", "dir")]:
+        path = tmp_path / name
+        if content == "dir":
+            path.mkdir()
+        elif content is not None:
+            path.write_bytes(content)
+        with pytest.raises(DataFileError, match=rf"{re.escape(str(path))} is not a numpy \.npz"):
+            OFAPredictorAccuracy(sp, path)
     missing = {k: v for k, v in good.items() if k != "4_bias"}
     with pytest.raises(DataFileError, match="missing 4_weight/4_bias"):
         OFAPredictorAccuracy(sp, _write(tmp_path / "m.npz", **missing))
