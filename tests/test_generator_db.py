@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from budgetnas.cli import run
+from generator.accuracy import EXPLORE_SHARE
 from generator.sources import DBAccuracy, lut_from_db
 from spaces import get_space
 from spaces.lut import LatencyStats, LUTPredictor
@@ -62,8 +63,9 @@ def test_train_from_the_database(db_url: tuple[str, int], tmp_path: Path, capsys
                 "--dataset", "cifar10", "--max-queries", "30", "--iterations", "2", "--budgets", "2",
                 "--out", str(out)]) == 0
     first = capsys.readouterr().out.splitlines()[0]
-    assert first.startswith("accuracy records read ") and "/30 (15 spread over the latency range" in first
-    assert 15 < int(first.split()[3].split("/")[0]) <= 30
+    explored = max(10, round(30 * EXPLORE_SHARE))  # prepare() explores at least 10
+    assert first.startswith("accuracy records read ") and f"/30 ({explored} spread over the latency range" in first
+    assert explored < int(first.split()[3].split("/")[0]) <= 30
     assert run(["generate", "--checkpoint", str(out.with_suffix(".bundle")), "--budget", "1000", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     lut = lut_from_db(url, str(lut_id))
