@@ -103,7 +103,7 @@ def _job_for(s: Session, job_id: int, device: Device | None, lock: bool = True) 
 
 
 def _check_holder(job: Job, device: Device | None, lease_id: str | None) -> None:
-    """Only the lease's holder (its lease id) may extend or give back a lease; the admin may act without."""
+    """Only the lease's holder (its lease id) may extend, release or fail a lease; the admin may act without."""
     if lease_id is None and device is None:
         return
     if lease_id is None:
@@ -150,7 +150,10 @@ def submit_result(s: Session, job_id: int, device: Device | None, idempotency_ke
     return job, True
 
 
-def fail(s: Session, job_id: int, device: Device | None, error: str, max_attempts: int) -> Job:
+def fail(s: Session, job_id: int, device: Device | None, error: str, max_attempts: int,
+         lease_id: str | None = None) -> Job:
+    """Give back a leased job as failed (queued again until ``max_attempts``); only its lease's holder
+    may (``lease_id``), so one agent of a device cannot fail the job another agent is measuring."""
     job = _job_for(s, job_id, device)
     if job.state == "done":
         raise ConflictError(f"job: job {job_id} is done; it cannot fail")
@@ -158,6 +161,7 @@ def fail(s: Session, job_id: int, device: Device | None, error: str, max_attempt
         return job
     if job.state != "leased":
         raise ConflictError(f"job: job {job_id} is not leased (state {job.state}); its lease was lost")
+    _check_holder(job, device, lease_id)
     job.state = "failed" if job.attempts >= max_attempts else "queued"
     job.error, job.lease_owner, job.lease_expires, job.updated = error, None, None, utcnow()
     s.flush()

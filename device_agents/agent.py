@@ -165,7 +165,8 @@ class Agent:
                 out = self.rest.result(rec["job"], rec["body"])
                 log.info("job %s: result %s", rec["job"], "stored" if out.get("stored") else "already stored")
             else:
-                out = self.rest.fail(rec["job"], rec["body"])
+                b = rec["body"]  # spooled without a lease_id (an older agent): 422, dropped; the lease expires
+                out = self.rest.fail(rec["job"], b["error"], b.get("output", ""), b.get("lease_id"))
                 log.info("job %s: failure reported (now %s)", rec["job"], out.get("state"))
         except Unreachable:
             return False
@@ -221,7 +222,7 @@ class Agent:
             output = getattr(exc, "output", "") or traceback.format_exc()
             # the server refuses control characters (ANSI colours, NUL): send them as U+FFFD, not lose the failure
             body = {"error": make_printable(f"{type(exc).__name__}: {exc}"[:10_000], multiline=True),
-                    "output": make_printable(output[-1_000_000:], multiline=True)}
+                    "output": make_printable(output[-1_000_000:], multiline=True), "lease_id": lease_id}
             self.failed += 1
             log.warning("job %s: failed: %s", job.id, body["error"])
         finally:

@@ -67,8 +67,10 @@ class Rest:
     def result(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self.call("POST", f"/v1/jobs/{job_id}/result", body))
 
-    def fail(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.call("POST", f"/v1/jobs/{job_id}/fail", body))
+    def fail(self, job_id: int, error: str, output: str, lease_id: str | None) -> dict[str, Any]:
+        """Report a failed measurement; ``lease_id``: the lease's (only its holder may fail it)."""
+        return dict(self.call("POST", f"/v1/jobs/{job_id}/fail",
+                              {"error": error, "output": output, "lease_id": lease_id}))
 
     def release(self, job_id: int, lease_id: str | None) -> dict[str, Any]:
         return dict(self.call("POST", f"/v1/jobs/{job_id}/release", {"lease_id": lease_id}))

@@ -7,19 +7,24 @@ is a 422 naming what is wrong, nothing is stored, and the LUT keeps working afte
 from __future__ import annotations
 
 import json
+import logging
+import signal
 import typing
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
-from budgetnas.errors import DataFileError
+from budgetnas.errors import DataFileError, DeviceUnavailableError
 from budgetnas.text import is_printable, make_printable, printable_problem
 from db.models import Job, Lut, LutEntry, ModelMeasurement
 from db.session import Database
+from device_agents.agent import Agent, AgentConfig
+from device_agents.backends import Backend, BackendOptions, JobSpec, Measured
 from lut_server.params import Printable
 from lut_server.routes import ROUTERS
 from spaces import get_space
@@ -245,3 +250,69 @@ def test_a_space_searching_resolution_is_refused_for_luts(client, db_url, path: 
     fixed = {"space": "ofa-mbv3", "width": 1.2, "resolution": 160}
     assert client.post("/v1/luts", json={"space": fixed, "device": "dev1", "backend": "tflite"},
                        headers=ADMIN_H).status_code == 201
+
+
+# ---- leases: only the holder fails one -----------------------------------------------------------
+def test_only_the_lease_holder_fails_a_lease(client, db_url) -> None:
+    tok = register(client)
+    client.post("/v1/campaigns", json={"space": NB201, "device": "dev1", "backend": "ort-cpu"}, headers=ADMIN_H)
+    lease = {"device": "dev1", "backend": "ort-cpu"}
+    mine, theirs = (client.post("/v1/jobs/lease", json=lease, headers=tok).json()["jobs"][0] for _ in range(2))
+    r = client.post(f"/v1/jobs/{mine['id']}/fail", json={"error": "boom", "lease_id": theirs["lease_id"]},
+                    headers=tok)
+    assert r.status_code == 409 and "lease_id" in r.json()["detail"], r.text
+    r = client.post(f"/v1/jobs/{mine['id']}/fail", json={"error": "boom"}, headers=tok)
+    assert r.status_code == 422 and r.json()["detail"].startswith("lease_id: "), r.text
+    db = Database(db_url)
+    try:
+        with db.session() as s:  # the holder's lease is untouched
+            job = s.get(Job, mine["id"])
+            assert job is not None and (job.state, job.attempts, job.error) == ("leased", 1, None)
+    finally:
+        db.dispose()
+    hb = client.post(f"/v1/jobs/{mine['id']}/heartbeat", json={"lease_id": mine["lease_id"]}, headers=tok)
+    assert hb.status_code == 200
+    r = client.post(f"/v1/jobs/{mine['id']}/fail", json={"error": "boom", "lease_id": mine["lease_id"]}, headers=tok)
+    assert r.status_code == 200 and r.json()["state"] == "queued", r.text
+    # the admin may fail any lease without its id
+    r = client.post(f"/v1/jobs/{theirs['id']}/fail", json={"error": "stuck"}, headers=ADMIN_H)
+    assert r.status_code == 200 and r.json()["state"] == "queued", r.text
+
+
+class _FailingBackend(Backend):
+    """Every measurement fails with a message a real tool may print: ANSI colours and a NUL."""
+
+    name, kind = "test-failing", "cpu"
+
+    def __init__(self) -> None:
+        super().__init__(BackendOptions())
+
+    def facts(self) -> dict[str, Any]:
+        return {"kind": "cpu"}
+
+    def measure(self, job: JobSpec) -> Measured:
+        raise DeviceUnavailableError("\x1b[31mbenchmark crashed\x1b[0m\x00\nsee the log")
+
+
+def test_the_agent_reports_a_failure_with_its_lease_id_and_printable_text(live, db_url, tmp_path, caplog) -> None:
+    token = httpx.post(f"{live.url}/v1/devices", json={"name": "rig"}, headers=ADMIN_H).json()["token"]
+    httpx.post(f"{live.url}/v1/campaigns", json={"space": NB201, "device": "rig", "backend": "test-failing"},
+               headers=ADMIN_H)
+    config = AgentConfig(server=live.url, token=token, name="rig", backend="test-failing", lease_seconds=30,
+                         poll_s=0.05, max_backoff_s=0.2, idle_exit_s=5, max_jobs=1, spool=str(tmp_path / "spool"))
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with caplog.at_level(logging.INFO, logger="budgetnas.agent"):
+            Agent(config, _FailingBackend()).run()
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    assert "failure reported (now queued)" in caplog.text and "dropped" not in caplog.text, caplog.text
+    db = Database(db_url)
+    try:
+        with db.session() as s:
+            errors = [e for e in s.scalars(select(Job.error)) if e]
+    finally:
+        db.dispose()
+    assert len(errors) == 1 and "\ufffd[31mbenchmark crashed" in errors[0] and "\x00" not in errors[0], errors
+    assert "\nsee the log" in errors[0]  # newlines are text

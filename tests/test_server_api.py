@@ -206,7 +206,8 @@ def test_fail_retries_until_cap_and_release_does_not_count(client) -> None:
     for attempt in (1, 2, 3):
         j = client.post("/v1/jobs/lease", json=lease, headers=tok).json()["jobs"][0]
         assert j["id"] == job["id"] and j["attempts"] == attempt
-        r = client.post(f"/v1/jobs/{j['id']}/fail", json={"error": "boom", "output": "trace"}, headers=tok)
+        r = client.post(f"/v1/jobs/{j['id']}/fail", json={"error": "boom", "output": "trace", "lease_id": j["lease_id"]},
+                        headers=tok)
         states.append(r.json()["state"])
     assert states == ["queued", "queued", "failed"]
     r = client.post(f"/v1/jobs/{job['id']}/result", json={"idempotency_key": "x", "stats": STATS}, headers=tok)

@@ -47,6 +47,7 @@ class ResultIn(BaseModel):
 class FailIn(BaseModel):
     error: Text = Field(min_length=1, max_length=10_000)
     output: Text = Field(default="", max_length=1_000_000)
+    lease_id: Line | None = LeaseId
 
 
 def _lease_seconds(request: Request, asked: float | None) -> float:
@@ -115,7 +116,7 @@ def fail(job_id: IdPath, body: FailIn, request: Request) -> dict[str, Any]:
     with st.db.session(write=True) as s:
         dev = require_agent(st, request, s)
         msg = body.error if not body.output else f"{body.error}\n--- output ---\n{body.output[-20_000:]}"
-        job = queue.fail(s, job_id, dev, msg, st.settings.max_attempts)
+        job = queue.fail(s, job_id, dev, msg, st.settings.max_attempts, body.lease_id)
         return {"id": job.id, "state": job.state, "attempts": job.attempts}
 
 
