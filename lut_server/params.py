@@ -34,7 +34,8 @@ class BoundedJson:
 
 JsonObject = Annotated[dict[str, Any], AfterValidator(BoundedJson())]  # facts, environment, space descriptions
 # latency stats keep their raw samples (up to a protocol's max_runs of them)
-StatsObject = Annotated[dict[str, Any], AfterValidator(BoundedJson(max_bytes=4 << 20))]
+STATS_MAX_BYTES = 4 << 20
+StatsObject = Annotated[dict[str, Any], AfterValidator(BoundedJson(max_bytes=STATS_MAX_BYTES))]
 
 
 class Printable:

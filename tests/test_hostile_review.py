@@ -10,6 +10,7 @@ import json
 import logging
 import signal
 import typing
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -316,3 +317,22 @@ def test_the_agent_reports_a_failure_with_its_lease_id_and_printable_text(live, 
         db.dispose()
     assert len(errors) == 1 and "\ufffd[31mbenchmark crashed" in errors[0] and "\x00" not in errors[0], errors
     assert "\nsee the log" in errors[0]  # newlines are text
+
+
+# ---- README: the fixed bounds are the code's -----------------------------------------------------
+def test_readme_names_the_fixed_bounds_the_code_has_and_the_ofa_predictor() -> None:
+    from budgetnas.jsonlimits import MAX_BYTES, MAX_DEPTH
+    from lut_server.params import STATS_MAX_BYTES
+    from lut_server.predictor import ARCH_CACHE_SIZE
+    from lut_server.routes.checkpoints import GENERATORS_KEPT
+    from spaces.lut import MAX_NESTING
+
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    bounds = " ".join(text.split("- **Fixed bounds**", 1)[1].split("\n- ", 1)[0].split())
+    assert "not settings" in bounds
+    for needle in (f"{MAX_DEPTH} levels deep and {MAX_BYTES // 1024} KiB", f"stats {STATS_MAX_BYTES >> 20} MiB",
+                   f"nested at most {MAX_NESTING} levels", f"at most {ARCH_CACHE_SIZE:,} canonical architectures",
+                   f"at most {GENERATORS_KEPT} generator bundles"):
+        assert needle in bounds, needle
+    accuracy = " ".join(text.split("\n- Accuracy: ", 1)[1].split("\n- ", 1)[0].split())
+    assert "`--accuracy-predictor ofa:PATH.npz`" in accuracy and "--max-queries" in accuracy, accuracy
