@@ -79,7 +79,9 @@ def calibrate(st: AppState, s: Session, lut_id: int) -> dict[str, Any]:
     pairs = repo.model_measurements(s, lut_id)
     if len(pairs) < 2:
         raise InvalidArgumentError(f"lut: LUT {lut_id} has {len(pairs)} measured whole model(s); calibration needs 2")
-    prep = prepared(st, s, lut_id)
+    # the raw sums need no calibration: one stored before its bounds that no longer reads is replaced, not in the way
+    stored = repo.load_lut(s, lut_id)
+    prep = Prepared.build(LUT.from_json_dict({**stored, "calibration": None}, f"LUT {lut_id}"), lut.revision)
     preds = prep.predict([a for a, _ in pairs], calibrated=False)
     # fit refuses measurements <= 0 ms and degenerate fits before anything is stored (422 naming the model)
     cal = Calibration.fit([p["raw_ms"] for p in preds], [ms for _, ms in pairs], names=[a for a, _ in pairs])

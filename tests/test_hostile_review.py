@@ -10,6 +10,7 @@ import json
 import logging
 import signal
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 import yaml
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from budgetnas.errors import DataFileError, DeviceUnavailableError
 from budgetnas.text import is_printable, make_printable, printable_problem
@@ -64,15 +65,17 @@ def import_nb201(c: Any, entry_samples_ms: list[float], device: str = "dev1") ->
     return int(r.json()["id"])
 
 
-def measure_models(c: Any, tok: dict[str, str], lut_id: int, n: int, median_ms: float) -> list[str]:
-    """Enqueue ``n`` whole models of a LUT and post each one's result (every time ``median_ms``)."""
+def measure_models(c: Any, tok: dict[str, str], lut_id: int, n: int,
+                   median_ms: float | Callable[[str], float]) -> list[str]:
+    """Enqueue ``n`` whole models of a LUT and post each one's result (``median_ms``, or of the arch)."""
     r = c.post(f"/v1/luts/{lut_id}/campaign", json={"validation_models": n, "seed": 3}, headers=ADMIN_H)
     assert r.status_code == 201 and r.json()["jobs_created"] == n, r.text
     jobs = c.post("/v1/jobs/lease", json={"device": "dev1", "backend": "ort-cpu", "max_jobs": n},
                   headers=tok).json()["jobs"]
     assert len(jobs) == n and all(j["kind"] == "model" for j in jobs)
-    stats = {"count": 2, "mean_ms": median_ms, "std_ms": 0.0, "median_ms": median_ms, "min_ms": median_ms}
     for j in jobs:
+        ms = median_ms(j["arch"]) if callable(median_ms) else median_ms
+        stats = {"count": 2, "mean_ms": ms, "std_ms": 0.0, "median_ms": ms, "min_ms": ms}
         r = c.post(f"/v1/jobs/{j['id']}/result", json={"idempotency_key": f"k{j['id']}", "stats": stats},
                    headers=tok)
         assert r.status_code == 200, r.text
@@ -336,3 +339,26 @@ def test_readme_names_the_fixed_bounds_the_code_has_and_the_ofa_predictor() -> N
         assert needle in bounds, needle
     accuracy = " ".join(text.split("\n- Accuracy: ", 1)[1].split("\n- ", 1)[0].split())
     assert "`--accuracy-predictor ofa:PATH.npz`" in accuracy and "--max-queries" in accuracy, accuracy
+
+
+def test_a_calibration_stored_before_its_bounds_is_a_422_and_calibrating_again_replaces_it(client, db_url) -> None:
+    tok = register(client)
+    lut_id = import_nb201(client, [1.0, 2.0])
+    def measured(arch: str) -> float:  # the raw sum, slower and offset: a fit with a positive slope
+        raw = client.post("/v1/predict", json={"lut": lut_id, "archs": [arch], "calibrated": False}).json()
+        return 1.5 * float(raw["predictions"][0]["latency_ms"]) + 0.5
+
+    archs = measure_models(client, tok, lut_id, 3, measured)
+    bad = {"slope": 1.0, "intercept": 0.0, "n_models": 3, "rel_residual_std": 0.1, "group_scales": {"input:x": -1.0}}
+    db = Database(db_url)
+    try:
+        with db.session(write=True) as s:  # storable on both databases, refused by Calibration
+            s.execute(update(Lut).where(Lut.id == lut_id).values(calibration=bad, revision=Lut.revision + 1))
+    finally:
+        db.dispose()
+    r = client.post("/v1/predict", json={"lut": lut_id, "archs": archs})
+    assert r.status_code == 422 and "calibration.group_scales" in r.json()["detail"], r.text
+    r = client.post(f"/v1/luts/{lut_id}/calibrate", headers=ADMIN_H)
+    assert r.status_code == 200 and "group_scales" not in r.json()["calibration"], r.text
+    assert client.post("/v1/predict", json={"lut": lut_id, "archs": archs}).status_code == 200
+    assert client.get(f"/v1/luts/{lut_id}/export").status_code == 200
