@@ -41,6 +41,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from jsonl_runs import load_runs, run_pending  # noqa: E402
+
 from generator.accuracy import Problem, TableAccuracy, prepare  # noqa: E402
 from generator.latency import TableOracle  # noqa: E402
 from generator.pnag import TrainConfig  # noqa: E402
@@ -430,26 +432,12 @@ def main() -> None:
     if not Path(args.csv).exists():
         sys.exit(f"error: {args.csv} not found (the reference data lives beside the repository)")
     runs_path = Path(args.runs)
-    done = [json.loads(x) for x in runs_path.read_text().splitlines() if x.strip()] if runs_path.exists() else []
+    done = load_runs(runs_path)
     if not args.render:
         have = {key(r) for r in done}
         todo = [t for t in tasks(args) if key(t) not in have]
         print(f"{len(todo)} runs to do ({len(have)} already in {runs_path})", flush=True)
-        with runs_path.open("a") as fh:
-            if args.workers > 1:
-                from multiprocessing import get_context
-
-                with get_context("spawn").Pool(args.workers) as pool:
-                    for r in pool.imap_unordered(run_task, todo):
-                        fh.write(json.dumps(r) + "\n")
-                        fh.flush()
-                        done.append(r)
-            else:
-                for t in todo:
-                    r = run_task(t)
-                    fh.write(json.dumps(r) + "\n")
-                    fh.flush()
-                    done.append(r)
+        run_pending(todo, run_task, runs_path, done, args.workers)
     text = render(done, args)
     Path(args.out).write_text(text)
     print(text)

@@ -36,6 +36,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from jsonl_runs import load_runs, run_pending  # noqa: E402
+
 from generator.accuracy import prepare  # noqa: E402
 from generator.latency import CostModelOracle, LatencyOracle  # noqa: E402
 from generator.ofa_accuracy import OFAPredictorAccuracy  # noqa: E402
@@ -274,7 +276,7 @@ def main() -> None:
         if not Path(p).exists():
             sys.exit(f"error: {p} not found (the reference data lives beside the repository)")
     runs_path = Path(args.runs)
-    done = [json.loads(x) for x in runs_path.read_text().splitlines() if x.strip()] if runs_path.exists() else []
+    done = load_runs(runs_path)
     if not args.render:
         have = {key(r) for r in done}
         todo = [{"resolution": res if res == "searched" else int(res), "queries": int(q), "seed": s,
@@ -284,12 +286,7 @@ def main() -> None:
                 for res in args.resolutions.split(",") for q in args.queries.split(",") for s in range(args.seeds)]
         todo = [t for t in todo if key(t) not in have]
         print(f"{len(todo)} runs to do ({len(done)} already in {runs_path})", flush=True)
-        with runs_path.open("a") as fh:
-            for t in todo:
-                r = run_task(t)
-                fh.write(json.dumps(r) + "\n")
-                fh.flush()
-                done.append(r)
+        run_pending(todo, run_task, runs_path, done)
     text = render(done, args)
     Path(args.out).write_text(text)
     print(text)
