@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
-import typing
 from typing import Any
 
 import pytest
 from fastapi.routing import APIRoute
-from pydantic import BaseModel
 from sqlalchemy import update
 
 import lut_server.predictor as predictor
@@ -26,6 +24,7 @@ from lut_server.routes import ROUTERS
 from spaces import get_space
 from spaces.lut import LUT, LatencyStats, LUTMeta
 from spaces.ofa_mbv3 import _canonical_parse
+from tests.request_types import unchecked
 from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN_H, make_client, rewritten_bundle, tiny_nb201_bundle
 
@@ -82,21 +81,13 @@ def test_json_problem_walks_any_depth_without_recursion() -> None:
     assert shown_json(deep(300)) == {"withheld": f"the stored value is not shown: nested deeper than {MAX_DEPTH} levels"}
 
 
-def _bounded(metadata: Any) -> bool:
-    return any(isinstance(getattr(m, "func", None), BoundedJson) for m in metadata)
+def _json_kind(tp: Any, origin: Any) -> str | None:
+    return "leaf" if tp is Any or tp is dict or origin is dict else None
 
 
 def _open_json(tp: Any, bounded: bool, where: str) -> list[str]:
     """Where in a request type a free-form JSON value (dict, Any) is not checked by BoundedJson."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Annotated:
-        return _open_json(args[0], bounded or _bounded(args[1:]), where)
-    if tp is Any or tp is dict or origin is dict:
-        return [] if bounded else [where]
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return [w for name, f in tp.model_fields.items()
-                for w in _open_json(f.annotation, _bounded(f.metadata), f"{tp.__name__}.{name}")]
-    return [w for a in args for w in _open_json(a, False, where)]
+    return unchecked(tp, BoundedJson, _json_kind, bounded, where)
 
 
 def test_every_free_form_json_field_of_every_request_model_is_bounded() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ import httpx
 import pytest
 import yaml
 from fastapi.routing import APIRoute
-from pydantic import BaseModel
 from sqlalchemy import func, select, update
 
 from budgetnas.errors import DataFileError, DeviceUnavailableError
@@ -31,6 +29,7 @@ from lut_server.params import Printable
 from lut_server.routes import ROUTERS
 from spaces import get_space
 from spaces.lut import LUT, LatencyStats, LUTMeta
+from tests.request_types import has_validator, unchecked
 from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN_H
 
@@ -109,22 +108,18 @@ def test_a_degenerate_calibration_is_a_422_and_stores_nothing(client, entry_ms: 
 
 # ---- free text: one printable-text constraint ----------------------------------------------------
 def _checked(metadata: Any) -> bool:
-    return any(isinstance(getattr(m, "func", None), Printable) for m in metadata)
+    return has_validator(metadata, Printable)
+
+
+def _text_kind(tp: Any, origin: Any) -> str | None:
+    if tp is str:
+        return "leaf"
+    return "skip" if origin is dict else None  # free-form JSON: bounded by BoundedJson (test_hostile_json)
 
 
 def _open_text(tp: Any, checked: bool, where: str) -> list[str]:
     """Where in a request type a str value is not checked by Printable."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Annotated:
-        return _open_text(args[0], checked or _checked(args[1:]), where)
-    if tp is str:
-        return [] if checked else [where]
-    if origin is dict:  # free-form JSON: bounded by BoundedJson (test_hostile_json)
-        return []
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return [w for name, f in tp.model_fields.items()
-                for w in _open_text(f.annotation, _checked(f.metadata), f"{tp.__name__}.{name}")]
-    return [w for a in args for w in _open_text(a, False, where)]
+    return unchecked(tp, Printable, _text_kind, checked, where)
 
 
 # text that is parsed, never stored or looked up as is (checked by its own parser)
