@@ -1,12 +1,28 @@
-"""Load on the LUT server under uvicorn on 127.0.0.1 (its own process), measured by HTTP clients.
+"""Load on the LUT server under uvicorn, beside a bare endpoint of the same stack, measured by one client.
 
-    .venv/bin/python bench/server_load.py [--db URL] [--workers N] [--requests N] [--jobs N]
+    .venv/bin/python bench/server_load.py --quick                      # smoke: SQLite, 1 worker, < 1 minute
+    nice -n 10 .venv/bin/python bench/server_load.py --repeats 5 --workers 1 2 \\
+        --db sqlite --db postgresql+psycopg://postgres@127.0.0.1:5432/bench     # the full run, by hand
 
-Figures: single-architecture predict p50/p99 latency and requests/s with 32 concurrent clients
-(closed loop: the saturation point) and at a fixed offered rate (open loop, ``--rate``, default 500/s);
-a 10,000-architecture batch predict (cold: archs never seen; warm: the same batch again); lease+result
-cycles/s with 20 agents, with a check that no job is lost or done twice. Needs the Once-for-All
-Note10 LUT in ../shared/data. Not run in CI: the figures depend on the machine.
+For each database and worker count, two servers run side by side: ``budgetnas serve`` and the bare
+endpoint (bench/bare_app.py: uvicorn + FastAPI returning a fixed small JSON). Each repetition
+measures both, alternating which goes first, with the same requests from the same client:
+
+- sequential single-arch predict (one connection, one request at a time: the service time);
+- saturation: ``--clients`` connections closed loop for ``--sat-seconds`` (requests/s);
+- open loop at ``--rate`` req/s for ``--seconds``: requests are due on a fixed schedule whatever
+  the answers do and latency counts from the due time (no coordinated omission);
+
+then, on the LUT server only, a 10,000-arch batch predict (cold: archs never seen; warm: again)
+and lease+result with ``--agents`` agents leasing and reporting ``--lease-batch`` jobs per call,
+checking that no job is lost or done twice. Every latency figure is also given as a ratio to the
+bare endpoint's in the same repetition, the only comparison that survives a shared machine.
+
+Where there are two CPUs or more, the client (this process) runs on CPU 0 and the servers (and
+their workers) on CPU 1; the output says so, and what else used the CPUs during the run. The
+single-request client speaks HTTP/1.1 over asyncio streams (keep-alive, Content-Length) so that it
+costs a few microseconds per request, not the server's figure. Needs the Once-for-All Note10 LUT in
+../shared/data. Not run in CI as a test: the figures depend on the machine.
 """
 
 from __future__ import annotations
@@ -23,10 +39,13 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -36,6 +55,7 @@ from spaces import get_space  # noqa: E402
 ADMIN = "bench-admin"
 H = {"Authorization": f"Bearer {ADMIN}"}
 YAML = REPO.parent / "shared" / "data" / "ofa_note10_lut" / "224_lookup_table.yaml"
+CLIENT_CPU, SERVER_CPU = 0, 1
 
 
 def free_port() -> int:
@@ -44,130 +64,309 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(db: str, workers: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {**os.environ, "BUDGETNAS_ADMIN_TOKEN": ADMIN}
-    proc = subprocess.Popen([sys.executable, "-m", "budgetnas", "serve", "--db", db, "--port", str(port),
-                             "--workers", str(workers), "--log-level", "warning"], env=env, cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
+def pinned(cpus: set[int] | None) -> Callable[[], None] | None:
+    """A preexec_fn that pins the child (and the workers it forks) to ``cpus``."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], base: str) -> None:
+    for _ in range(600):
         try:
             if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return proc, base
+                return
         except httpx.HTTPError:
             time.sleep(0.1)
     proc.kill()
-    raise SystemExit("server did not start")
+    raise SystemExit(f"server {base} did not start")
 
 
-async def single_predict(base: str, lut: int, archs: list[str], clients: int, total: int) -> None:
-    lat: list[float] = []
-    per = total // clients
-
-    async def client(i: int) -> None:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as c:
-            for n in range(per):
-                body = {"lut": lut, "archs": [archs[(i * per + n) % len(archs)]]}
-                t0 = time.perf_counter()
-                r = await c.post("/v1/predict", json=body)
-                lat.append(time.perf_counter() - t0)
-                assert r.status_code == 200, r.text
-
-    await asyncio.gather(*(client(i) for i in range(min(clients, 4))))  # warm-up: caches, connections
-    lat.clear()
-    t0 = time.perf_counter()
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    wall = time.perf_counter() - t0
-    ms = np.array(lat) * 1000
-    print(f"single-arch predict, {clients} concurrent clients, {len(ms)} requests: "
-          f"p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, {len(ms) / wall:.0f} req/s")
+def start_server(db: str, workers: int, cpus: set[int] | None = None,
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """``budgetnas serve`` on a free port (bench/server_memory.py uses it too)."""
+    port = free_port()
+    full_env = {**os.environ, "BUDGETNAS_ADMIN_TOKEN": ADMIN, **(env or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "budgetnas", "serve", "--db", db, "--port", str(port),
+                             "--workers", str(workers), "--log-level", "warning"], env=full_env, cwd=REPO,
+                            preexec_fn=pinned(cpus))
+    base = f"http://127.0.0.1:{port}"
+    wait_healthy(proc, base)
+    return proc, base
 
 
-async def paced_predict(base: str, lut: int, archs: list[str], rate: float, seconds: float, clients: int) -> None:
-    """Open loop at a fixed offered rate over at most ``clients`` connections.
-
-    Requests are due on a fixed schedule whatever the answers do, and latency counts from the due
-    time: a slow answer delays the ones behind it, and they are charged for it (no coordinated
-    omission). The 32-client figure above is closed loop: it measures the saturation point instead.
-    """
-    warm = int(rate)  # the first second opens the connections and is not counted
-    n = warm + int(rate * seconds)
-    lat: list[float] = []
-    slots = iter(range(n))  # shared: each connection takes the next due request when it is free
-    start = time.perf_counter() + 0.2
-
-    async def connection() -> None:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as c:
-            for i in slots:
-                due = start + i / rate
-                await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                r = await c.post("/v1/predict", json={"lut": lut, "archs": [archs[i % len(archs)]]})
-                if i >= warm:
-                    lat.append(time.perf_counter() - due)
-                assert r.status_code == 200, r.text
-
-    await asyncio.gather(*(connection() for _ in range(clients)))
-    wall = time.perf_counter() - start - warm / rate
-    ms = np.array(lat) * 1000
-    print(f"single-arch predict, offered {rate:.0f} req/s for {seconds:.0f} s over <= {clients} connections: "
-          f"p50 {np.percentile(ms, 50):.1f} ms, p90 {np.percentile(ms, 90):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms, "
-          f"achieved {len(ms) / wall:.0f} req/s")
+def start_bare(workers: int, cpus: set[int] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port),
+                             "--workers", str(workers), "--log-level", "warning"], cwd=REPO,
+                            preexec_fn=pinned(cpus))
+    base = f"http://127.0.0.1:{port}"
+    wait_healthy(proc, base)
+    return proc, base
 
 
-def sequential_predict(base: str, lut: int, archs: list[str], n: int = 500) -> None:
-    """One client, one request at a time: the service time without queueing."""
-    with httpx.Client(base_url=base, timeout=30) as c:
-        lat = []
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+# ---- what else ran ------------------------------------------------------------------------------
+
+def cpu_seconds() -> dict[int, tuple[int, float, str]]:
+    """pid -> (parent pid, CPU seconds so far, command line) of every process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[int, float, str]] = {}
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text()
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        rest = stat[stat.rindex(")") + 2:].split()
+        out[int(p.name)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / tick, cmd or stat.split()[1])
+    return out
+
+
+def others_report(before: dict[int, tuple[int, float, str]], wall: float, top: int = 5) -> str:
+    """The processes outside this bench's tree that used CPU since ``before``, busiest first."""
+    now = cpu_seconds()
+    ours = {os.getpid()}
+    changed = True
+    while changed:  # descendants of this process: the servers and their workers
+        changed = False
+        for pid, (ppid, _, _) in now.items():
+            if ppid in ours and pid not in ours:
+                ours.add(pid)
+                changed = True
+    used = sorted(((cpu - before.get(pid, (0, 0.0, ""))[1], pid, cmd) for pid, (_, cpu, cmd) in now.items()
+                   if pid not in ours), reverse=True)
+    total = sum(u for u, _, _ in used)
+    lines = [f"  other processes used {total:.1f} CPU-s in {wall:.0f} s ({total / wall:.2f} CPUs); busiest:"]
+    lines += [f"    {u:7.1f} s  pid {pid}: {cmd[:90]}" for u, pid, cmd in used[:top] if u >= 0.05]
+    return "\n".join(lines)
+
+
+# ---- a minimal HTTP/1.1 client for the single-request figures -------------------------------------
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection: POST a JSON body, read the status and a Content-Length body."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host.encode()
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Conn:
+        reader, writer = await asyncio.open_connection(host, port)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(reader, writer, f"{host}:{port}")
+
+    async def post(self, path: bytes, body: bytes) -> int:
+        self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (path, self.host, len(body), body))
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    base: str
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, port = self.base.removeprefix("http://").rsplit(":", 1)
+        return host, int(port)
+
+
+def check(status: int, ep: Endpoint) -> None:
+    if status != 200:
+        raise SystemExit(f"{ep.name}: HTTP {status} on predict")
+
+
+async def sequential(ep: Endpoint, bodies: Sequence[bytes], n: int) -> np.ndarray:
+    """One connection, one request at a time (the first 10% warm up and are not counted)."""
+    c = await Conn.open(*ep.host_port)
+    lat = []
+    try:
         for i in range(n):
             t0 = time.perf_counter()
-            r = c.post("/v1/predict", json={"lut": lut, "archs": [archs[i % len(archs)]]})
+            check(await c.post(b"/v1/predict", bodies[i % len(bodies)]), ep)
             lat.append(time.perf_counter() - t0)
-            assert r.status_code == 200
-    ms = np.array(lat[50:]) * 1000
-    print(f"single-arch predict, 1 client, sequential: p50 {np.percentile(ms, 50):.2f} ms, "
-          f"p99 {np.percentile(ms, 99):.2f} ms")
+    finally:
+        c.close()
+    return np.array(lat[n // 10:]) * 1000
 
 
-def batch_predict(base: str, lut: int, space_seed: int) -> None:
+async def saturation(ep: Endpoint, bodies: Sequence[bytes], clients: int, seconds: float) -> float:
+    """Requests/s with ``clients`` connections closed loop (each sends its next request on an answer)."""
+    conns = [await Conn.open(*ep.host_port) for _ in range(clients)]
+    done = 0
+    counting = False
+    end = 0.0
+
+    async def loop(i: int, c: Conn) -> None:
+        nonlocal done
+        k = i
+        while time.perf_counter() < end:
+            check(await c.post(b"/v1/predict", bodies[k % len(bodies)]), ep)
+            k += clients
+            if counting:
+                done += 1
+
+    try:
+        end = time.perf_counter() + min(1.0, seconds / 4)  # warm-up: every connection answered once
+        await asyncio.gather(*(loop(i, c) for i, c in enumerate(conns)))
+        counting, t0 = True, time.perf_counter()
+        end = t0 + seconds
+        await asyncio.gather(*(loop(i, c) for i, c in enumerate(conns)))
+        return done / (time.perf_counter() - t0)
+    finally:
+        for c in conns:
+            c.close()
+
+
+async def paced(ep: Endpoint, bodies: Sequence[bytes], rate: float, seconds: float, clients: int
+                ) -> tuple[np.ndarray, float]:
+    """Open loop: request i is due at start + i/rate, sent by the first of ``clients`` connections free.
+
+    Latency counts from the due time, so a slow answer charges the requests queued behind it.
+    The first second opens the connections and is not counted.
+    """
+    warm = int(rate)
+    n = warm + int(rate * seconds)
+    conns = [await Conn.open(*ep.host_port) for _ in range(clients)]
+    lat: list[float] = []
+    slots = iter(range(n))
+    start = time.perf_counter() + 0.05
+
+    async def loop(c: Conn) -> None:
+        for i in slots:
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            check(await c.post(b"/v1/predict", bodies[i % len(bodies)]), ep)
+            if i >= warm:
+                lat.append(time.perf_counter() - due)
+
+    try:
+        await asyncio.gather(*(loop(c) for c in conns))
+    finally:
+        for c in conns:
+            c.close()
+    wall = time.perf_counter() - start - warm / rate
+    return np.array(lat) * 1000, len(lat) / wall
+
+
+# ---- figures over repetitions ---------------------------------------------------------------------
+
+@dataclass
+class Figures:
+    """name -> one value per repetition."""
+
+    values: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, name: str, value: float) -> None:
+        self.values.setdefault(name, []).append(value)
+
+    def get(self, name: str) -> list[float]:
+        return self.values.get(name, [])
+
+
+def spread(vals: Sequence[float], unit: str = "", fmt: str = ".2f") -> str:
+    if not vals:
+        return "n/a"
+    runs = ", ".join(f"{v:{fmt}}" for v in vals)
+    return f"median {statistics.median(vals):{fmt}}{unit} (min {min(vals):{fmt}}, max {max(vals):{fmt}}; runs {runs})"
+
+
+async def single_figures(ep: Endpoint, bodies: Sequence[bytes], args: argparse.Namespace, fig: Figures) -> None:
+    ms = await sequential(ep, bodies, args.sequential)
+    fig.add(f"{ep.name} sequential p50 ms", float(np.percentile(ms, 50)))
+    fig.add(f"{ep.name} sequential p99 ms", float(np.percentile(ms, 99)))
+    fig.add(f"{ep.name} saturation req/s", await saturation(ep, bodies, args.clients, args.sat_seconds))
+    ms, achieved = await paced(ep, bodies, args.rate, args.seconds, args.clients)
+    for q in (50, 90, 99):
+        fig.add(f"{ep.name} open-loop p{q} ms", float(np.percentile(ms, q)))
+    fig.add(f"{ep.name} open-loop max ms", float(ms.max()))
+    fig.add(f"{ep.name} open-loop achieved req/s", achieved)
+
+
+def batch_figures(base: str, lut: int, seed: int, fig: Figures) -> None:
     sp = get_space("ofa-mbv3", width=1.2, resolution=224)
-    with httpx.Client(base_url=base, timeout=120) as c:
-        cold: list[float] = []
-        warm: list[float] = []
-        for rep in range(3):
-            archs = [sp.format(a) for a in sp.sample_many(10_000, seed=space_seed + rep)]
-            for out in (cold, warm, warm):
-                t0 = time.perf_counter()
-                r = c.post("/v1/predict", json={"lut": lut, "archs": archs})
-                out.append(time.perf_counter() - t0)
-                assert r.status_code == 200 and len(r.json()["predictions"]) == 10_000
-    print(f"10,000-arch batch predict (request to parsed response): cold median {statistics.median(cold) * 1000:.0f} ms "
-          f"(runs {', '.join(f'{v * 1000:.0f}' for v in cold)}), warm median {statistics.median(warm) * 1000:.0f} ms")
+    archs = [sp.format(a) for a in sp.sample_many(10_000, seed=seed)]
+    body = orjson.dumps({"lut": lut, "archs": archs})
+    with httpx.Client(base_url=base, timeout=120, headers={"Content-Type": "application/json"}) as c:
+        for name in ("cold", "warm"):
+            t0 = time.perf_counter()
+            r = c.post("/v1/predict", content=body)
+            n = len(orjson.loads(r.content)["predictions"]) if r.status_code == 200 else 0
+            fig.add(f"batch 10k {name} ms", (time.perf_counter() - t0) * 1000)
+            if n != 10_000:
+                raise SystemExit(f"batch predict: HTTP {r.status_code}, {n} predictions: {r.text[:300]}")
 
 
-def lease_cycles(base: str, n_jobs: int, agents: int) -> None:
-    token = httpx.post(f"{base}/v1/devices", json={"name": "bench-rig"}, headers=H).json()["token"]
+def lease_figures(base: str, token: str, backend: str, n_jobs: int, agents: int, batch: int, fig: Figures) -> None:
+    """``agents`` threads lease and report until the queue is empty; counts lost and duplicated jobs."""
     camp = httpx.post(f"{base}/v1/campaigns", json={"space": {"space": "nb201"}, "device": "bench-rig",
-                                                    "backend": "bench", "validation_models": n_jobs, "seed": 1},
-                      headers=H, timeout=120).json()
-    total = camp["jobs_created"]
+                                                    "backend": backend, "validation_models": n_jobs, "seed": 1},
+                      headers=H, timeout=300)
+    if camp.status_code not in (200, 201):
+        raise SystemExit(f"campaign: HTTP {camp.status_code}: {camp.text[:300]}")
+    total = int(camp.json()["jobs_created"])
     stats = {"count": 3, "mean_ms": 1.0, "std_ms": 0.1, "median_ms": 1.0}
     leased: Counter[int] = Counter()
     stored: Counter[int] = Counter()
+    errors: list[str] = []
     lock = threading.Lock()
     barrier = threading.Barrier(agents + 1)
 
     def agent(i: int) -> None:
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120) as c:
             barrier.wait()
+            n = 0
             while True:
-                jobs = c.post("/v1/jobs/lease", json={"device": "bench-rig", "backend": "bench"}).json()["jobs"]
+                r = c.post("/v1/jobs/lease", json={"device": "bench-rig", "backend": backend, "max_jobs": batch})
+                if r.status_code != 200:
+                    errors.append(f"lease: HTTP {r.status_code}: {r.text[:200]}")
+                    return
+                jobs = r.json()["jobs"]
                 if not jobs:
                     return
-                j = jobs[0]
-                r = c.post(f"/v1/jobs/{j['id']}/result", json={"idempotency_key": f"{i}", "stats": stats}).json()
+                if batch == 1:
+                    j = jobs[0]
+                    r = c.post(f"/v1/jobs/{j['id']}/result", json={"idempotency_key": f"{i}:{n}", "stats": stats})
+                    outs = [r.json()] if r.status_code == 200 else []
+                else:
+                    r = c.post("/v1/jobs/results", json={"results": [
+                        {"job": j["id"], "lease_id": j["lease_id"], "idempotency_key": f"{i}:{n}:{k}",
+                         "stats": stats} for k, j in enumerate(jobs)]})
+                    outs = r.json()["results"] if r.status_code == 200 else []
+                n += 1
+                if r.status_code != 200:
+                    errors.append(f"result: HTTP {r.status_code}: {r.text[:200]}")
+                    return
                 with lock:
-                    leased[j["id"]] += 1
-                    stored[j["id"]] += int(r["stored"])
+                    for j in jobs:
+                        leased[j["id"]] += 1
+                    for o in outs:
+                        stored[o["id"]] += int(o["stored"])
 
     threads = [threading.Thread(target=agent, args=(i,)) for i in range(agents)]
     for t in threads:
@@ -177,44 +376,157 @@ def lease_cycles(base: str, n_jobs: int, agents: int) -> None:
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    lost = total - len(stored)
-    dup = sum(v - 1 for v in stored.values() if v > 1) + sum(v - 1 for v in leased.values() if v > 1)
-    print(f"lease+result, {agents} agents, {total} jobs: {total / wall:.0f} cycles/s; lost {lost}, duplicated {dup}")
+    if errors:
+        raise SystemExit(f"lease+result: {errors[0]}")
+    fig.add("lease+result jobs/s", total / wall)
+    fig.add("lease+result lost", total - len(stored))
+    fig.add("lease+result duplicated", sum(v - 1 for v in stored.values() if v > 1)
+            + sum(v - 1 for v in leased.values() if v > 1))
+
+
+# ---- one setting: a database and a worker count ---------------------------------------------------
+
+def verdicts(fig: Figures, args: argparse.Namespace) -> list[str]:
+    p99 = fig.get("lut open-loop p99 ms")
+    ratio = [a / b for a, b in zip(p99, fig.get("bare open-loop p99 ms"), strict=True)]
+    sat = [a / b for a, b in zip(fig.get("lut saturation req/s"), fig.get("bare saturation req/s"), strict=True)]
+    cold = fig.get("batch 10k cold ms")
+    jobs = fig.get("lease+result jobs/s")
+    lost, dup = sum(fig.get("lease+result lost")), sum(fig.get("lease+result duplicated"))
+
+    def yes(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    out = [f"  p99 at {args.rate:.0f} req/s < 20 ms in each run: {yes(all(v < 20 for v in p99))} "
+           f"({', '.join(f'{v:.1f}' for v in p99)} ms)",
+           f"  p99 within 2x of the bare endpoint's in each run: {yes(all(r <= 2 for r in ratio))} "
+           f"(ratios {', '.join(f'{r:.2f}' for r in ratio)})",
+           f"  saturation >= 60% of the bare endpoint's: {yes(all(r >= 0.6 for r in sat))} "
+           f"(ratios {', '.join(f'{r:.2f}' for r in sat)})"]
+    if cold:
+        out.append(f"  10,000-arch batch cold < 100 ms: {yes(all(v < 100 for v in cold))} "
+                   f"(runs {', '.join(f'{v:.0f}' for v in cold)} ms)")
+    if jobs:
+        out.append(f"  lease+result >= 300 jobs/s, 0 lost, 0 duplicated: "
+                   f"{yes(all(v >= 300 for v in jobs) and lost == 0 and dup == 0)} "
+                   f"(runs {', '.join(f'{v:.0f}' for v in jobs)} jobs/s; lost {lost:.0f}, duplicated {dup:.0f})")
+    return out
+
+
+def run_setting(db_arg: str, workers: int, args: argparse.Namespace, cpus: set[int] | None) -> list[str]:
+    tmp = tempfile.mkdtemp(prefix="budgetnas-bench-")
+    db = f"sqlite:///{tmp}/bench.db" if db_arg == "sqlite" else db_arg
+    shown = db.split("@")[-1]
+    lut_proc, lut_base = start_server(db, workers, cpus)
+    bare_proc, bare_base = start_bare(workers, cpus)
+    fig = Figures()
+    before, t_start, load0 = cpu_seconds(), time.perf_counter(), os.getloadavg()
+    try:
+        lut = httpx.post(f"{lut_base}/v1/luts/import", json={"format": "ofa-yaml", "content": YAML.read_text(),
+                                                              "device": "note10",
+                                                              "runtime_version": f"bench-{time.time()}"},
+                         headers=H, timeout=120).json()["id"]
+        sp = get_space("ofa-mbv3", width=1.2, resolution=224)
+        bodies = [orjson.dumps({"lut": lut, "archs": [sp.format(a)]}) for a in sp.sample_many(1000, seed=0)]
+        eps = [Endpoint("bare", bare_base), Endpoint("lut", lut_base)]
+        token = ""
+        if args.jobs:
+            token = httpx.post(f"{lut_base}/v1/devices", json={"name": "bench-rig"}, headers=H).json()["token"]
+        for rep in range(args.repeats):
+            for ep in eps if rep % 2 == 0 else eps[::-1]:  # alternate who goes first: drift hits both alike
+                asyncio.run(single_figures(ep, bodies, args, fig))
+            batch_figures(lut_base, lut, seed=1000 + rep, fig=fig)
+            if args.jobs:
+                lease_figures(lut_base, token, f"bench-r{rep}", args.jobs, args.agents, args.lease_batch, fig)
+            print(f"  [{shown}, {workers} worker(s)] repetition {rep + 1}/{args.repeats} done, "
+                  f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    finally:
+        stop(lut_proc)
+        stop(bare_proc)
+    wall = time.perf_counter() - t_start
+    load1 = os.getloadavg()
+    lines = [f"== {shown}, {workers} uvicorn worker(s), {args.repeats} repetitions "
+             f"(load average {load0[0]:.2f} before, {load1[0]:.2f} after) ==",
+             others_report(before, wall)]
+    for ep in ("bare", "lut"):
+        name = "bare endpoint" if ep == "bare" else "LUT server"
+        lines += [f"  {name}:",
+                  f"    sequential p50 {spread(fig.get(f'{ep} sequential p50 ms'), ' ms')}",
+                  f"    sequential p99 {spread(fig.get(f'{ep} sequential p99 ms'), ' ms')}",
+                  f"    saturation, {args.clients} connections: "
+                  f"{spread(fig.get(f'{ep} saturation req/s'), ' req/s', '.0f')}",
+                  f"    open loop {args.rate:.0f} req/s for {args.seconds:g} s, p50 "
+                  f"{spread(fig.get(f'{ep} open-loop p50 ms'), ' ms')}",
+                  f"      p99 {spread(fig.get(f'{ep} open-loop p99 ms'), ' ms')}",
+                  f"      max {spread(fig.get(f'{ep} open-loop max ms'), ' ms', '.1f')}",
+                  f"      achieved {spread(fig.get(f'{ep} open-loop achieved req/s'), ' req/s', '.0f')}"]
+
+    def ratios(name: str) -> list[float]:
+        return [a / b for a, b in zip(fig.get(f"lut {name}"), fig.get(f"bare {name}"), strict=True)]
+
+    lines += ["  LUT server / bare endpoint, per repetition:",
+              f"    sequential p50 {spread(ratios('sequential p50 ms'))}",
+              f"    saturation req/s {spread(ratios('saturation req/s'))}",
+              f"    open-loop p50 {spread(ratios('open-loop p50 ms'))}",
+              f"    open-loop p99 {spread(ratios('open-loop p99 ms'))}",
+              f"  10,000-arch batch (request to parsed response): cold {spread(fig.get('batch 10k cold ms'), ' ms', '.0f')}",
+              f"    warm {spread(fig.get('batch 10k warm ms'), ' ms', '.0f')}"]
+    if args.jobs:
+        lines.append(f"  lease+result, {args.agents} agents, {args.jobs}+ jobs, {args.lease_batch} per call: "
+                     f"{spread(fig.get('lease+result jobs/s'), ' jobs/s', '.0f')}; lost "
+                     f"{sum(fig.get('lease+result lost')):.0f}, duplicated {sum(fig.get('lease+result duplicated')):.0f}")
+    lines += ["  Must-show goals:", *verdicts(fig, args)]
+    return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--db", help="database URL (default: a fresh SQLite file)")
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--requests", type=int, default=4000, help="single-arch predict requests")
-    ap.add_argument("--clients", type=int, default=32)
-    ap.add_argument("--rate", type=float, default=500, help="offered req/s for the open-loop predict figure")
-    ap.add_argument("--seconds", type=float, default=10, help="duration of the open-loop predict figure")
-    ap.add_argument("--jobs", type=int, default=1500, help="jobs for the lease+result figure")
+    ap.add_argument("--db", action="append", help="'sqlite' (a fresh file, the default) or a database URL; repeatable")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1], help="uvicorn worker counts to run")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--sequential", type=int, default=1000, help="requests of the sequential figure")
+    ap.add_argument("--clients", type=int, default=32, help="connections of the saturation and open-loop figures")
+    ap.add_argument("--sat-seconds", type=float, default=5, help="duration of the saturation figure")
+    ap.add_argument("--rate", type=float, default=500, help="offered req/s of the open-loop figure")
+    ap.add_argument("--seconds", type=float, default=10, help="duration of the open-loop figure")
+    ap.add_argument("--jobs", type=int, default=1500, help="model jobs per lease+result run (0: skip)")
     ap.add_argument("--agents", type=int, default=20)
+    ap.add_argument("--lease-batch", type=int, default=1, help="jobs per lease and per result call (1: the "
+                                                                "single-job routes)")
+    ap.add_argument("--no-pin", action="store_true", help="leave the client and servers on every CPU")
+    ap.add_argument("--quick", action="store_true", help="smoke setting (< 1 minute): 2 short repetitions")
     args = ap.parse_args()
+    if args.quick:
+        args.repeats, args.sequential, args.sat_seconds, args.seconds, args.jobs = 2, 300, 1.5, 2, 200
+    dbs = args.db or ["sqlite"]
+    for name, v in (("--repeats", args.repeats), ("--sequential", args.sequential), ("--clients", args.clients),
+                    ("--agents", args.agents), ("--lease-batch", args.lease_batch), *(("--workers", w)
+                                                                                     for w in args.workers)):
+        if v < 1:
+            print(f"error: {name} must be >= 1 (got {v})", file=sys.stderr)
+            sys.exit(2)
+    if min(args.rate, args.seconds, args.sat_seconds) <= 0 or args.jobs < 0:
+        print("error: --rate, --seconds and --sat-seconds must be > 0, --jobs >= 0", file=sys.stderr)
+        sys.exit(2)
     if not YAML.exists():
-        raise SystemExit(f"needs {YAML}")
-    tmp = tempfile.mkdtemp(prefix="budgetnas-bench-")
-    db = args.db or f"sqlite:///{tmp}/bench.db"
-    proc, base = start_server(db, args.workers)
-    try:
-        print(f"load average before: {os.getloadavg()[0]:.1f}")
-        print(f"server: budgetnas serve --db {db.split('@')[-1]} --workers {args.workers} (uvicorn, 127.0.0.1); "
-              f"{os.cpu_count()} CPUs")
-        lut = httpx.post(f"{base}/v1/luts/import", json={"format": "ofa-yaml", "content": YAML.read_text(),
-                                                          "device": "note10", "runtime_version": f"bench-{time.time()}"},
-                         headers=H, timeout=60).json()["id"]
-        sp = get_space("ofa-mbv3", width=1.2, resolution=224)
-        archs = [sp.format(a) for a in sp.sample_many(1000, seed=0)]
-        sequential_predict(base, lut, archs)
-        asyncio.run(single_predict(base, lut, archs, args.clients, args.requests))
-        asyncio.run(paced_predict(base, lut, archs, args.rate, args.seconds, args.clients))
-        batch_predict(base, lut, space_seed=100)
-        lease_cycles(base, args.jobs, args.agents)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        print(f"error: needs {YAML}", file=sys.stderr)
+        sys.exit(2)
+    cpus: set[int] | None = None
+    n_cpu = len(os.sched_getaffinity(0))
+    if n_cpu >= 2 and not args.no_pin:
+        cpus = {SERVER_CPU}
+        os.sched_setaffinity(0, {CLIENT_CPU})
+        pin = f"client pinned to CPU {CLIENT_CPU}, servers and their workers to CPU {SERVER_CPU}"
+    else:
+        pin = "not pinned (client and servers share every CPU)"
+    print(f"bench/server_load.py {' '.join(sys.argv[1:])}")
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {os.uname().nodename}, {os.cpu_count()} CPUs; {pin}; "
+          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
+    report: list[str] = []
+    for db in dbs:
+        for w in args.workers:
+            report += run_setting(db, w, args, cpus)
+    print("\n".join(report))
 
 
 if __name__ == "__main__":
