@@ -56,6 +56,7 @@ ADMIN = "bench-admin"
 H = {"Authorization": f"Bearer {ADMIN}"}
 YAML = REPO.parent / "shared" / "data" / "ofa_note10_lut" / "224_lookup_table.yaml"
 CLIENT_CPU, SERVER_CPU = 0, 1
+QUICK = {"repeats": 2, "sequential": 300, "sat_seconds": 1.5, "seconds": 2.0, "jobs": 200}  # --quick: < 1 minute
 
 
 def free_port() -> int:
@@ -496,8 +497,10 @@ def main() -> None:
     ap.add_argument("--no-pin", action="store_true", help="leave the client and servers on every CPU")
     ap.add_argument("--quick", action="store_true", help="smoke setting (< 1 minute): 2 short repetitions")
     args = ap.parse_args()
-    if args.quick:
-        args.repeats, args.sequential, args.sat_seconds, args.seconds, args.jobs = 2, 300, 1.5, 2, 200
+    if args.quick:  # what is not given on the command line
+        for name, value in QUICK.items():
+            if getattr(args, name) == ap.get_default(name):
+                setattr(args, name, value)
     dbs = args.db or ["sqlite"]
     for name, v in (("--repeats", args.repeats), ("--sequential", args.sequential), ("--clients", args.clients),
                     ("--agents", args.agents), ("--lease-batch", args.lease_batch), *(("--workers", w)

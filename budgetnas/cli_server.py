@@ -67,7 +67,7 @@ def serve_cmd(
     migrate(settings.db_url)
     if not settings.admin_token:
         typer.echo("warning: BUDGETNAS_ADMIN_TOKEN is not set; admin calls will be refused", err=True)
-    uvicorn.run("lut_server.app:create_app", factory=True, host=host, port=port, workers=workers,
+    uvicorn.run("lut_server.app:serve_app", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level)
 
 

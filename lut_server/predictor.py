@@ -1,8 +1,11 @@
 """In-memory copies of LUTs for prediction, invalidated when the LUT's revision changes.
 
-Each request checks the LUT's revision in the database (one indexed read), so several workers or
-replicas sharing one PostgreSQL never serve a stale LUT. Per LUT, the block-key row indices of
-each architecture seen are cached, so repeated architectures skip parsing and the walk.
+A copy is confirmed against the LUT's revision in the database (one indexed read) and then used
+for as long as the database's change watch (db/changes.py) has heard of no commit that could
+have moved it, so a warm predict reads nothing from the database, and several workers or
+replicas sharing one database still never serve a LUT another has changed. Without a watch (or
+while it is down) a copy is re-confirmed every ``ttl`` seconds. Per LUT, the block-key row indices
+of each architecture seen are cached, so repeated architectures skip parsing and the walk.
 
 Every cache here is keyed by canonical strings only and bounded: ``/v1/predict`` is open to
 anyone, and a key per spelling ("k03e3", " w1.2_r0224|...") would let one client grow the
@@ -19,12 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from budgetnas.errors import InvalidArchitectureError, MissingKeysError
+from db.changes import ChangeWatch
 from spaces import SearchSpace, space_from_description
 from spaces.lut import LUT
 
 ARCH_CACHE_SIZE = 20_000  # canonical archs per LUT (about 0.6 KB each); the fast path makes misses cheap
+ANSWER_CACHE_SIZE = 20_000  # encoded answers per LUT (about 0.25 KB each) of small requests
+ANSWERED_ARCHS = 32  # requests of at most this many archs keep their answers (batches would only churn them)
 
 
 @dataclass
@@ -46,6 +53,8 @@ class Prepared:
     lock: threading.Lock = field(default_factory=threading.Lock)
     fast: UnitIndexer | None = None
     scaled: np.ndarray | None = None  # values times the calibration's per-group scales, when it has them
+    # (canonical arch, calibrated) -> its prediction as JSON: a warm small request is a few dict lookups
+    answers: OrderedDict[tuple[str, bool], bytes] = field(default_factory=OrderedDict)
 
     @classmethod
     def build(cls, lut: LUT, revision: int) -> Prepared:
@@ -111,6 +120,31 @@ class Prepared:
                 self.arch_rows.popitem(last=False)
         return hit
 
+    def encoded(self, archs: Sequence[str], calibrated: bool = True) -> bytes:
+        """``{"predictions": [...]}`` as JSON bytes (no breakdown), from the answer cache when every arch is in it.
+
+        The cache is keyed by canonical strings only, like ``arch_rows``: another spelling misses and
+        is answered (and remembered) under its canonical form.
+        """
+        answers = self.answers
+        parts = []
+        for text in archs:
+            hit = answers.get((text, calibrated))
+            if hit is None:
+                break
+            parts.append(hit)
+        else:
+            return b'{"predictions":[' + b",".join(parts) + b"]}"
+        preds = self.predict(archs, calibrated=calibrated)
+        encoded = [orjson.dumps(p) for p in preds]
+        if len(archs) <= ANSWERED_ARCHS:
+            with self.lock:
+                for p, data in zip(preds, encoded, strict=True):
+                    answers[(p["arch"], calibrated)] = data
+                while len(answers) > ANSWER_CACHE_SIZE:
+                    answers.popitem(last=False)
+        return b'{"predictions":[' + b",".join(encoded) + b"]}"
+
     def predict(self, archs: Sequence[str], calibrated: bool = True, breakdown: bool = False
                 ) -> list[dict[str, Any]]:
         canon, idx, starts = self.rows(archs)
@@ -137,34 +171,45 @@ class Prepared:
 class PredictorCache:
     """LUT id -> Prepared, least recently used first out.
 
-    A copy whose revision was confirmed against the database less than ``ttl`` seconds ago is
-    used without asking again (0: ask on every request). Writes in this process invalidate at
-    once; other replicas see a change within ``ttl``.
+    Each copy keeps the change watch's token read before its revision was confirmed: while the
+    watch still gives that token, nothing committed since could have moved the revision and the
+    copy is used as is, and once the token moved (or the watch went down) it is confirmed again.
+    A copy confirmed without a token (no watch, or a watch that was down) is used for ``ttl``
+    seconds without asking again (0: ask on every request). Writes in this process invalidate at once.
     """
 
-    def __init__(self, size: int, ttl: float = 0.0) -> None:
-        self.size, self.ttl = size, ttl
-        self._items: OrderedDict[int, tuple[Prepared, float]] = OrderedDict()
+    def __init__(self, size: int, ttl: float = 0.0, watch: ChangeWatch | None = None) -> None:
+        self.size, self.ttl, self.watch = size, ttl, watch
+        self._items: OrderedDict[int, tuple[Prepared, float, int | None]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def token(self) -> int | None:
+        """The watch's token now: read it before confirming a revision, and pass it to ``get``."""
+        return self.watch.token() if self.watch is not None else None
+
     def fresh(self, lut_id: int) -> Prepared | None:
+        """The copy of ``lut_id`` if it is known to be current without asking the database."""
         with self._lock:
             hit = self._items.get(lut_id)
-        if hit is not None and time.monotonic() - hit[1] < self.ttl:
-            return hit[0]
-        return None
+        if hit is None:
+            return None
+        prepared, confirmed, token = hit
+        if token is not None:  # confirmed under the watch: current exactly while its token stays
+            return prepared if self.token() == token else None
+        return prepared if time.monotonic() - confirmed < self.ttl else None
 
-    def get(self, lut_id: int, revision: int, load: Callable[[], LUT]) -> Prepared:
+    def get(self, lut_id: int, revision: int, load: Callable[[], LUT], token: int | None = None) -> Prepared:
+        """The copy at ``revision`` (built with ``load`` unless held), confirmed now at ``token``."""
         now = time.monotonic()
         with self._lock:
             hit = self._items.get(lut_id)
             if hit is not None and hit[0].revision == revision:
-                self._items[lut_id] = (hit[0], now)
+                self._items[lut_id] = (hit[0], now, token)
                 self._items.move_to_end(lut_id)
                 return hit[0]
         prepared = Prepared.build(load(), revision)
         with self._lock:
-            self._items[lut_id] = (prepared, now)
+            self._items[lut_id] = (prepared, now, token)
             self._items.move_to_end(lut_id)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
@@ -173,6 +218,10 @@ class PredictorCache:
     def invalidate(self, lut_id: int) -> None:
         with self._lock:
             self._items.pop(lut_id, None)
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
 
 
 class UnitIndexer:

@@ -40,21 +40,26 @@ def lut_model(s: Session, lut_id: int, samples: bool = False) -> LUT:
 
 
 def prepared_fresh(st: AppState, lut_id: int) -> Prepared:
-    """``prepared`` in its own read transaction, skipped while the copy was confirmed recently."""
+    """``prepared`` in its own read transaction, skipped while the copy is known to be current."""
     hit = st.predictors.fresh(lut_id)
     if hit is not None:
         return hit
+    token = st.predictors.token()  # before the transaction: a change committed after it moves the token on
     with st.db.session() as s:
-        return prepared(st, s, lut_id)
+        return prepared(st, s, lut_id, token)
 
 
-def prepared(st: AppState, s: Session, lut_id: int) -> Prepared:
-    """The in-memory LUT for prediction, reloaded when the stored revision moved on."""
+def prepared(st: AppState, s: Session, lut_id: int, token: int | None = None) -> Prepared:
+    """The in-memory LUT for prediction, reloaded when the stored revision moved on.
+
+    ``token``: the change watch's, read before ``s`` read anything (else None: the copy is then
+    trusted for the TTL only), so that the copy is current for as long as the token stays.
+    """
     rev = repo.lut_revision(s, lut_id)
     if rev is None:
         repo.get_lut(s, lut_id)  # raises the 404 naming the LUT
         raise AssertionError("unreachable")
-    return st.predictors.get(lut_id, rev[0], lambda: lut_model(s, lut_id))
+    return st.predictors.get(lut_id, rev[0], lambda: lut_model(s, lut_id), token)
 
 
 def enqueue_campaign(s: Session, lut: Lut, validation_models: int, seed: int) -> int:

@@ -25,7 +25,12 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     predictor_cache_luts: int = Field(default=16, ge=1, description="LUTs kept in memory for prediction")
     predict_revision_ttl: float = Field(default=1.0, ge=0,
-                                        description="seconds a LUT copy is used before its revision is checked "
-                                                    "again (changes made through this process apply at once)")
+                                        description="without a change watch (or while it is down): seconds a LUT "
+                                                    "copy is used before its revision is checked again (changes "
+                                                    "made through this process apply at once)")
+    predict_change_watch: bool = Field(default=True,
+                                       description="hear of LUT revision changes from the database (SQLite "
+                                                   "data_version, PostgreSQL LISTEN) so a warm predict reads "
+                                                   "nothing from it and no worker serves a changed LUT")
     migrate_on_start: bool = Field(default=False,
                                    description="run migrations when the app starts (serve does it anyway)")

@@ -66,3 +66,19 @@ def test_calibration_and_errors(ofa, scales: dict[str, float]) -> None:
     with pytest.raises(MissingKeysError) as missing:
         Prepared.build(partial, revision=0).predict([seven])
     assert all("kernel:7" in k for k in missing.value.keys)
+
+
+def test_the_answer_cache_gives_predicts_answers_under_canonical_keys_only(ofa) -> None:
+    sp, lut = ofa
+    prep = Prepared.build(lut, revision=0)
+    archs = [sp.format(a) for a in sp.sample_many(3, seed=4)]
+    odd = archs[0].replace("k3e", "k03e") if "k3e" in archs[0] else " " + archs[0]
+    for calibrated in (True, False):
+        want = json.dumps({"predictions": prep.predict(archs, calibrated=calibrated)}, separators=(",", ":"))
+        for _ in range(2):  # a miss (answered and remembered), then a hit
+            assert json.loads(prep.encoded(archs, calibrated)) == json.loads(want)
+        assert json.loads(prep.encoded([odd], calibrated))["predictions"][0]["arch"] == archs[0]
+    assert set(prep.answers) == {(a, c) for a in archs for c in (True, False)}  # the odd spelling added nothing
+    many = [sp.format(a) for a in sp.sample_many(100, seed=5)]
+    prep.encoded(many)  # a batch larger than ANSWERED_ARCHS is answered, not remembered
+    assert not any((a, True) in prep.answers for a in many if a not in archs)

@@ -6,4 +6,4 @@ from fastapi import APIRouter
 
 from lut_server.routes import accuracy, artifacts, checkpoints, devices, jobs, luts, ops, predict
 
-ROUTERS: list[APIRouter] = [m.router for m in (ops, devices, luts, jobs, predict, accuracy, artifacts, checkpoints)]
+ROUTERS: list[APIRouter] = [m.router for m in (predict, ops, devices, luts, jobs, accuracy, artifacts, checkpoints)]

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from budgetnas.errors import InvalidArgumentError
 from lut_server.params import IdField
+from lut_server.predictor import Prepared
 from lut_server.service import prepared_fresh
 from lut_server.state import AppState, check_read, state_of
 
@@ -44,9 +45,11 @@ class PredictOut(BaseModel):
 INLINE_ARCHS = 32  # small requests on a fresh in-memory LUT are answered on the event loop
 
 
-def _answer(st: AppState, body: PredictIn) -> bytes:
-    prep = prepared_fresh(st, body.lut)
-    preds = prep.predict(body.archs, calibrated=body.calibrated, breakdown=body.breakdown)
+def _answer(st: AppState, body: PredictIn, prep: Prepared | None = None) -> bytes:
+    prep = prep or prepared_fresh(st, body.lut)
+    if not body.breakdown:
+        return prep.encoded(body.archs, calibrated=body.calibrated)
+    preds = prep.predict(body.archs, calibrated=body.calibrated, breakdown=True)
     # serialised here: FastAPI's generic encoder costs more than the prediction for 10k archs
     return orjson.dumps({"predictions": preds})
 
@@ -59,8 +62,9 @@ async def predict(body: PredictIn, request: Request) -> Response:
     if len(body.archs) > st.settings.max_archs:
         raise InvalidArgumentError(
             f"archs: {len(body.archs)} architectures; at most {st.settings.max_archs} per request")
-    if len(body.archs) <= INLINE_ARCHS and st.predictors.fresh(body.lut) is not None:
-        data = _answer(st, body)  # microseconds: cheaper than a hop to the thread pool
+    prep = st.predictors.fresh(body.lut) if len(body.archs) <= INLINE_ARCHS else None
+    if prep is not None:
+        data = _answer(st, body, prep)  # microseconds: cheaper than a hop to the thread pool
     else:
         data = await run_in_threadpool(_answer, st, body)
     return Response(data, media_type="application/json")
