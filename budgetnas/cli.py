@@ -27,6 +27,7 @@ app = typer.Typer(
 _COMMAND_MODULES: list[tuple[str, str | None]] = [
     ("budgetnas.cli_spaces", "spaces"),
     ("budgetnas.cli_server", None),
+    ("budgetnas.cli_transfer", None),  # mounts `device adapt` on cli_server's device group
     ("budgetnas.cli_lut", "lut"),
     ("budgetnas.cli_profile", None),
     ("budgetnas.cli_generator", None),
