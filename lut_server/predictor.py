@@ -49,7 +49,7 @@ class Prepared:
     variances: np.ndarray
     keys: list[str]
     index: dict[str, int]
-    arch_rows: OrderedDict[str, tuple[str, np.ndarray]] = field(default_factory=OrderedDict)
+    arch_rows: OrderedDict[str, tuple[str, tuple[int, ...]]] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     fast: UnitIndexer | None = None
     scaled: np.ndarray | None = None  # values times the calibration's per-group scales, when it has them
@@ -74,27 +74,28 @@ class Prepared:
     def rows(self, archs: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Canonical strings, concatenated LUT rows and per-arch start offsets; errors name the arch."""
         canon: list[str] = []
-        parts: list[np.ndarray] = []
+        flat: list[int] = []  # one list for the whole request: one array at the end, not one per arch
+        lengths: list[int] = []
         missing: list[str] = []
-        cache = self.arch_rows
+        cache, fast = self.arch_rows, self.fast
         for i, text in enumerate(archs):
-            hit = cache.get(text)  # keys are canonical: a canonical spelling skips the parse
-            if hit is None and self.fast is not None:
-                hit = self.fast.rows(text)
+            hit: tuple[str, Sequence[int]] | None = cache.get(text)  # canonical keys: skips the parse
+            if hit is None and fast is not None:
+                hit = fast.rows(text)
             if hit is None:
                 hit = self._walk(i, text, missing)
                 if hit is None:
                     continue
             canon.append(hit[0])
-            parts.append(hit[1])
+            flat += hit[1]
+            lengths.append(len(hit[1]))
         if missing:
             raise MissingKeysError(missing)
-        lengths = np.fromiter((len(p) for p in parts), np.int64, len(parts))
-        starts = np.zeros(len(parts), np.int64)
+        starts = np.zeros(len(lengths), np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
-        return canon, np.concatenate(parts) if parts else np.zeros(0, np.int64), starts
+        return canon, np.array(flat, np.int64), starts
 
-    def _walk(self, i: int, text: str, missing: list[str]) -> tuple[str, np.ndarray] | None:
+    def _walk(self, i: int, text: str, missing: list[str]) -> tuple[str, tuple[int, ...]] | None:
         sp = self.space
         try:
             arch = sp.parse(text)
@@ -113,7 +114,7 @@ class Prepared:
         if -1 in idx:
             missing.extend(k for k in keys if k not in self.index)
             return None
-        hit = (canon, np.asarray(idx, np.int64))
+        hit = (canon, tuple(idx))
         with self.lock:
             self.arch_rows[canon] = hit
             if len(self.arch_rows) > ARCH_CACHE_SIZE:
@@ -136,13 +137,14 @@ class Prepared:
         else:
             return b'{"predictions":[' + b",".join(parts) + b"]}"
         preds = self.predict(archs, calibrated=calibrated)
+        if len(archs) > ANSWERED_ARCHS:
+            return orjson.dumps({"predictions": preds})
         encoded = [orjson.dumps(p) for p in preds]
-        if len(archs) <= ANSWERED_ARCHS:
-            with self.lock:
-                for p, data in zip(preds, encoded, strict=True):
-                    answers[(p["arch"], calibrated)] = data
-                while len(answers) > ANSWER_CACHE_SIZE:
-                    answers.popitem(last=False)
+        with self.lock:
+            for p, data in zip(preds, encoded, strict=True):
+                answers[(p["arch"], calibrated)] = data
+            while len(answers) > ANSWER_CACHE_SIZE:
+                answers.popitem(last=False)
         return b'{"predictions":[' + b",".join(encoded) + b"]}"
 
     def predict(self, archs: Sequence[str], calibrated: bool = True, breakdown: bool = False
@@ -306,31 +308,35 @@ class UnitIndexer:
         if hit is not None:
             return hit
         toks = text.split(",")
-        got: tuple[str, list[int]] | None = None
-        if self._depth_ok(u, len(toks)):
-            layers = [self._layer(u, li, tok) for li, tok in enumerate(toks)]
-            if all(x is not None for x in layers):
-                got = (",".join(x[0] for x in layers if x), [x[1] for x in layers if x])
-        if got is not None:  # canonical (every token was): bounded by the space's unit strings
-            with self.lock:
-                self.units[key] = got
-        return got
+        if not self._depth_ok(u, len(toks)):
+            return None
+        layers, rows = self.layers, []
+        for li, tok in enumerate(toks):
+            got = layers.get((u, 0 if li == 0 else 1, tok)) or self._layer(u, li, tok)
+            if got is None:
+                return None
+            rows.append(got[1])
+        # every token was canonical (``_layer`` answers for no other), so the unit is: bounded by the space's units
+        hit = (text, rows)
+        with self.lock:
+            self.units[key] = hit
+        return hit
 
-    def rows(self, text: str) -> tuple[str, np.ndarray] | None:
+    def rows(self, text: str) -> tuple[str, list[int]] | None:
+        """``text`` (canonical: every unit found is its own canonical form) and its LUT rows, or None."""
         parts = text.split("|")
         if len(parts) != self.n_units + 1 or parts[0] != self.head:
             return None
-        canon, idx = [self.head], list(self.stem)
+        idx, units = list(self.stem), self.units
         for u in range(self.n_units):
-            hit = self._unit(u, parts[u + 1])
+            hit = units.get((u, parts[u + 1])) or self._unit(u, parts[u + 1])
             if hit is None:
                 return None
-            canon.append(hit[0])
             idx += hit[1]
         idx += self.tail
         if -1 in idx:
             return None  # the walk reports the missing keys
-        return "|".join(canon), np.asarray(idx, np.int64)
+        return text, idx
 
     @classmethod
     def build(cls, space: SearchSpace[Any], index: dict[str, int]) -> UnitIndexer | None:
@@ -341,7 +347,7 @@ class UnitIndexer:
                 text = space.format(arch)
                 got = fast.rows(text)
                 want = [index.get(k, -1) for k in space.block_keys(arch)]
-                if got is not None and (got[0] != text or got[1].tolist() != want):
+                if got is not None and (got[0] != text or got[1] != want):
                     return None
         except (InvalidArchitectureError, StopIteration, ValueError, AttributeError, IndexError):
             return None
