@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from lut_server.routes import accuracy, artifacts, checkpoints, devices, jobs, luts, ops, predict
+from lut_server.routes import accuracy, artifacts, checkpoints, devices, jobs, luts, ops, predict, transfers
 
-ROUTERS: list[APIRouter] = [m.router for m in (predict, ops, devices, luts, jobs, accuracy, artifacts, checkpoints)]
+ROUTERS: list[APIRouter] = [m.router for m in (predict, ops, devices, luts, jobs, accuracy, artifacts, checkpoints,
+                                                   transfers)]

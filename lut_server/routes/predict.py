@@ -8,11 +8,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from budgetnas.errors import InvalidArgumentError
+from budgetnas.errors import InvalidArgumentError, MissingKeysError
 from lut_server.params import IdField
 from lut_server.predictor import Prepared
 from lut_server.service import prepared_fresh
 from lut_server.state import AppState, check_read, state_of
+from lut_server.transfer import transferred_predictions
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -36,6 +37,10 @@ class PredictionOut(BaseModel):
     high_ms: float
     raw_ms: float
     blocks: list[Block] | None = None
+    # a transfer target's LUT (POST /v1/transfers) that its own entries do not cover yet
+    transferred: bool | None = None
+    method: str | None = None
+    sources: list[int] | None = None
 
 
 class PredictOut(BaseModel):
@@ -54,6 +59,15 @@ def _answer(st: AppState, body: PredictIn, prep: Prepared | None = None) -> byte
     return orjson.dumps({"predictions": preds})
 
 
+def _transferred(st: AppState, body: PredictIn, missing: MissingKeysError) -> bytes:
+    """A LUT whose entries lack the archs' keys: its transfer answers if it is a transfer target."""
+    with st.db.session() as s:
+        preds = transferred_predictions(s, body.lut, body.archs)
+    if preds is None:
+        raise missing
+    return orjson.dumps({"predictions": preds})
+
+
 @router.post("/predict", response_model=PredictOut)
 async def predict(body: PredictIn, request: Request) -> Response:
     st = state_of(request)
@@ -63,8 +77,11 @@ async def predict(body: PredictIn, request: Request) -> Response:
         raise InvalidArgumentError(
             f"archs: {len(body.archs)} architectures; at most {st.settings.max_archs} per request")
     prep = st.predictors.fresh(body.lut) if len(body.archs) <= INLINE_ARCHS else None
-    if prep is not None:
-        data = _answer(st, body, prep)  # microseconds: cheaper than a hop to the thread pool
-    else:
-        data = await run_in_threadpool(_answer, st, body)
+    try:
+        if prep is not None:
+            data = _answer(st, body, prep)  # microseconds: cheaper than a hop to the thread pool
+        else:
+            data = await run_in_threadpool(_answer, st, body)
+    except MissingKeysError as exc:  # measured entries win wherever they cover; the transfer fills the rest
+        data = await run_in_threadpool(_transferred, st, body, exc)
     return Response(data, media_type="application/json")
