@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from budgetnas.errors import ConflictError, InvalidArchitectureError, InvalidArgumentError, MissingKeysError
+from budgetnas.errors import (
+    ConflictError,
+    DataFileError,
+    InvalidArchitectureError,
+    InvalidArgumentError,
+    MissingKeysError,
+)
 from db import queue, repo
 from db.models import Lut
 from lut_server.convert import space_for
@@ -67,7 +73,11 @@ def source_fleet(s: Session, source_ids: list[int]) -> tuple[SearchSpace[Any], F
             raise InvalidArgumentError(f"sources: LUT {lut.id} cannot predict every arch: {exc}") from None
         cols.append(model(tokens))
     names = [f"lut:{lut.id}" for lut in luts]
-    return space, Fleet.from_ms(names, np.column_stack(cols)), luts
+    try:
+        fleet = Fleet.from_ms(names, np.column_stack(cols))
+    except DataFileError as exc:  # e.g. a calibration that predicts <= 0 ms somewhere
+        raise InvalidArgumentError(f"sources: {exc}") from None
+    return space, fleet, luts
 
 
 def create_transfer(s: Session, *, device: str, backend: str, batch: int, threads: int, runtime_version: str,
