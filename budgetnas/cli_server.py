@@ -86,7 +86,8 @@ def predict_cmd(
         typer.echo(json.dumps(out))
         return
     for p in out["predictions"]:
-        typer.echo(f"{p['latency_ms']:.4f} ms  [{p['low_ms']:.4f}, {p['high_ms']:.4f}]  {p['arch']}")
+        flag = "  (transferred)" if p.get("transferred") else ""  # a transfer target's LUT: POST /v1/transfers
+        typer.echo(f"{p['latency_ms']:.4f} ms  [{p['low_ms']:.4f}, {p['high_ms']:.4f}]  {p['arch']}{flag}")
 
 
 def _space(space: str, width: float | None, resolution: int | None) -> dict[str, Any]:

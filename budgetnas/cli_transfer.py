@@ -9,6 +9,10 @@ Offline, from per-arch tables (``--latency-table``, the format ``train --latency
    predicted latency and band to ``--out`` (CSV: ``arch_str,latency_ms,low_ms,high_ms``), which
    ``budgetnas train --latency-table OUT:latency_ms`` trains the generator on.
 
+With ``--server URL --token ADMIN --backend B``, ``--from`` names source LUT ids: ``POST /v1/transfers`` creates
+the new device's LUT as a transfer target with the N whole-model jobs for its agent; ``POST /v1/predict`` on it
+then answers from the transfer (``lut_server.transfer``) until measured entries cover the archs.
+
 The command is mounted on the ``device`` group of ``cli_server`` (see ``budgetnas.cli``).
 """
 
@@ -57,6 +61,29 @@ def _measured(spec: str, space: Any, rows: dict[tuple[int, ...], int]) -> tuple[
     return idx, ms
 
 
+def _on_server(server: str, token: str | None, device: str, backend: str | None, names: list[str],
+               measure: int | None, selection: str, seed: int, batch: int, threads: int, runtime_version: str,
+               as_json: bool) -> None:
+    from budgetnas.cli_server import call
+
+    if not all(n.isascii() and n.isdigit() and len(n) <= 10 for n in names):
+        raise InvalidArgumentError(f"--from: with --server, the source LUT ids, e.g. 3,4,7; got {','.join(names)}")
+    if backend is None:
+        raise InvalidArgumentError("--backend: with --server, the new device's backend (its agent's), e.g. ort-cpu")
+    if measure is None:
+        raise InvalidArgumentError("--measure N: how many whole models the new device's agent measures")
+    body = {"device": device, "backend": backend, "sources": [int(n) for n in names], "measure": measure,
+            "selection": selection, "seed": seed, "batch": batch, "threads": threads,
+            "runtime_version": runtime_version}
+    out = call("POST", server, "/v1/transfers", token, json=body)
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    typer.echo(f"{out['jobs_created']} whole-model job(s) for {device}'s agent; once 2 or more are measured, "
+               f"POST /v1/predict on LUT {out['lut_id']} answers from the transfer. LUT id:")
+    typer.echo(str(out["lut_id"]))
+
+
 @device_app.command("adapt")
 def adapt_cmd(
     device: Annotated[str, typer.Option("--device", help="the new device")],
@@ -72,8 +99,15 @@ def adapt_cmd(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="CSV: the plan, or every arch's prediction")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary")] = False,
+    server: Annotated[str | None, typer.Option(
+        "--server", help="LUT server URL: --from are source LUT ids; creates the N whole-model jobs")] = None,
+    token: Annotated[str | None, typer.Option("--token", envvar="BUDGETNAS_TOKEN", help="admin token")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="with --server: the new device's backend")] = None,
+    batch: Annotated[int, typer.Option("--batch", min=1)] = 1,
+    threads: Annotated[int, typer.Option("--threads", min=0)] = 1,
+    runtime_version: Annotated[str, typer.Option("--runtime-version")] = "unknown",
 ) -> None:
-    """Predict a new device's latencies from other devices' tables plus a few measured archs on it."""
+    """Predict a new device's latencies from other devices' tables (or LUTs on a server) plus a few measured archs."""
     import numpy as np
 
     from budgetnas.errors import UnknownNameError
@@ -86,6 +120,13 @@ def adapt_cmd(
     if selection not in SELECTIONS:
         raise UnknownNameError("arch selection", selection, sorted(SELECTIONS))
     names = _sources(sources)
+    if server is not None:
+        if latency_table or measured:
+            raise InvalidArgumentError("--server: the sources are LUTs on the server; --latency-table and "
+                                       "--measured are the offline path")
+        _on_server(server, token, device, backend, names, measure, selection, seed, batch, threads,
+                   runtime_version, as_json)
+        return
     if device in names:
         raise InvalidArgumentError(f"--device {device} is also in --from; a device cannot be its own source")
     if not latency_table:

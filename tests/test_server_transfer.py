@@ -8,7 +8,7 @@ import numpy as np
 from spaces import get_space
 from spaces.transfer import spearman
 from tests.server_support import *  # noqa: F403
-from tests.server_support import ADMIN_H
+from tests.server_support import ADMIN, ADMIN_H
 
 SP = get_space("nb201")
 
@@ -64,16 +64,16 @@ def test_transfer_end_to_end_then_superseded(client) -> None:
     truth = 0.6 * truth_lut[0] + 0.9 * truth_lut[1]
     by_arch = dict(zip(archs, truth, strict=True))
     jobs = lease_all(client, token, "newdev")
-    assert len(jobs) == 8 and all(j["kind"] == "model" for j in jobs)
+    assert len(jobs) == 8 and all(job["kind"] == "model" for job in jobs)
     measured = {}
-    for j in jobs:
-        arch = SP.format(SP.parse(j["arch"]))
+    for job in jobs:
+        arch = SP.format(SP.parse(job["arch"]))
         v = by_arch.get(arch)
         if v is None:  # chosen among all 15,625 archs: ask the sources for its truth
             v = sum(w * client.post("/v1/predict", json={"lut": sid, "archs": [arch]}).json()["predictions"][0]
                     ["latency_ms"] for w, sid in zip((0.6, 0.9), sources[:2], strict=True))
         measured[arch] = v
-        r = client.post(f"/v1/jobs/{j['id']}/result", json={"idempotency_key": f"k{j['id']}", "stats": {
+        r = client.post(f"/v1/jobs/{job['id']}/result", json={"idempotency_key": f"k{job['id']}", "stats": {
             "count": 50, "mean_ms": v, "std_ms": 0.01 * v, "median_ms": v}}, headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200 and r.json()["stored"]
     r = client.post("/v1/predict", json={"lut": lut_id, "archs": archs})
@@ -89,8 +89,8 @@ def test_transfer_end_to_end_then_superseded(client) -> None:
     # a measured LUT arrives (every block key): it answers, no longer transferred
     r = client.post(f"/v1/luts/{lut_id}/campaign", json={}, headers=ADMIN_H)
     assert r.status_code == 201 and r.json()["jobs_created"] == len(SP.all_block_keys())
-    for j in lease_all(client, token, "newdev"):
-        r = client.post(f"/v1/jobs/{j['id']}/result", json={"idempotency_key": f"b{j['id']}", "stats": {
+    for job in lease_all(client, token, "newdev"):
+        r = client.post(f"/v1/jobs/{job['id']}/result", json={"idempotency_key": f"b{job['id']}", "stats": {
             "count": 50, "mean_ms": 0.5, "std_ms": 0.01, "median_ms": 0.5}}, headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200
     assert client.get(f"/v1/luts/{lut_id}").json()["status"] == "complete"
@@ -125,3 +125,46 @@ def test_transfer_bad_input(client) -> None:
     r = client.post("/v1/transfers", json={**base, "device": "nobody"}, headers=ADMIN_H)
     assert r.status_code == 404
     assert client.post("/v1/transfers", json={**base, "measure": 5}).status_code == 401
+
+
+def test_device_adapt_on_a_live_server(live, tmp_path, capsys) -> None:
+    """The CLI on loopback: sources imported, `device adapt --server` enqueues, an agent (REST) measures,
+    `budgetnas predict` answers flagged transferred; bad --from is one error line."""
+    import httpx
+
+    from budgetnas.cli import run
+
+    archs, ms = fleet_tables()
+    ids = []
+    for j in range(3):
+        f = tmp_path / f"src{j}.csv"
+        f.write_text("arch_str,lat\n" + "\n".join(f"{a},{v:.5f}" for a, v in zip(archs, ms[:, j], strict=True)))
+        assert run(["lut", "import", str(f), "--server", live.url, "--token", ADMIN, "--device", f"src{j}",
+                    "--column", "lat"]) == 0
+        ids.append(capsys.readouterr().out.split()[-1])
+    assert run(["device", "register", "--name", "newdev", "--server", live.url, "--token", ADMIN]) == 0
+    token = capsys.readouterr().out.split()[-1]
+    srv = ["--server", live.url, "--token", ADMIN]
+    assert run(["device", "adapt", "--device", "newdev", "--from", ",".join(ids), "--measure", "6",
+                "--backend", "ort-cpu", *srv]) == 0
+    lut_id = capsys.readouterr().out.split()[-1]
+    h = {"Authorization": f"Bearer {token}"}
+    jobs = httpx.post(f"{live.url}/v1/jobs/lease", json={"device": "newdev", "backend": "ort-cpu", "max_jobs": 10},
+                      headers=h).json()["jobs"]
+    assert len(jobs) == 6
+    for j in jobs:  # the new device: 1.5x source 0
+        p = httpx.post(f"{live.url}/v1/predict", json={"lut": int(ids[0]), "archs": [j["arch"]]}).json()
+        v = 1.5 * p["predictions"][0]["latency_ms"]
+        r = httpx.post(f"{live.url}/v1/jobs/{j['id']}/result", headers=h, json={
+            "idempotency_key": f"k{j['id']}", "stats": {"count": 9, "mean_ms": v, "std_ms": 0.0, "median_ms": v}})
+        assert r.status_code == 200
+    assert run(["predict", archs[0], archs[1], "--server", live.url, "--lut", lut_id]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and all(line.endswith("(transferred)") for line in out)
+    # bad input: one error line, exit 2
+    for args, needle in ((["--from", "src0,src1", "--measure", "4", "--backend", "x"], "source LUT ids"),
+                         (["--from", ids[0], "--measure", "1", "--backend", "x"], "measure"),
+                         (["--from", ids[0], "--measure", "4"], "--backend")):
+        assert run(["device", "adapt", "--device", "newdev", *args, *srv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and needle in err and len(err.strip().splitlines()) == 1
