@@ -57,6 +57,9 @@ def agent_cmd(
     idle_exit: Annotated[float | None, typer.Option("--idle-exit", min=0.0,
                                                     help="exit after this many seconds without a job")] = None,
     max_jobs: Annotated[int | None, typer.Option("--max-jobs", min=1, help="exit after this many jobs")] = None,
+    lease_batch: Annotated[int, typer.Option("--lease-batch", min=1, max=100,
+                                             help="jobs per lease, their results reported in one call "
+                                                  "(where the server has batches)")] = 1,
     spool: Annotated[str | None, typer.Option("--spool", help="JSONL spool of unsent results "
                                                               "(default under ~/.cache/budgetnas/agent)")] = None,
     cache_dir: Annotated[str | None, typer.Option("--cache-dir", help="artifact cache root")] = None,
@@ -86,5 +89,6 @@ def agent_cmd(
     except TypeError as exc:  # an unknown --protocol field
         raise InvalidArgumentError(f"--protocol: {exc}") from None
     cfg = AgentConfig(server=server, token=token, name=name, backend=backend, lease_seconds=lease_seconds,
-                      poll_s=poll, max_backoff_s=max_backoff, idle_exit_s=idle_exit, max_jobs=max_jobs, spool=spool)
+                      poll_s=poll, max_backoff_s=max_backoff, idle_exit_s=idle_exit, max_jobs=max_jobs, spool=spool,
+                      lease_batch=lease_batch)
     Agent(cfg, be).run()

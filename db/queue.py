@@ -11,14 +11,20 @@ serialised by ``BEGIN IMMEDIATE`` (see db.session).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from budgetnas.errors import ConflictError, InvalidArgumentError, NotFoundError, PermissionDeniedError
+from budgetnas.errors import (
+    ConflictError,
+    DataFileError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from db import repo
 from db.models import Device, Job, Lut
 from db.types import utcnow
@@ -148,6 +154,87 @@ def submit_result(s: Session, job_id: int, device: Device | None, idempotency_ke
         lut.status = "complete"
     s.flush()
     return job, True
+
+
+MAX_BATCH = 100  # jobs per batched heartbeat or result call
+
+
+def _jobs_for(s: Session, ids: Sequence[int], device: Device | None, field: str) -> dict[int, Job]:
+    """Several jobs, row-locked in id order (no deadlock between batches); a missing job, one of another
+    device or one named twice is a caller's error naming the item (``field[i].job``)."""
+    seen: dict[int, int] = {}
+    for i, job_id in enumerate(ids):
+        if job_id in seen:
+            raise InvalidArgumentError(f"{field}[{i}].job: job {job_id} is also {field}[{seen[job_id]}]")
+        seen[job_id] = i
+    q = (select(Job).where(Job.id.in_(ids)).order_by(Job.id).with_for_update()
+         .execution_options(populate_existing=True))
+    jobs = {j.id: j for j in s.scalars(q)}
+    devices = dict(s.execute(select(Lut.id, Lut.device_id).where(Lut.id.in_({j.lut_id for j in jobs.values()}))).all())
+    for i, job_id in enumerate(ids):
+        job = jobs.get(job_id)
+        if job is None:
+            raise InvalidArgumentError(f"{field}[{i}].job: no job with id {job_id}")
+        if device is not None and devices[job.lut_id] != device.id:
+            raise InvalidArgumentError(f"{field}[{i}].job: job {job_id} belongs to another device than {device.name!r}")
+    return jobs
+
+
+def heartbeats(s: Session, leases: Sequence[tuple[int, str]], device: Device | None, lease_seconds: float
+               ) -> list[tuple[Job, str | None]]:
+    """Extend several leases (job id, lease id) at once: (job, None) when extended, (job, why) when the lease
+    was lost or is not this lease id's (the others are extended all the same)."""
+    jobs = _jobs_for(s, [j for j, _ in leases], device, "leases")
+    now = utcnow()
+    out: list[tuple[Job, str | None]] = []
+    for job_id, lease_id in leases:
+        job = jobs[job_id]
+        if job.state != "leased" or job.lease_expires is None or job.lease_expires < now:
+            out.append((job, f"the lease of job {job_id} was lost (state {job.state})"))
+        elif job.lease_owner is None or not secrets.compare_digest(lease_id.encode(), job.lease_owner.encode()):
+            out.append((job, f"job {job_id} is not leased with this lease_id (another agent holds it)"))
+        else:
+            job.lease_expires, job.updated = now + timedelta(seconds=lease_seconds), now
+            out.append((job, None))
+    s.flush()
+    return out
+
+
+def submit_results(s: Session, device: Device | None, results: Sequence[tuple[int, str, ResultStore]]
+                   ) -> list[tuple[Job, bool]]:
+    """``submit_result`` for several jobs in one transaction: all stored, or nothing when one is refused
+    (its error names ``results[i]``). A job already done answers (job, False) and stores nothing."""
+    jobs = _jobs_for(s, [j for j, _, _ in results], device, "results")
+    for i, (job_id, _, _) in enumerate(results):
+        if jobs[job_id].state == "failed":
+            raise ConflictError(f"results[{i}].job: job {job_id} failed after {jobs[job_id].attempts} attempt(s); "
+                                "it takes no result")
+    lut_ids = sorted({jobs[j].lut_id for j, _, _ in results if jobs[j].state != "done"})
+    for lut_id in lut_ids:  # locks the LUT rows, in id order: the results of one LUT commit one batch at a time
+        repo.bump_revision(s, lut_id)
+    luts = {lut_id: repo.get_lut(s, lut_id) for lut_id in lut_ids}
+    now = utcnow()
+    out: list[tuple[Job, bool]] = []
+    for i, (job_id, key, store) in enumerate(results):
+        job = jobs[job_id]
+        if job.state == "done":
+            out.append((job, False))
+            continue
+        try:
+            result = store(job, luts[job.lut_id])
+        except (ConflictError, InvalidArgumentError, DataFileError) as exc:
+            raise type(exc)(f"results[{i}].{exc}") from None
+        job.state, job.result, job.idempotency_key = "done", result, key
+        job.lease_owner, job.lease_expires, job.updated = None, None, now
+        out.append((job, True))
+    s.flush()
+    blocks = {jobs[j].lut_id for j, _, _ in results if jobs[j].kind == "block"}
+    for lut_id in lut_ids:
+        lut = luts[lut_id]
+        if lut_id in blocks and lut.status == "building" and repo.n_measured(s, lut_id) >= lut.n_keys:
+            lut.status = "complete"
+    s.flush()
+    return out
 
 
 def fail(s: Session, job_id: int, device: Device | None, error: str, max_attempts: int,

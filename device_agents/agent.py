@@ -17,6 +17,11 @@
   device's current token, it sends the spool before it leases anything.
 - SIGTERM/SIGINT: finish the current job, report it, exit. A second signal releases the job
   (back to the queue, no attempt counted) and exits at once.
+- ``lease_batch`` > 1: up to that many jobs per lease; while they wait and are measured one batched
+  heartbeat extends all their leases, and their results go back in one call (all stored or none),
+  each spooled first as above. A server without the batched routes (404/405) gets the single-job calls;
+  a batch it refuses (409/422) is sent again one result at a time, so each gets its own answer. After a
+  signal, the jobs of the batch not measured yet are released.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -55,6 +61,10 @@ class AgentConfig:
     max_jobs: int | None = None
     spool: str | None = None
     device_heartbeat_s: float = 30.0
+    lease_batch: int = 1  # jobs per lease, reported in one call where the server has batches
+
+
+NO_BATCHES = (404, 405)  # what a server without /v1/jobs/heartbeat and /v1/jobs/results answers there
 
 
 class _Abort(Exception):
@@ -88,6 +98,65 @@ class _LeaseKeeper(threading.Thread):
         self.join(timeout=5)
 
 
+class _BatchLeaseKeeper(threading.Thread):
+    """Extends the leases of a batch's jobs still held (waiting, measuring, or measured and not yet
+    reported) in one call per round, or one call per job on a server without batches."""
+
+    def __init__(self, agent: Agent, leases: dict[int, str | None], lease_seconds: float) -> None:
+        super().__init__(daemon=True, name=f"leases-{min(leases)}+{len(leases) - 1}")
+        self.agent, self.lease_seconds = agent, lease_seconds
+        self.held = dict(leases)
+        self.lost: set[int] = set()
+        self.beats = 0
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+
+    def drop(self, job_id: int) -> None:
+        with self._lock:
+            self.held.pop(job_id, None)
+
+    def _lose(self, job_id: int, why: str) -> None:
+        if job_id not in self.lost:
+            log.warning("job %s: lease lost (%s); the result is still sent", job_id, why)
+        self.lost.add(job_id)
+
+    def _beat(self) -> None:
+        rest, agent = self.agent.rest, self.agent
+        with self._lock:
+            leases = [(j, lid) for j, lid in self.held.items() if j not in self.lost]
+        batchable = [(j, lid) for j, lid in leases if lid is not None]
+        if agent.batches is not False and len(batchable) > 1:
+            try:
+                for out in rest.job_heartbeats(batchable, self.lease_seconds):
+                    if "lost" in out:
+                        self._lose(int(out["id"]), str(out["lost"]))
+                agent.batches = True
+                leases = [(j, lid) for j, lid in leases if lid is None]
+            except HTTPStatusError as exc:
+                if exc.status not in NO_BATCHES:
+                    raise
+                agent.batches = False
+        for job_id, lease_id in leases:
+            try:
+                rest.job_heartbeat(job_id, self.lease_seconds, lease_id)
+            except HTTPStatusError as exc:
+                self._lose(job_id, str(exc))
+
+    def run(self) -> None:
+        while not self.done.wait(max(self.lease_seconds / 3.0, 0.2)):
+            try:
+                self._beat()
+                self.beats += 1
+            except HTTPStatusError as exc:
+                log.warning("lease heartbeat refused: %s", exc)
+            except Unreachable:
+                pass  # the results go to the spool anyway
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=5)
+
+
 def default_spool(name: str, backend: str) -> Path:
     from profiler.artifacts import default_cache_root
 
@@ -106,6 +175,7 @@ class Agent:
         self._backoff = 0.0
         self.done = 0
         self.failed = 0
+        self.batches: bool | None = None  # whether the server has the batched job routes (None: not asked yet)
 
     # ---- signals and waiting -------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -189,48 +259,122 @@ class Agent:
             self.spool.compact()
         return True
 
-    # ---- one job -------------------------------------------------------------------------------
-    def process(self, job_json: dict[str, Any]) -> None:
-        job = JobSpec.from_json(job_json)
-        key = f"{job.id}:{job_json.get('attempts', 0)}:{uuid.uuid4().hex}"
-        what = job.key or job.arch
-        log.info("job %s (%s %s): measuring", job.id, job.kind, what)
-        lease_id = job_json.get("lease_id")  # only this lease's holder may extend or release it
-        keeper = _LeaseKeeper(self.rest, job.id, self.config.lease_seconds, lease_id)
-        keeper.start()
+    # ---- one job ---------------------------------------------------------------------------------
+    def _measure(self, job: JobSpec, key: str, lease_id: str | None, lease: Callable[[], tuple[int, bool]]
+                 ) -> tuple[str, dict[str, Any]]:
+        """The record of one measurement: ("result", body) or ("fail", body); ``_Abort`` passes through.
+        ``lease``: the lease keeper's (heartbeats sent, lease lost) for the result's environment."""
         self._measuring = True
-        kind: str
-        body: dict[str, Any]
         try:
             m = self.backend.measure(job)
-            kind = "result"
-            body = {"idempotency_key": key, "stats": m.stats.to_dict(),
-                    "environment": {**m.environment, "agent": self.config.name,
-                                    "lease_heartbeats": keeper.beats, "lease_lost": keeper.lost}}
-            self.done += 1
         except _Abort:
-            self._measuring = False
-            keeper.stop()
-            try:
-                self.rest.release(job.id, lease_id)
-                log.info("job %s: released", job.id)
-            except ServerError as exc:
-                log.warning("job %s: release failed (%s); its lease will expire", job.id, exc)
-            return
+            raise
         except (BudgetNASError, Exception) as exc:  # a bad job must not stop the agent
-            kind = "fail"
             output = getattr(exc, "output", "") or traceback.format_exc()
             # the server refuses control characters (ANSI colours, NUL): send them as U+FFFD, not lose the failure
             body = {"error": make_printable(f"{type(exc).__name__}: {exc}"[:10_000], multiline=True),
                     "output": make_printable(output[-1_000_000:], multiline=True), "lease_id": lease_id}
             self.failed += 1
             log.warning("job %s: failed: %s", job.id, body["error"])
+            return "fail", body
         finally:
             self._measuring = False
+        beats, lost = lease()
+        self.done += 1
+        return "result", {"idempotency_key": key, "stats": m.stats.to_dict(),
+                          "environment": {**m.environment, "agent": self.config.name,
+                                          "lease_heartbeats": beats, "lease_lost": lost}}
+
+    def _release(self, job_id: int, lease_id: str | None) -> None:
+        try:
+            self.rest.release(job_id, lease_id)
+            log.info("job %s: released", job_id)
+        except ServerError as exc:
+            log.warning("job %s: release failed (%s); its lease will expire", job_id, exc)
+
+    @staticmethod
+    def _key(job: JobSpec, job_json: dict[str, Any]) -> str:
+        return f"{job.id}:{job_json.get('attempts', 0)}:{uuid.uuid4().hex}"
+
+    def process(self, job_json: dict[str, Any]) -> None:
+        job = JobSpec.from_json(job_json)
+        key = self._key(job, job_json)
+        log.info("job %s (%s %s): measuring", job.id, job.kind, job.key or job.arch)
+        lease_id = job_json.get("lease_id")  # only this lease's holder may extend or release it
+        keeper = _LeaseKeeper(self.rest, job.id, self.config.lease_seconds, lease_id)
+        keeper.start()
+        try:
+            kind, body = self._measure(job, key, lease_id, lambda: (keeper.beats, keeper.lost))
+        except _Abort:
+            keeper.stop()
+            self._release(job.id, lease_id)
+            return
+        finally:
             keeper.stop()
         self.spool.add(kind, job.id, key, body)
         if not self._post({"kind": kind, "job": job.id, "key": key, "body": body}):
             log.warning("job %s: server unreachable; %s spooled in %s", job.id, kind, self.spool.path)
+
+    def process_batch(self, jobs_json: list[dict[str, Any]]) -> None:
+        """Several leased jobs: measured one after another, their leases kept, the results sent in one call."""
+        specs = [(JobSpec.from_json(j), j) for j in jobs_json]
+        keeper = _BatchLeaseKeeper(self, {job.id: j.get("lease_id") for job, j in specs}, self.config.lease_seconds)
+        keeper.start()
+        results: list[dict[str, Any]] = []
+        try:
+            for n, (job, job_json) in enumerate(specs):
+                if self.stop.is_set():  # a signal: what is not measured yet goes back to the queue
+                    for later, later_json in specs[n:]:
+                        self._release(later.id, later_json.get("lease_id"))
+                    break
+                key, lease_id = self._key(job, job_json), job_json.get("lease_id")
+                log.info("job %s (%s %s): measuring (%d of %d)", job.id, job.kind, job.key or job.arch, n + 1,
+                         len(specs))
+                def lease(j: int = job.id) -> tuple[int, bool]:
+                    return keeper.beats, j in keeper.lost
+
+                try:
+                    kind, body = self._measure(job, key, lease_id, lease)
+                except _Abort:
+                    for later, later_json in specs[n:]:
+                        self._release(later.id, later_json.get("lease_id"))
+                    break
+                self.spool.add(kind, job.id, key, body)
+                rec = {"kind": kind, "job": job.id, "key": key, "body": body}
+                if kind == "result":
+                    results.append(rec)
+                    continue
+                keeper.drop(job.id)
+                if not self._post(rec):
+                    log.warning("job %s: server unreachable; failure spooled in %s", job.id, self.spool.path)
+        finally:
+            keeper.stop()
+        if results and not self._post_results(results):
+            log.warning("server unreachable; %d result(s) spooled in %s", len(results), self.spool.path)
+
+    def _post_results(self, recs: list[dict[str, Any]]) -> bool:
+        """Deliver spooled results, in one call where the server can; False when it is unreachable."""
+        if self.batches is not False and len(recs) > 1:
+            try:
+                outs = self.rest.results([(r["job"], r["body"]) for r in recs])
+            except Unreachable:
+                return False
+            except HTTPStatusError as exc:
+                if exc.status in (401, 403):
+                    log.error("%d result(s) kept unsent in the spool %s: the token was refused (%s)", len(recs),
+                              self.spool.path, exc)
+                    raise self._refused(exc) from None
+                if exc.status in NO_BATCHES:
+                    self.batches = False
+                else:  # refused whole: one at a time, each gets its own (final) answer
+                    log.info("batch of %d results refused (%s); sending them one by one", len(recs), exc)
+            else:
+                self.batches = True
+                for rec, out in zip(recs, outs, strict=True):
+                    log.info("job %s: result %s", rec["job"], "stored" if out.get("stored") else "already stored")
+                    self.spool.mark_sent(rec["key"])
+                return True
+        return all(self._post(rec) for rec in recs)
 
     # ---- the loop ----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -251,7 +395,8 @@ class Agent:
                     if now - last_beat >= self.config.device_heartbeat_s:
                         self.rest.device_heartbeat(self.config.name)
                         last_beat = now
-                    jobs = self.rest.lease(self.config.name, self.config.backend, self.config.lease_seconds)
+                    jobs = self.rest.lease(self.config.name, self.config.backend, self.config.lease_seconds,
+                                           max_jobs=self.config.lease_batch)
                 except Unreachable as exc:
                     self._wait_backoff(str(exc))
                     continue
@@ -266,8 +411,11 @@ class Agent:
                         break
                     self.stop.wait(self.config.poll_s)
                     continue
-                for job in jobs:
-                    self.process(job)
+                if len(jobs) > 1:
+                    self.process_batch(jobs)
+                else:
+                    for job in jobs:
+                        self.process(job)
                 idle_since = time.monotonic()
             if self.flush_spool():
                 self.spool.compact()

@@ -67,6 +67,17 @@ class Rest:
     def result(self, job_id: int, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self.call("POST", f"/v1/jobs/{job_id}/result", body))
 
+    def results(self, items: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Several results in one call, all stored or none (a server without the route answers 404/405)."""
+        out = self.call("POST", "/v1/jobs/results", {"results": [{"job": job_id, **body} for job_id, body in items]})
+        return list(out["results"])
+
+    def job_heartbeats(self, leases: list[tuple[int, str]], lease_seconds: float) -> list[dict[str, Any]]:
+        """Extend several leases: each answers ``lease_expires`` or ``lost`` (404/405: the server has no batches)."""
+        out = self.call("POST", "/v1/jobs/heartbeat", {"lease_seconds": lease_seconds, "leases": [
+            {"job": job_id, "lease_id": lease_id} for job_id, lease_id in leases]})
+        return list(out["leases"])
+
     def fail(self, job_id: int, error: str, output: str, lease_id: str | None) -> dict[str, Any]:
         """Report a failed measurement; ``lease_id``: the lease's (only its holder may fail it)."""
         return dict(self.call("POST", f"/v1/jobs/{job_id}/fail",

@@ -1,4 +1,5 @@
-"""Job leases for device agents: lease, heartbeat, result (idempotent), fail (capped), release."""
+"""Job leases for device agents: lease, heartbeat, result (idempotent), fail (capped), release; heartbeats and
+results of several jobs per call (``/v1/jobs/heartbeat``, ``/v1/jobs/results``)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from budgetnas.errors import ConflictError, DataFileError
 from db import queue, repo
 from db.models import BACKEND_LEN, NAME_LEN, Job, Lut
-from lut_server.params import IdPath, JsonObject, Line, StatsObject, Text
+from lut_server.params import IdField, IdPath, JsonObject, Line, StatsObject, Text
 from lut_server.state import require_agent, state_of
 from lut_server.views import job_object
 from spaces.lut import LatencyStats
@@ -76,13 +78,15 @@ def heartbeat(job_id: IdPath, request: Request, body: JobHeartbeatIn | None = No
         return {"id": job.id, "lease_expires": repo.iso(job.lease_expires)}
 
 
-@router.post("/{job_id}/result")
-def result(job_id: IdPath, body: ResultIn, request: Request) -> dict[str, Any]:
-    st = state_of(request)
+def _parsed_stats(stats: dict[str, Any], field: str) -> LatencyStats:
     try:
-        stats = LatencyStats.from_dict(body.stats)
+        return LatencyStats.from_dict(stats)
     except DataFileError as exc:
-        raise DataFileError(f"stats: {exc}") from None
+        raise DataFileError(f"{field}: {exc}") from None
+
+
+def _store(s: Session, stats: LatencyStats, environment: dict[str, Any]) -> queue.ResultStore:
+    """What a result keeps: the LUT entry (block) or the whole-model measurement (model)."""
 
     def store(job: Job, lut: Lut) -> dict[str, Any]:
         kept = stats.to_dict(samples=False)
@@ -98,16 +102,71 @@ def result(job_id: IdPath, body: ResultIn, request: Request) -> dict[str, Any]:
         else:
             assert job.arch is not None
             repo.add_model_measurement(s, lut.id, job.arch, kept, latency, job_id=job.id)
-        if body.environment and not lut.meta.get("environment"):
-            lut.meta = {**lut.meta, "environment": body.environment}
-        return {"stats": kept, "environment": body.environment}
+        if environment and not lut.meta.get("environment"):
+            lut.meta = {**lut.meta, "environment": environment}
+        return {"stats": kept, "environment": environment}
 
+    return store
+
+
+def _result_object(job: Job, stored: bool) -> dict[str, Any]:
+    return {"id": job.id, "state": job.state, "stored": stored, "stats": (job.result or {}).get("stats")}
+
+
+@router.post("/{job_id}/result")
+def result(job_id: IdPath, body: ResultIn, request: Request) -> dict[str, Any]:
+    st = state_of(request)
+    stats = _parsed_stats(body.stats, "stats")
     with st.db.session(write=True) as s:
         dev = require_agent(st, request, s)
-        job, stored = queue.submit_result(s, job_id, dev, body.idempotency_key, store)
+        job, stored = queue.submit_result(s, job_id, dev, body.idempotency_key, _store(s, stats, body.environment))
         if stored:
             st.predictors.invalidate(job.lut_id)
-        return {"id": job.id, "state": job.state, "stored": stored, "stats": (job.result or {}).get("stats")}
+        return _result_object(job, stored)
+
+
+class ResultItemIn(ResultIn):
+    job: IdField
+
+
+class ResultsIn(BaseModel):
+    results: list[ResultItemIn] = Field(min_length=1, max_length=queue.MAX_BATCH)
+
+
+@router.post("/results")
+def results(body: ResultsIn, request: Request) -> dict[str, Any]:
+    """Several results in one transaction: all stored or none (an error names ``results[i]``), in request order."""
+    st = state_of(request)
+    stats = [_parsed_stats(r.stats, f"results[{i}].stats") for i, r in enumerate(body.results)]
+    with st.db.session(write=True) as s:
+        dev = require_agent(st, request, s)
+        done = queue.submit_results(s, dev, [(r.job, r.idempotency_key, _store(s, st_, r.environment))
+                                             for r, st_ in zip(body.results, stats, strict=True)])
+        for lut_id in {job.lut_id for job, stored in done if stored}:
+            st.predictors.invalidate(lut_id)
+        return {"results": [_result_object(job, stored) for job, stored in done]}
+
+
+class LeaseRefIn(BaseModel):
+    job: IdField
+    lease_id: Line = Field(min_length=1, max_length=NAME_LEN)
+
+
+class HeartbeatsIn(BaseModel):
+    leases: list[LeaseRefIn] = Field(min_length=1, max_length=queue.MAX_BATCH)
+    lease_seconds: float | None = Field(default=None, gt=0)
+
+
+@router.post("/heartbeat")
+def heartbeats(body: HeartbeatsIn, request: Request) -> dict[str, Any]:
+    """Extend several leases of this device; each answers its new expiry, or why its lease is lost."""
+    st = state_of(request)
+    with st.db.session(write=True) as s:
+        dev = require_agent(st, request, s)
+        out = queue.heartbeats(s, [(r.job, r.lease_id) for r in body.leases], dev,
+                               _lease_seconds(request, body.lease_seconds))
+        return {"leases": [{"id": job.id, "lease_expires": repo.iso(job.lease_expires)} if lost is None
+                           else {"id": job.id, "lost": lost} for job, lost in out]}
 
 
 @router.post("/{job_id}/fail")
