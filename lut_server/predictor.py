@@ -254,7 +254,8 @@ class UnitIndexer:
         self.tail = [index.get(k, -1) for k in keys[self.n_stem + 2 * n_units:]]
         self.layers: dict[tuple[int, int, str], tuple[str, int] | None] = {}
         self.depths: dict[tuple[int, int], bool] = {}
-        self.units: dict[tuple[int, str], tuple[str, list[int]] | None] = {}
+        # values are tuples of atoms, which the garbage collector stops tracking: a cache it need not walk
+        self.units: dict[tuple[int, str], tuple[str, tuple[int, ...]] | None] = {}
         self.lock = threading.Lock()
 
     def _arch(self, units: list[list[str]]) -> Any:
@@ -302,7 +303,7 @@ class UnitIndexer:
             self.layers[key] = got
         return got
 
-    def _unit(self, u: int, text: str) -> tuple[str, list[int]] | None:
+    def _unit(self, u: int, text: str) -> tuple[str, tuple[int, ...]] | None:
         key = (u, text)
         hit = self.units.get(key)
         if hit is not None:
@@ -317,7 +318,7 @@ class UnitIndexer:
                 return None
             rows.append(got[1])
         # every token was canonical (``_layer`` answers for no other), so the unit is: bounded by the space's units
-        hit = (text, rows)
+        hit = (text, tuple(rows))
         with self.lock:
             self.units[key] = hit
         return hit
