@@ -15,6 +15,8 @@ can all be listed (nb201: 15,625); ofa-mbv3 (~10^19 archs) would need a per-bloc
 from __future__ import annotations
 
 import itertools
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -36,6 +38,9 @@ from spaces.token_cost import canonical_tokens, cost_model_from_lut
 from spaces.transfer import DEFAULT_METHOD, MIN_MEASURED, Fleet, TransferPrediction, choose_archs, fit
 
 MAX_ENUMERATED = 100_000  # archs of a space the fleet lists in full
+FITS_KEPT = 16  # fitted transfers kept per process, keyed by everything they are computed from
+_fits: OrderedDict[tuple[Any, ...], tuple[SearchSpace[Any], TransferPrediction, dict[str, Any]]] = OrderedDict()
+_fits_lock = threading.Lock()
 
 
 def _all_tokens(space: SearchSpace[Any]) -> np.ndarray:
@@ -113,8 +118,16 @@ def transferred(s: Session, lut_id: int) -> tuple[SearchSpace[Any], TransferPred
     spec = lut.meta.get("transfer") if isinstance(lut.meta, dict) else None
     if not spec:
         return None
-    space, fleet, _ = source_fleet(s, [int(i) for i in spec["sources"]])
+    source_ids = [int(i) for i in spec["sources"]]
     pairs = repo.model_measurements(s, lut_id)
+    revisions = tuple(repo.lut_revision(s, i) for i in source_ids)  # None for a source gone: source_fleet's 404
+    key = (lut_id, repr(spec), tuple(pairs), revisions)
+    with _fits_lock:
+        hit = _fits.get(key)
+        if hit is not None:
+            _fits.move_to_end(key)
+            return hit
+    space, fleet, _ = source_fleet(s, source_ids)
     if len(pairs) < MIN_MEASURED:
         raise InvalidArgumentError(f"lut: LUT {lut_id} is a transfer target with {len(pairs)} measured whole "
                                    f"model(s); its predictions need {MIN_MEASURED} (its agent's jobs are pending)")
@@ -127,6 +140,10 @@ def transferred(s: Session, lut_id: int) -> tuple[SearchSpace[Any], TransferPred
     if len(rows) < MIN_MEASURED:
         raise InvalidArgumentError(f"lut: LUT {lut_id} has {len(rows)} distinct measured arch(s); need {MIN_MEASURED}")
     pred = fit(fleet, np.asarray(rows), np.asarray(ms), str(spec.get("method", DEFAULT_METHOD)))
+    with _fits_lock:
+        _fits[key] = (space, pred, spec)
+        while len(_fits) > FITS_KEPT:
+            _fits.popitem(last=False)
     return space, pred, spec
 
 
