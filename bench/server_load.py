@@ -379,9 +379,9 @@ def lease_figures(base: str, token: str, backend: str, n_jobs: int, agents: int,
     wall = time.perf_counter() - t0
     if errors:
         raise SystemExit(f"lease+result: {errors[0]}")
-    fig.add("lease+result jobs/s", total / wall)
-    fig.add("lease+result lost", total - len(stored))
-    fig.add("lease+result duplicated", sum(v - 1 for v in stored.values() if v > 1)
+    fig.add(f"lease+result x{batch} jobs/s", total / wall)
+    fig.add(f"lease+result x{batch} lost", total - len(stored))
+    fig.add(f"lease+result x{batch} duplicated", sum(v - 1 for v in stored.values() if v > 1)
             + sum(v - 1 for v in leased.values() if v > 1))
 
 
@@ -392,8 +392,10 @@ def verdicts(fig: Figures, args: argparse.Namespace) -> list[str]:
     ratio = [a / b for a, b in zip(p99, fig.get("bare open-loop p99 ms"), strict=True)]
     sat = [a / b for a, b in zip(fig.get("lut saturation req/s"), fig.get("bare saturation req/s"), strict=True)]
     cold = fig.get("batch 10k cold ms")
-    jobs = fig.get("lease+result jobs/s")
-    lost, dup = sum(fig.get("lease+result lost")), sum(fig.get("lease+result duplicated"))
+    best = max(args.lease_batch)  # the goal is for the batching agent
+    jobs = fig.get(f"lease+result x{best} jobs/s") if args.jobs else []
+    lost = sum(sum(fig.get(f"lease+result x{b} lost")) for b in args.lease_batch)
+    dup = sum(sum(fig.get(f"lease+result x{b} duplicated")) for b in args.lease_batch)
 
     def yes(ok: bool) -> str:
         return "met" if ok else "NOT met"
@@ -408,7 +410,7 @@ def verdicts(fig: Figures, args: argparse.Namespace) -> list[str]:
         out.append(f"  10,000-arch batch cold < 100 ms: {yes(all(v < 100 for v in cold))} "
                    f"(runs {', '.join(f'{v:.0f}' for v in cold)} ms)")
     if jobs:
-        out.append(f"  lease+result >= 300 jobs/s, 0 lost, 0 duplicated: "
+        out.append(f"  lease+result >= 300 jobs/s ({best} jobs per call), 0 lost, 0 duplicated: "
                    f"{yes(all(v >= 300 for v in jobs) and lost == 0 and dup == 0)} "
                    f"(runs {', '.join(f'{v:.0f}' for v in jobs)} jobs/s; lost {lost:.0f}, duplicated {dup:.0f})")
     return out
@@ -437,8 +439,8 @@ def run_setting(db_arg: str, workers: int, args: argparse.Namespace, cpus: set[i
             for ep in eps if rep % 2 == 0 else eps[::-1]:  # alternate who goes first: drift hits both alike
                 asyncio.run(single_figures(ep, bodies, args, fig))
             batch_figures(lut_base, lut, seed=1000 + rep, fig=fig)
-            if args.jobs:
-                lease_figures(lut_base, token, f"bench-r{rep}", args.jobs, args.agents, args.lease_batch, fig)
+            for b in args.lease_batch if args.jobs else []:
+                lease_figures(lut_base, token, f"bench-r{rep}-x{b}", args.jobs, args.agents, b, fig)
             print(f"  [{shown}, {workers} worker(s)] repetition {rep + 1}/{args.repeats} done, "
                   f"load average {os.getloadavg()[0]:.2f}", flush=True)
     finally:
@@ -449,18 +451,18 @@ def run_setting(db_arg: str, workers: int, args: argparse.Namespace, cpus: set[i
     lines = [f"== {shown}, {workers} uvicorn worker(s), {args.repeats} repetitions "
              f"(load average {load0[0]:.2f} before, {load1[0]:.2f} after) ==",
              others_report(before, wall)]
-    for ep in ("bare", "lut"):
-        name = "bare endpoint" if ep == "bare" else "LUT server"
+    for who in ("bare", "lut"):
+        name = "bare endpoint" if who == "bare" else "LUT server"
         lines += [f"  {name}:",
-                  f"    sequential p50 {spread(fig.get(f'{ep} sequential p50 ms'), ' ms')}",
-                  f"    sequential p99 {spread(fig.get(f'{ep} sequential p99 ms'), ' ms')}",
+                  f"    sequential p50 {spread(fig.get(f'{who} sequential p50 ms'), ' ms')}",
+                  f"    sequential p99 {spread(fig.get(f'{who} sequential p99 ms'), ' ms')}",
                   f"    saturation, {args.clients} connections: "
-                  f"{spread(fig.get(f'{ep} saturation req/s'), ' req/s', '.0f')}",
+                  f"{spread(fig.get(f'{who} saturation req/s'), ' req/s', '.0f')}",
                   f"    open loop {args.rate:.0f} req/s for {args.seconds:g} s, p50 "
-                  f"{spread(fig.get(f'{ep} open-loop p50 ms'), ' ms')}",
-                  f"      p99 {spread(fig.get(f'{ep} open-loop p99 ms'), ' ms')}",
-                  f"      max {spread(fig.get(f'{ep} open-loop max ms'), ' ms', '.1f')}",
-                  f"      achieved {spread(fig.get(f'{ep} open-loop achieved req/s'), ' req/s', '.0f')}"]
+                  f"{spread(fig.get(f'{who} open-loop p50 ms'), ' ms')}",
+                  f"      p99 {spread(fig.get(f'{who} open-loop p99 ms'), ' ms')}",
+                  f"      max {spread(fig.get(f'{who} open-loop max ms'), ' ms', '.1f')}",
+                  f"      achieved {spread(fig.get(f'{who} open-loop achieved req/s'), ' req/s', '.0f')}"]
 
     def ratios(name: str) -> list[float]:
         return [a / b for a, b in zip(fig.get(f"lut {name}"), fig.get(f"bare {name}"), strict=True)]
@@ -472,10 +474,11 @@ def run_setting(db_arg: str, workers: int, args: argparse.Namespace, cpus: set[i
               f"    open-loop p99 {spread(ratios('open-loop p99 ms'))}",
               f"  10,000-arch batch (request to parsed response): cold {spread(fig.get('batch 10k cold ms'), ' ms', '.0f')}",
               f"    warm {spread(fig.get('batch 10k warm ms'), ' ms', '.0f')}"]
-    if args.jobs:
-        lines.append(f"  lease+result, {args.agents} agents, {args.jobs}+ jobs, {args.lease_batch} per call: "
-                     f"{spread(fig.get('lease+result jobs/s'), ' jobs/s', '.0f')}; lost "
-                     f"{sum(fig.get('lease+result lost')):.0f}, duplicated {sum(fig.get('lease+result duplicated')):.0f}")
+    for b in args.lease_batch if args.jobs else []:
+        lines.append(f"  lease+result, {args.agents} agents, {args.jobs}+ jobs, {b} per call: "
+                     f"{spread(fig.get(f'lease+result x{b} jobs/s'), ' jobs/s', '.0f')}; lost "
+                     f"{sum(fig.get(f'lease+result x{b} lost')):.0f}, "
+                     f"duplicated {sum(fig.get(f'lease+result x{b} duplicated')):.0f}")
     lines += ["  Must-show goals:", *verdicts(fig, args)]
     return lines
 
@@ -492,8 +495,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10, help="duration of the open-loop figure")
     ap.add_argument("--jobs", type=int, default=1500, help="model jobs per lease+result run (0: skip)")
     ap.add_argument("--agents", type=int, default=20)
-    ap.add_argument("--lease-batch", type=int, default=1, help="jobs per lease and per result call (1: the "
-                                                                "single-job routes)")
+    ap.add_argument("--lease-batch", type=int, nargs="+", default=[1, 10],
+                    help="jobs per lease and per result call, each measured (1: the single-job routes)")
     ap.add_argument("--no-pin", action="store_true", help="leave the client and servers on every CPU")
     ap.add_argument("--quick", action="store_true", help="smoke setting (< 1 minute): 2 short repetitions")
     args = ap.parse_args()
@@ -503,11 +506,15 @@ def main() -> None:
                 setattr(args, name, value)
     dbs = args.db or ["sqlite"]
     for name, v in (("--repeats", args.repeats), ("--sequential", args.sequential), ("--clients", args.clients),
-                    ("--agents", args.agents), ("--lease-batch", args.lease_batch), *(("--workers", w)
-                                                                                     for w in args.workers)):
+                    ("--agents", args.agents), *(("--lease-batch", b) for b in args.lease_batch),
+                    *(("--workers", w) for w in args.workers)):
         if v < 1:
             print(f"error: {name} must be >= 1 (got {v})", file=sys.stderr)
             sys.exit(2)
+    if max(args.lease_batch) > 100:
+        print(f"error: --lease-batch must be <= 100 (the server's batch bound; got {max(args.lease_batch)})",
+              file=sys.stderr)
+        sys.exit(2)
     if min(args.rate, args.seconds, args.sat_seconds) <= 0 or args.jobs < 0:
         print("error: --rate, --seconds and --sat-seconds must be > 0, --jobs >= 0", file=sys.stderr)
         sys.exit(2)

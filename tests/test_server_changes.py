@@ -179,3 +179,25 @@ def test_the_sqlite_token_moves_on_a_commit_by_another_process(tmp_path) -> None
     assert watch.token() != t0
     watch.close()
     con.close()
+
+
+@pytest.mark.parametrize(("content", "ctype", "detail"), [
+    (b"", "application/json", "body: Field required"),
+    (b'{"lut": 1, "archs": ["a"]}', "text/plain", "body: Input should be a valid dictionary"),
+    (b'{"lut": 1, "archs": ["a"]', "application/json", "body: malformed JSON at character 25"),
+    (b'{"lut": "one", "archs": ["a"]}', "application/json", "lut: Input should be a valid integer"),
+    (b'{"lut": 1099511627776, "archs": ["a"]}', "application/json", "lut: Input should be less than or equal"),
+    (b'{"lut": 1, "archs": []}', "application/json", "archs: List should have at least 1 item"),
+    (b'{"lut": 1, "archs": [7]}', "application/vnd.x+json", "archs.0: Input should be a valid string"),
+    (b'{"lut": NaN, "archs": ["a"]}', "application/json", "lut: Input should be a finite number"),
+    (b'[' * 100_000, "application/json", "body: malformed JSON"),
+])
+def test_predict_reads_its_body_as_fastapi_would_with_422s_naming_the_field(client, content: bytes, ctype: str,
+                                                                            detail: str) -> None:
+    r = client.post("/v1/predict", content=content, headers={"Content-Type": ctype})
+    assert r.status_code == 422 and r.json()["detail"].startswith(detail), r.text
+
+
+def test_predict_declares_its_body_in_the_schema(client) -> None:
+    body = client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]["requestBody"]
+    assert body["required"] and set(body["content"]["application/json"]["schema"]["required"]) == {"lut", "archs"}
