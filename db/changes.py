@@ -10,16 +10,19 @@ lands between the two moves the token past what was stored.
   other connection commits (every process shares the file's WAL index in shared memory): a few
   microseconds, no I/O, and exact: a commit is seen by the next call after it returns.
 - PostgreSQL: ``LISTEN`` on :data:`CHANNEL`, which a trigger of migration 0003 notifies when a
-  LUT's revision moves or it is deleted, whoever wrote it. A daemon thread counts notifications;
-  while its connection is down the token is ``None``, and a reconnect moves it (notifications sent
-  meanwhile were lost). A commit is heard once its notification arrives (well under a millisecond
-  on one host); until then a request may still get the previous revision.
+  LUT's revision moves or it is deleted, whoever wrote it. A daemon thread counts notifications
+  and proves its connection alive every second; while the connection is down the token is
+  ``None``, and a reconnect moves it (notifications sent meanwhile were lost). A commit is heard
+  once its notification arrives (well under a millisecond on one host); until then a request may
+  still get the previous revision. A link that dies silently is noticed within ~5 s (TCP keepalives
+  and a user timeout), the bound on staleness in that case.
 - Anything else (``sqlite://`` in memory, other dialects): no watch.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import sqlite3
 import threading
 import weakref
@@ -32,6 +35,10 @@ log = logging.getLogger("budgetnas.db")
 CHANNEL = "budgetnas_lut_revision"  # migration 0003's trigger notifies it
 RECONNECT_S = 1.0  # wait between attempts to re-establish the PostgreSQL listener
 LISTENER_NAME = "budgetnas-lut-listener"  # its application_name in pg_stat_activity
+PING_S = 1.0  # the listener proves its connection alive at least this often
+# a peer that vanished without closing is noticed within seconds, not at the kernel's TCP timeout (minutes)
+LIVENESS = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 1, "keepalives_count": 3,
+            "tcp_user_timeout": 5000, "connect_timeout": 5}
 
 
 class ChangeWatch(Protocol):
@@ -102,10 +109,18 @@ class PostgresWatch:
 
 def _listen(ref: weakref.ref[PostgresWatch], conninfo: str, closed: threading.Event) -> None:
     import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    def on_notify(_: psycopg.Notify) -> None:  # called whenever the connection reads one, as it arrives
+        watch = ref()
+        if watch is not None:
+            watch.heard()
 
     while not closed.is_set():
         try:
-            with psycopg.connect(conninfo, autocommit=True, application_name=LISTENER_NAME) as conn:
+            info = make_conninfo(conninfo, application_name=LISTENER_NAME, **LIVENESS)
+            with psycopg.connect(info, autocommit=True) as conn:
+                conn.add_notify_handler(on_notify)
                 conn.execute(f"LISTEN {CHANNEL}")
                 watch = ref()
                 if watch is None:
@@ -113,15 +128,9 @@ def _listen(ref: weakref.ref[PostgresWatch], conninfo: str, closed: threading.Ev
                 watch.heard()  # whatever was sent while we were not listening is unknown: move on
                 watch.listening = True
                 del watch
-                while not closed.is_set():
-                    for _ in conn.notifies(timeout=1.0):  # each one counted as it arrives
-                        watch = ref()
-                        if watch is None:
-                            return
-                        watch.heard()
-                        del watch
-                    if ref() is None:
-                        return
+                while not closed.is_set() and ref() is not None:
+                    select.select([conn.fileno()], [], [], PING_S)
+                    conn.execute("SELECT 1")  # reads what arrived (on_notify counts it) and proves the link alive
         except psycopg.Error as exc:
             watch = ref()
             if watch is None:
