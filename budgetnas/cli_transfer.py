@@ -95,7 +95,7 @@ def adapt_cmd(
                            "are chosen and printed")] = None,
     space: Annotated[str, typer.Option("--space", help="search space of the tables")] = "nb201",
     method: Annotated[str, typer.Option("--method", help="fleet-bma (default), nearest, ridge or nnls")] = "fleet-bma",
-    selection: Annotated[str, typer.Option("--selection", help="dopt (default) or random")] = "dopt",
+    selection: Annotated[str, typer.Option("--selection", help="dopt (default), iopt or random")] = "dopt",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="CSV: the plan, or every arch's prediction")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary")] = False,

@@ -21,7 +21,8 @@ latencies), ``nnls`` (non-negative least squares over the sources' latencies in 
 
 Which archs to measure (``SELECTIONS``): ``dopt`` picks greedily the arch whose prediction is most
 uncertain under the fleet prior (the D-optimal increment), among the central 80% of the fleet's
-latency space (extremes such as near-empty cells inform the bulk less); ``random`` draws uniformly.
+latency space (extremes such as near-empty cells inform the bulk less); ``iopt`` the arch that removes the
+most variance summed over every arch (I-optimal; measured level with ``dopt``); ``random`` draws uniformly.
 
 Numpy only: the torch-free LUT server can use it. No constant here was tuned on one device; the bench
 (``bench/fewshot.py``) judges everything leave-one-device-out.
@@ -336,8 +337,31 @@ def select_dopt(fleet: Fleet, n: int, rng: np.random.Generator, allowed: np.ndar
     return pool[np.asarray(chosen, np.int64)]
 
 
+def select_iopt(fleet: Fleet, n: int, rng: np.random.Generator, allowed: np.ndarray) -> np.ndarray:
+    """Greedy I-optimal: each pick removes the most predictive variance summed over every allowed arch (the
+    error all archs are judged by), where D-optimal removes the most at the pick itself (high-leverage extremes)."""
+    _check_n(fleet, n, allowed)
+    mu, dev = fleet.deviations()
+    z_all = np.column_stack([np.ones(len(mu)), mu, dev])[allowed]
+    moment = z_all.T @ z_all / len(z_all)  # the allowed archs' second moment: sum of variances = tr(P M)
+    idx = np.flatnonzero(allowed)
+    pool = rng.choice(len(idx), min(_DOPT_POOL, len(idx)), replace=False)
+    zp = z_all[pool]
+    cov = np.eye(zp.shape[1])
+    chosen: list[int] = []
+    for _ in range(n):
+        pz = zp @ cov  # (pool, k): rows P z_j
+        gain = np.einsum("ij,jk,ik->i", pz, moment, pz) / (_DOPT_NOISE_VAR + np.einsum("ij,ij->i", pz, zp))
+        gain[chosen] = -np.inf
+        j = int(np.argmax(gain))
+        chosen.append(j)
+        cz = cov @ zp[j]
+        cov = cov - np.outer(cz, cz) / (_DOPT_NOISE_VAR + zp[j] @ cz)
+    return idx[pool[np.asarray(chosen, np.int64)]]
+
+
 Selection = Callable[[Fleet, int, np.random.Generator, np.ndarray], np.ndarray]
-SELECTIONS: dict[str, Selection] = {"dopt": select_dopt, "random": select_random}
+SELECTIONS: dict[str, Selection] = {"dopt": select_dopt, "iopt": select_iopt, "random": select_random}
 DEFAULT_SELECTION = "dopt"
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from budgetnas.errors import DataFileError, InvalidArgumentError, UnknownNameError
-from spaces.transfer import METHODS, Fleet, choose_archs, fit, nnls, spearman
+from spaces.transfer import METHODS, SELECTIONS, Fleet, choose_archs, fit, nnls, spearman
 
 
 def synthetic_fleet(rng: np.random.Generator, n: int = 3000, m: int = 8, noise: float = 0.0) -> np.ndarray:
@@ -72,7 +72,7 @@ def test_every_method_and_selection_runs() -> None:
     rng = np.random.default_rng(6)
     ms = synthetic_fleet(rng, n=500, m=4)
     fleet = Fleet.from_ms(["a", "b", "c", "d"], ms[:, :4])
-    for sel in ("dopt", "random"):
+    for sel in SELECTIONS:
         idx = choose_archs(fleet, 5, rng, sel)
         assert len(set(idx.tolist())) == 5
         for m in METHODS:
