@@ -134,7 +134,7 @@ def train_cmd(
     data = bundle.to_bytes()
     ckpt = {"generator": trained.generator.state_dict(),
             "evaluator": trained.evaluator.state_dict() if trained.evaluator else None,
-            "predictor": final.predictor.net.state_dict(), "meta": json.dumps(bundle.meta), "bundle": data}
+            "predictor": final.predictor.state_dict(), "meta": json.dumps(bundle.meta), "bundle": data}
     try:
         torch.save(ckpt, out)
         bundle_path(out).write_bytes(data)

@@ -42,7 +42,7 @@ def bundle_parts(problem: Problem, trained: Trained,
                  method: str = "pnag") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     lat_meta, arrays = problem.latency.export()
     arrays.update(generator_arrays(trained.generator))
-    layers = problem.predictor.export()
+    layers, means, stds = problem.predictor.export()
     for i, (w, b) in enumerate(layers):
         arrays[f"acc_w{i}"], arrays[f"acc_b{i}"] = w.astype(np.float32), b.astype(np.float32)
     tok, val = problem.accuracy.records()
@@ -57,7 +57,8 @@ def bundle_parts(problem: Problem, trained: Trained,
         "method": method,
         "space": problem.space.describe(),
         "latency": lat_meta,
-        "accuracy": {"layers": len(layers), "mean": problem.predictor.mean, "std": problem.predictor.std,
+        "accuracy": {"layers": len(layers), "members": len(means), "means": means, "stds": stds,
+                     "penalty": problem.predictor.penalty,
                      "queries": problem.accuracy.used, "max_queries": problem.accuracy.max_queries,
                      "kendall_tau": rep.kendall_tau, "rmse": rep.rmse, "n_test": rep.n_test,
                      "bias": problem.bias},

@@ -17,7 +17,7 @@ import numpy as np
 
 from budgetnas.errors import InvalidArgumentError
 from generator.features import token_features, uniform_tokens
-from generator.mlp import FitReport, fit_with_holdout
+from generator.mlp import FitReport, MLPRegressor, fit_with_holdout
 from generator.tables import ArchTable
 from spaces import SearchSpace
 from spaces.token_cost import TokenCostModel, canonical_tokens
@@ -101,8 +101,9 @@ class MLPOracle(LatencyOracle):
     def __init__(self, space: SearchSpace[Any], table: ArchTable, seed: int = 0, epochs: int = 100) -> None:
         super().__init__(space)
         t = table.present()
-        self.model, self.report = fit_with_holdout(token_features(space, t.tokens), t.values, seed, epochs=epochs,
-                                                   hidden=128)
+        self.model, self.report = fit_with_holdout(token_features(space, t.tokens), t.values, seed,
+                                                   lambda n_in, s: MLPRegressor(n_in, hidden=128, seed=s),
+                                                   epochs=epochs)
         probe = uniform_tokens(space, 20000, np.random.default_rng(seed))
         lat = self(probe)
         self._bounds = (float(min(lat.min(), t.values.min())), float(max(lat.max(), t.values.max())))

@@ -88,7 +88,7 @@ def train_sgnas(problem: Problem, iterations: int, k: int = 10, batch: int = 64,
     lo = max(lo, (hi - lo) * 0.02 + lo)  # the very cheapest archs are degenerate; aim above them
     net = SGNASNet([len(d.choices) for d in space.decisions], k, lo, hi)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    for p in problem.predictor.net.parameters():
+    for p in problem.predictor.parameters():
         p.requires_grad_(False)
     for _ in range(iterations):
         budgets = torch.rand(batch, generator=gen) * (hi - lo) + lo
@@ -101,7 +101,7 @@ def train_sgnas(problem: Problem, iterations: int, k: int = 10, batch: int = 64,
         opt.zero_grad()
         loss.backward()
         opt.step()
-    for p in problem.predictor.net.parameters():
+    for p in problem.predictor.parameters():
         p.requires_grad_(True)
     return SGNAS(net, time.perf_counter() - t0)
 

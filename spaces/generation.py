@@ -29,7 +29,8 @@ from spaces import space_from_description
 from spaces.token_cost import TokenCostModel, canonical_tokens, token_features
 
 BUNDLE_FORMAT = "budgetnas-generator"
-BUNDLE_VERSION = 2  # 2: archive candidates (cand_tokens)
+BUNDLE_VERSION = 3  # 2: archive candidates (cand_tokens); 3: the accuracy predictor is an ensemble
+READABLE_VERSIONS = (2, 3)  # a v2 bundle's predictor is one MLP: read as an ensemble of one
 CANDIDATES = 256  # archs sampled per round for one budget
 
 
@@ -54,6 +55,16 @@ def mlp_forward(x: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> n
     return x[:, 0]
 
 
+def ensemble_forward(x: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Members' MLPs at once: W stacked as (members, out, in), b as (members, out) -> (members, n)."""
+    h = np.broadcast_to(np.asarray(x, layers[0][0].dtype), (layers[0][0].shape[0], *np.shape(x)))
+    for i, (w, b) in enumerate(layers):
+        h = np.matmul(h, np.swapaxes(w, 1, 2)) + b[:, None, :]
+        if i < len(layers) - 1:
+            h = np.maximum(h, 0.0)
+    return h[:, :, 0]
+
+
 class GeneratorBundle:
     def __init__(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.meta, self.a = meta, arrays
@@ -64,7 +75,14 @@ class GeneratorBundle:
         self._lat_kind = lat["kind"]
         if self._lat_kind == "lut":
             self._cost = TokenCostModel.from_arrays(lat, arrays, "lat_term")
-        self._acc_layers = [(arrays[f"acc_w{i}"], arrays[f"acc_b{i}"]) for i in range(meta["accuracy"]["layers"])]
+        acc = meta["accuracy"]
+        self._acc_layers = [(arrays[f"acc_w{i}"], arrays[f"acc_b{i}"]) for i in range(acc["layers"])]
+        if "members" not in acc:  # v2: one MLP
+            self._acc_layers = [(w[None], b[None]) for w, b in self._acc_layers]
+            acc = {**acc, "members": 1, "means": [acc["mean"]], "stds": [acc["std"]], "penalty": 0.0}
+        self._acc_means = np.asarray(acc["means"], np.float64)[:, None]
+        self._acc_stds = np.asarray(acc["stds"], np.float64)[:, None]
+        self._acc_penalty = float(acc["penalty"])
         known = arrays["known_tokens"]
         self._known = {r.tobytes(): float(v) for r, v in zip(known.astype(np.int64), arrays["known_acc"], strict=True)}
         self.cheapest, self.dearest = (float(v) for v in meta["budget_range"])
@@ -87,8 +105,8 @@ class GeneratorBundle:
             meta = json.loads(arrays.pop("meta").tobytes().decode())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DataFileError(f"generator bundle has a bad meta: {exc}") from None
-        if meta.get("format") != BUNDLE_FORMAT or meta.get("version") != BUNDLE_VERSION:
-            raise DataFileError(f"not a {BUNDLE_FORMAT} v{BUNDLE_VERSION} bundle "
+        if meta.get("format") != BUNDLE_FORMAT or meta.get("version") not in READABLE_VERSIONS:
+            raise DataFileError(f"not a {BUNDLE_FORMAT} {'/'.join(f'v{v}' for v in READABLE_VERSIONS)} bundle "
                                 f"(format {meta.get('format')!r}, version {meta.get('version')!r})")
         try:
             bundle = cls(meta, arrays)
@@ -124,8 +142,10 @@ class GeneratorBundle:
         out = np.asarray([np.nan if v is None else v for v in known], np.float64)
         guess = np.isnan(out)
         if guess.any():  # the predictor runs only where no record was read
-            pred = mlp_forward(token_features(self.space, tok[guess]), self._acc_layers).astype(np.float64)
-            out[guess] = pred * acc["std"] + acc["mean"] - acc.get("bias", 0.0)
+            x = token_features(self.space, tok[guess])
+            pred = ensemble_forward(x, self._acc_layers).astype(np.float64) * self._acc_stds + self._acc_means
+            score = pred.mean(0) - self._acc_penalty * pred.std(0) if len(pred) > 1 else pred[0]
+            out[guess] = score - acc.get("bias", 0.0)
         return out
 
     # ---- the generator -----------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def test_bundle_of_another_version_is_refused(setup: tuple) -> None:
     meta, arrays = bundle_parts(problem, trained)
     data = pack_bundle(meta, arrays)
     assert GeneratorBundle.from_bytes(data).to_bytes() == data
-    with pytest.raises(DataFileError, match=r"not a budgetnas-generator v2 bundle \(format 'budgetnas-generator', "
+    with pytest.raises(DataFileError, match=r"not a budgetnas-generator v2/v3 bundle \(format 'budgetnas-generator', "
                                             r"version 1\)"):
         import io
         import json
@@ -149,3 +149,39 @@ def test_bundle_of_another_version_is_refused(setup: tuple) -> None:
     arrays.pop("cand_tokens")
     with pytest.raises(DataFileError, match="lacks 'cand_tokens'"):
         GeneratorBundle.from_bytes(pack_bundle(meta, arrays))
+
+
+def test_bundle_scores_as_the_problem_does(setup: tuple) -> None:
+    """The bundle's ensemble (mean less the members' spread, less the bias) is the problem's score."""
+    problem, _, bundle = setup
+    assert bundle.meta["accuracy"]["members"] == len(problem.predictor.members) > 1
+    tok = np.unique(np.random.default_rng(5).integers(0, 5, size=(300, 6)), axis=0)
+    np.testing.assert_allclose(bundle.accuracy(tok), problem.score(tok), rtol=1e-4, atol=1e-3)
+    from spaces.token_cost import token_features
+
+    members = np.stack([m.predict(token_features(SP, tok)) for m in problem.predictor.members])
+    assert members.std(0).max() > 0.01  # the members disagree: the penalty is not a no-op
+
+
+def test_version_2_bundle_with_one_mlp_is_still_read(setup: tuple) -> None:
+    problem, trained, _ = setup
+    meta, arrays = bundle_parts(problem, trained)
+    first = problem.predictor.members[0]
+    for i, (w, b) in enumerate(first.export()):
+        arrays[f"acc_w{i}"], arrays[f"acc_b{i}"] = w.astype(np.float32), b.astype(np.float32)
+    acc = {k: v for k, v in meta["accuracy"].items() if k not in ("members", "means", "stds", "penalty")}
+    meta = {**meta, "accuracy": {**acc, "mean": first.mean, "std": first.std}}
+    import io
+    import json
+
+    buf = io.BytesIO()
+    m = {"format": "budgetnas-generator", "version": 2, **meta}
+    np.savez_compressed(buf, meta=np.frombuffer(json.dumps(m).encode(), np.uint8), **arrays)  # type: ignore[arg-type]
+    old = GeneratorBundle.from_bytes(buf.getvalue())
+    tok = np.random.default_rng(6).integers(0, 5, size=(200, 6))
+    from spaces.token_cost import canonical_tokens, token_features
+
+    tok = canonical_tokens(SP, tok)
+    fresh = np.asarray([problem.known.get(r.tobytes()) is None for r in tok])
+    want = first.predict(token_features(SP, tok[fresh])) - problem.bias
+    np.testing.assert_allclose(old.accuracy(tok[fresh]), want, rtol=1e-4, atol=1e-3)

@@ -125,7 +125,7 @@ def test_bad_inputs_exit_2(tmp_path: Path, trained: tuple[Path, Path], capsys: p
         (["generate", "--checkpoint", str(tmp_path / "absent.ckpt"), "--budget", "3"], "cannot read checkpoint"),
         (["generate", "--checkpoint", str(ckpt), "--budget", "nan"], "budget must be a positive number of ms"),
         (["generate", "--checkpoint", str(ckpt), "--budget", "inf"], "budget must be a positive number of ms"),
-        (["generate", "--checkpoint", str(old), "--budget", "3"], "not a budgetnas-generator v2 bundle"),
+        (["generate", "--checkpoint", str(old), "--budget", "3"], "not a budgetnas-generator v2/v3 bundle"),
         (["generate", "--checkpoint", str(alien), "--budget", "3"], "unknown search space 'nope'"),
         (["search", "--method", "random", "--latency-table", f"{csv}:lat", "--accuracy-table", f"{csv}:acc",
           "--max-queries", "20", "--budget", "nan"], "budget must be a positive number of ms"),
