@@ -111,10 +111,13 @@ async def predict(request: Request) -> Response:
         raise InvalidArgumentError(
             f"archs: {len(body.archs)} architectures; at most {st.settings.max_archs} per request")
     prep = st.predictors.fresh(body.lut) if len(body.archs) <= INLINE_ARCHS else None
-    if prep is not None:
-        data = _answer(st, body, prep)  # microseconds: cheaper than a hop to the thread pool
-    else:
-        data = await run_in_threadpool(_answer, st, body)
+    try:
+        if prep is not None:
+            data = _answer(st, body, prep)  # microseconds: cheaper than a hop to the thread pool
+        else:
+            data = await run_in_threadpool(_answer, st, body)
+    except MissingKeysError as exc:  # a transfer target (POST /v1/transfers) answers until its entries cover
+        data = await run_in_threadpool(_transferred, st, body, exc)
     return Response(data, media_type="application/json")
 
 
