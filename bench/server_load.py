@@ -133,6 +133,27 @@ def cpu_seconds() -> dict[int, tuple[int, float, str]]:
     return out
 
 
+def sched(pid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds waiting on a run queue) so far of every thread of ``pid`` and its descendants."""
+    parents = {p: v[0] for p, v in cpu_seconds().items()}
+    tree, grew = {pid}, True
+    while grew:
+        grew = False
+        for p, ppid in parents.items():
+            if ppid in tree and p not in tree:
+                tree.add(p)
+                grew = True
+    run = wait = 0
+    for p in tree:
+        for task in Path(f"/proc/{p}/task").glob("*/schedstat"):
+            try:
+                fields = task.read_text().split()
+            except OSError:
+                continue
+            run, wait = run + int(fields[0]), wait + int(fields[1])
+    return run / 1e9, wait / 1e9
+
+
 def others_report(before: dict[int, tuple[int, float, str]], wall: float, top: int = 5) -> str:
     """The processes outside this bench's tree that used CPU since ``before``, busiest first."""
     now = cpu_seconds()
@@ -188,6 +209,7 @@ class Conn:
 class Endpoint:
     name: str
     base: str
+    pid: int  # the server's (uvicorn's) process: its tree is what the CPU figures count
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -301,12 +323,22 @@ async def single_figures(ep: Endpoint, bodies: Sequence[bytes], args: argparse.N
     ms = await sequential(ep, bodies, args.sequential)
     fig.add(f"{ep.name} sequential p50 ms", float(np.percentile(ms, 50)))
     fig.add(f"{ep.name} sequential p99 ms", float(np.percentile(ms, 99)))
-    fig.add(f"{ep.name} saturation req/s", await saturation(ep, bodies, args.clients, args.sat_seconds))
+    run0, _ = sched(ep.pid)
+    t0 = time.perf_counter()
+    rps = await saturation(ep, bodies, args.clients, args.sat_seconds)
+    run1, wait1 = sched(ep.pid)
+    fig.add(f"{ep.name} saturation req/s", rps)
+    # the server's CPU per request: what contention on a shared machine changes least (warm-up included)
+    fig.add(f"{ep.name} saturation cpu us/request", (run1 - run0) / (rps * (time.perf_counter() - t0)) * 1e6)
     ms, achieved = await paced(ep, bodies, args.rate, args.seconds, args.clients)
+    run2, wait2 = sched(ep.pid)
     for q in (50, 90, 99):
         fig.add(f"{ep.name} open-loop p{q} ms", float(np.percentile(ms, q)))
     fig.add(f"{ep.name} open-loop max ms", float(ms.max()))
     fig.add(f"{ep.name} open-loop achieved req/s", achieved)
+    # time the server was ready to run but another process had its CPU (the shared machine's share of the tail)
+    fig.add(f"{ep.name} open-loop run-queue wait ms", (wait2 - wait1) * 1000)
+    fig.add(f"{ep.name} open-loop cpu us/request", (run2 - run1) / (args.rate * (1 + args.seconds)) * 1e6)
 
 
 def batch_figures(base: str, lut: int, seed: int, fig: Figures) -> None:
@@ -431,7 +463,7 @@ def run_setting(db_arg: str, workers: int, args: argparse.Namespace, cpus: set[i
                          headers=H, timeout=120).json()["id"]
         sp = get_space("ofa-mbv3", width=1.2, resolution=224)
         bodies = [orjson.dumps({"lut": lut, "archs": [sp.format(a)]}) for a in sp.sample_many(1000, seed=0)]
-        eps = [Endpoint("bare", bare_base), Endpoint("lut", lut_base)]
+        eps = [Endpoint("bare", bare_base, bare_proc.pid), Endpoint("lut", lut_base, lut_proc.pid)]
         token = ""
         if args.jobs:
             token = httpx.post(f"{lut_base}/v1/devices", json={"name": "bench-rig"}, headers=H).json()["token"]
@@ -458,11 +490,14 @@ def run_setting(db_arg: str, workers: int, args: argparse.Namespace, cpus: set[i
                   f"    sequential p99 {spread(fig.get(f'{who} sequential p99 ms'), ' ms')}",
                   f"    saturation, {args.clients} connections: "
                   f"{spread(fig.get(f'{who} saturation req/s'), ' req/s', '.0f')}",
+                  f"      server CPU per request {spread(fig.get(f'{who} saturation cpu us/request'), ' us', '.0f')}",
                   f"    open loop {args.rate:.0f} req/s for {args.seconds:g} s, p50 "
                   f"{spread(fig.get(f'{who} open-loop p50 ms'), ' ms')}",
                   f"      p99 {spread(fig.get(f'{who} open-loop p99 ms'), ' ms')}",
                   f"      max {spread(fig.get(f'{who} open-loop max ms'), ' ms', '.1f')}",
-                  f"      achieved {spread(fig.get(f'{who} open-loop achieved req/s'), ' req/s', '.0f')}"]
+                  f"      achieved {spread(fig.get(f'{who} open-loop achieved req/s'), ' req/s', '.0f')}",
+                  f"      server waited for a CPU {spread(fig.get(f'{who} open-loop run-queue wait ms'), ' ms', '.0f')}",
+                  f"      server CPU per request {spread(fig.get(f'{who} open-loop cpu us/request'), ' us', '.0f')}"]
 
     def ratios(name: str) -> list[float]:
         return [a / b for a, b in zip(fig.get(f"lut {name}"), fig.get(f"bare {name}"), strict=True)]
@@ -470,6 +505,7 @@ def run_setting(db_arg: str, workers: int, args: argparse.Namespace, cpus: set[i
     lines += ["  LUT server / bare endpoint, per repetition:",
               f"    sequential p50 {spread(ratios('sequential p50 ms'))}",
               f"    saturation req/s {spread(ratios('saturation req/s'))}",
+              f"    server CPU per request (saturation) {spread(ratios('saturation cpu us/request'))}",
               f"    open-loop p50 {spread(ratios('open-loop p50 ms'))}",
               f"    open-loop p99 {spread(ratios('open-loop p99 ms'))}",
               f"  10,000-arch batch (request to parsed response): cold {spread(fig.get('batch 10k cold ms'), ' ms', '.0f')}",
