@@ -75,6 +75,9 @@ def validate_cmd(
     update_lut: Annotated[bool, typer.Option("--update-lut", help="store the fitted calibration in the LUT")] = False,
     calibration: Annotated[str, typer.Option("--calibration", help="grouped (one scale per stage, the default) "
                                                                    "or affine (slope and intercept only)")] = "grouped",
+    correct_sessions: Annotated[bool, typer.Option("--correct-sessions/--no-correct-sessions",
+                                                   help="divide the models' times by the ratio of their session's "
+                                                        "reference workload to the LUT's")] = True,
     quick: Quick = False,
 ) -> None:
     """Measure random whole models on the LUT's runner; report raw and calibrated LUT accuracy."""
@@ -94,7 +97,7 @@ def validate_cmd(
     if update_lut:
         check_writable(lut_path)
     report = validate(lut, models, seed, runner, Protocol.quick() if quick else Protocol(),
-                      grouped=calibration == "grouped")
+                      grouped=calibration == "grouped", correct_sessions=correct_sessions)
     d = report.to_dict()
     if plot is not None:
         plot_fidelity(report, plot)
@@ -112,6 +115,14 @@ def validate_cmd(
         if r is not None:
             typer.echo(f"{name:18}{r['mape']:8.2%}{r['rmspe']:8.2%}{r['within_5pct']:8.0%}{r['within_10pct']:8.0%}"
                        f"{r['kendall_tau']:8.3f}")
+    ratio, disturbed = d["session_ratio"], d["disturbed_models"]
+    if ratio is None:
+        typer.echo("sessions: the LUT has no reference workload time (profiled before it was recorded): "
+                   "not compared")
+    else:
+        typer.echo(f"sessions: the models' reference workload ran at x{ratio:.3f} the LUT's "
+                   f"({'divided out' if d['sessions_corrected'] else 'not corrected'})"
+                   + (f"; {disturbed} models disturbed by other load" if disturbed else ""))
     c = d["calibration"]
     scales = ", ".join(f"{g.removeprefix('input:')} x{v:.3f}" for g, v in sorted(c.get("group_scales", {}).items()))
     typer.echo(f"calibration: measured = {c['slope']:.4f} * {'scaled ' if scales else ''}raw + "

@@ -10,6 +10,13 @@ Metrics (fractions, not percents) for raw sums and calibrated predictions of the
 measured) and ``kendall_tau``. Whole models run on the same runner (backend, threads, batch,
 exporter) with the same interleaved protocol as the blocks; all N models share the same rounds, and
 the fit/eval split is random, so neither half is measured in a different period than the other.
+
+Sessions: the LUT's blocks and the whole models are measured at different times, maybe under
+different load. Both record the reference workload's median (``profiler.reference``); their
+ratio is reported as ``session_ratio`` (1.0: equally quiet) and, with ``correct_sessions``, the
+whole models' times are divided by it before anything is fitted or compared, so the report
+judges the LUT, not the difference between the two sessions. ``uncorrected`` keeps the
+calibrated figures without that division; ``disturbed_models`` counts models the protocol flagged.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import numpy as np
 
 from budgetnas.errors import DataFileError, InvalidArgumentError, MissingKeysError
 from profiler.protocol import Measurement, Protocol, measure_many
+from profiler.reference import session_ratio
 from profiler.runners import Runner, get_runner
 from profiler.targets import model_target
 from spaces import space_from_description
@@ -106,7 +114,7 @@ def measure_models(lut: LUT, n_models: int, seed: int = 0, runner: Runner | None
 
 
 def report_from(lut: LUT, names: list[str], raw: np.ndarray, m: Measurement, seed: int = 0,
-                grouped: bool = True) -> FidelityReport:
+                grouped: bool = True, correct_sessions: bool = True) -> FidelityReport:
     """Fit the calibration on a random half, keep the other half for the report.
 
     Whole models are summarised with the LUT's own statistic (median, min...), so both sides agree.
@@ -115,12 +123,19 @@ def report_from(lut: LUT, names: list[str], raw: np.ndarray, m: Measurement, see
     """
     stat = lut.meta.statistic
     measured = np.array([m.stats[n].value(stat) for n in names])
+    ratio = session_ratio(m.reference_ms, lut.meta.protocol.get("reference_ms"))
+    as_taken = measured
+    if correct_sessions and ratio is not None:
+        measured = measured / ratio
     n = len(names)
     order = np.random.default_rng(seed).permutation(n)
     fit, ev = np.sort(order[: n // 2]), np.sort(order[n // 2:])
     affine = Calibration.fit(raw[fit], measured[fit])
     extra: dict[str, Any] = {"statistic": stat, "overhead_ms": m.overhead.median_ms,
-                             "calibration_method": "grouped" if grouped else "affine"}
+                             "calibration_method": "grouped" if grouped else "affine",
+                             "reference_ms": {"lut": lut.meta.protocol.get("reference_ms"), "models": m.reference_ms},
+                             "session_ratio": ratio, "sessions_corrected": bool(correct_sessions and ratio is not None),
+                             "disturbed_models": len(set(m.disturbed) & set(names))}
     cal, scaled = affine, None
     if grouped:
         space = space_from_description(lut.meta.space)
@@ -128,15 +143,20 @@ def report_from(lut: LUT, names: list[str], raw: np.ndarray, m: Measurement, see
         cal = Calibration.fit(raw[fit], measured[fit], g[fit], groups)
         scaled = g @ np.array([cal.scale(x) for x in groups])
         extra["calibrated_affine"] = metrics(affine.apply(raw[ev]), measured[ev])
+    if extra["sessions_corrected"]:  # the same fit on the times as taken, for comparison
+        plain = Calibration.fit(raw[fit], as_taken[fit])
+        extra["uncorrected"] = {"raw": metrics(raw[ev], as_taken[ev]),
+                                "calibrated_affine": metrics(plain.apply(raw[ev]), as_taken[ev])}
     return FidelityReport(names, raw, measured, fit, ev, cal, lut.to_json_dict(samples=False)["meta"],
                           scaled_ms=scaled, noisy_models=sum(m.stats[k].noisy for k in set(names)),
                           wall_seconds=m.wall_seconds, extra=extra)
 
 
 def validate(lut: LUT, n_models: int, seed: int = 0, runner: Runner | None = None,
-             protocol: Protocol | None = None, progress: bool = True, grouped: bool = True) -> FidelityReport:
+             protocol: Protocol | None = None, progress: bool = True, grouped: bool = True,
+             correct_sessions: bool = True) -> FidelityReport:
     names, raw, m = measure_models(lut, n_models, seed, runner, protocol, progress)
-    return report_from(lut, names, raw, m, seed, grouped)
+    return report_from(lut, names, raw, m, seed, grouped, correct_sessions)
 
 
 def check_writable(path: str | Path) -> Path:

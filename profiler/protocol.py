@@ -21,6 +21,16 @@ sum of block latencies does not count one call overhead per block. Entries whose
 ``cv_threshold`` (and whose std exceeds ``min_noise_ms``: near-zero blocks have a meaningless cv)
 are re-measured up to ``remeasure`` times, the lowest-cv attempt kept; still noisy -> ``noisy``.
 
+Interference (``profiler.reference``): around every visit of an entry the fixed reference workload
+is timed (``reference_runs`` calls, half before the visit and half after); the median of those is
+the visit's reference time. A visit whose reference ran more than ``disturbed_ratio`` times the
+session's median reference was *disturbed* (another process, a frequency drop): an entry's
+statistics use its undisturbed visits only, when at least half of its visits are; otherwise it is
+re-measured with the noisy ones, and if that does not help it is kept with ``disturbed`` set.
+Every entry records ``reference_ms``, the median reference time of the visits it kept, so entries
+measured in different sessions (a LUT, the whole models that validate it, an agent's job) can be
+compared and the sessions' drift divided out. ``reference_runs=0`` turns it off.
+
 Samples above ``median + outlier_iqr * IQR`` are dropped before the statistics (``None`` keeps
 all): on a shared machine they are preemptions of the process, not the block's latency, and a
 handful of them otherwise sets std and cv of a sub-millisecond block. Only the upper tail is cut
@@ -40,6 +50,7 @@ from torch import nn
 from tqdm import tqdm
 
 from budgetnas.errors import InvalidArgumentError
+from profiler.reference import REFERENCE_NAME
 from profiler.runners.base import OVERHEAD_NAME, Prepared, Runner
 from profiler.targets import Target, as_target
 from spaces.lut import LatencyStats
@@ -62,12 +73,18 @@ class Protocol:
     subtract_overhead: bool = True
     max_live: int = 128
     keep_samples: bool = True
+    reference_runs: int = 6
+    disturbed_ratio: float = 1.2  # a priori: a fifth slower than usual is more than a quiet machine drifts
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("min_runs", "max_runs", "rounds", "max_live"):
             if getattr(self, name) < 1:
                 raise InvalidArgumentError(f"protocol {name} must be >= 1")
+        if self.reference_runs < 0:
+            raise InvalidArgumentError("protocol reference_runs must be >= 0 (0: no reference workload)")
+        if not self.disturbed_ratio > 1.0:
+            raise InvalidArgumentError("protocol disturbed_ratio must be > 1")
         if self.max_runs < self.min_runs or self.max_seconds < self.min_seconds:
             raise InvalidArgumentError("protocol caps (max_runs, max_seconds) must be >= the minimums")
 
@@ -89,16 +106,25 @@ class Measurement:
     protocol: Protocol
     wall_seconds: float
     remeasured: list[str] = field(default_factory=list)
+    reference_ms: float | None = None  # the session's median reference time (None: not taken)
+    disturbed_visits: int = 0  # visits whose reference ran over ``disturbed_ratio`` x the session's
 
     @property
     def noisy(self) -> list[str]:
         return sorted(k for k, s in self.stats.items() if s.noisy)
 
+    @property
+    def disturbed(self) -> list[str]:
+        return sorted(k for k, s in self.stats.items() if s.disturbed)
+
     def record(self) -> dict[str, Any]:
         """How the numbers were taken, for a LUT's ``meta.protocol``."""
-        return {**self.protocol.to_dict(), "overhead": self.overhead.to_dict(samples=False),
-                "wall_seconds": round(self.wall_seconds, 2), "remeasured": len(self.remeasured),
-                "noisy": len(self.noisy)}
+        out = {**self.protocol.to_dict(), "overhead": self.overhead.to_dict(samples=False),
+               "wall_seconds": round(self.wall_seconds, 2), "remeasured": len(self.remeasured),
+               "noisy": len(self.noisy), "disturbed": len(self.disturbed), "disturbed_visits": self.disturbed_visits}
+        if self.reference_ms is not None:
+            out["reference_ms"] = self.reference_ms
+        return out
 
 
 class _Entry:
@@ -108,6 +134,7 @@ class _Entry:
         self.target = target
         self.prepared: Prepared | None = None
         self.samples: list[np.ndarray] = []
+        self.refs: list[float] = []  # per visit: the reference workload's median around it
         self.seconds = 0.0
 
     @property
@@ -140,9 +167,18 @@ def _take(runner: Runner, p: Prepared, runs: int, seconds: float, max_runs: int,
     return np.concatenate(got)
 
 
-def _rounds(runner: Runner, entries: list[_Entry], overhead: _Entry, proto: Protocol,
+def _rounds(runner: Runner, entries: list[_Entry], overhead: _Entry, reference: _Entry, proto: Protocol,
             rng: np.random.Generator, tick: Callable[[], None], prep_tick: Callable[[], None]) -> None:
     r = proto.rounds
+    before = (proto.reference_runs + 1) // 2
+    if proto.reference_runs and reference.prepared is None:
+        reference.prepared = runner.prepare_reference()
+        _warm(runner, reference.prepared, proto.warmup_runs, proto.warmup_seconds, proto.max_runs)
+
+    def ref_times(n: int) -> np.ndarray:
+        assert reference.prepared is not None
+        return runner.time(reference.prepared, n) if n else np.zeros(0)
+
     live = len(entries) <= proto.max_live
     runs, max_runs = math.ceil(proto.min_runs / r), max(1, proto.max_runs // r)
     seconds, max_seconds = proto.min_seconds / r, proto.max_seconds / r
@@ -164,7 +200,11 @@ def _rounds(runner: Runner, entries: list[_Entry], overhead: _Entry, proto: Prot
             else:
                 p = e.prepared
                 _warm(runner, p, proto.round_warmup, 0.0, proto.round_warmup)
+            visit_ref = e is not overhead and proto.reference_runs > 0
+            ref = ref_times(before) if visit_ref else None
             t = _take(runner, p, runs, seconds, max_runs, max_seconds)
+            if ref is not None:
+                e.refs.append(float(np.median(np.concatenate([ref, ref_times(proto.reference_runs - before)]))))
             e.samples.append(t)
             e.seconds += float(t.sum()) / 1e3
             if e is not overhead:
@@ -182,12 +222,34 @@ def trim_upper(x: np.ndarray, k: float | None) -> np.ndarray:
     return x[x <= med + k * max(q3 - q1, 1e-9)]
 
 
-def _stats(e: _Entry, overhead_ms: float, proto: Protocol) -> LatencyStats:
-    x = np.maximum(trim_upper(np.concatenate(e.samples), proto.outlier_iqr) - overhead_ms, 0.0)
+def _visits(e: _Entry, session_ref: float | None, proto: Protocol) -> tuple[list[int], bool]:
+    """The visits whose samples count, and whether the entry stays disturbed (see the module doc)."""
+    every = list(range(len(e.samples)))
+    if session_ref is None or len(e.refs) != len(e.samples):
+        return every, False
+    quiet = [i for i in every if e.refs[i] <= proto.disturbed_ratio * session_ref]
+    return (quiet, False) if 2 * len(quiet) >= len(every) else (every, True)
+
+
+def _stats(e: _Entry, overhead_ms: float, proto: Protocol, session_ref: float | None = None) -> LatencyStats:
+    keep, disturbed = _visits(e, session_ref, proto)
+    x = np.maximum(trim_upper(np.concatenate([e.samples[i] for i in keep]), proto.outlier_iqr) - overhead_ms, 0.0)
+    ref = float(np.median([e.refs[i] for i in keep])) if session_ref is not None and e.refs else None
     s = LatencyStats.from_samples(x, keep_samples=proto.keep_samples, warmup_runs=proto.warmup_runs,
-                                  seconds=round(e.seconds, 4), overhead_ms=overhead_ms)
+                                  seconds=round(e.seconds, 4), overhead_ms=overhead_ms, reference_ms=ref,
+                                  disturbed=disturbed)
     noisy = (s.cv or 0.0) > proto.cv_threshold and s.std_ms > proto.min_noise_ms
     return replace(s, noisy=noisy)
+
+
+def _session_reference(entries: list[_Entry]) -> float | None:
+    refs = [r for e in entries for r in e.refs]
+    return float(np.median(refs)) if refs else None
+
+
+def _worse(new: LatencyStats, old: LatencyStats) -> bool:
+    """Whether a re-measurement is no better: undisturbed beats disturbed, then the lower cv wins."""
+    return (new.disturbed, new.cv or 0.0) >= (old.disturbed, old.cv or 0.0)
 
 
 def measure_many(runner: Runner, targets: Sequence[Target | str], protocol: Protocol | None = None,
@@ -201,34 +263,39 @@ def measure_many(runner: Runner, targets: Sequence[Target | str], protocol: Prot
         seen.setdefault(tg.name, _Entry(tg))
     entries = list(seen.values())
     overhead = _Entry(Target(OVERHEAD_NAME, {}, (), nn.Identity))  # loaded via runner.prepare_overhead()
+    reference = _Entry(Target(REFERENCE_NAME, {}, (), nn.Identity))  # loaded via runner.prepare_reference()
     rng = np.random.default_rng(proto.seed)
     total = len(entries) * proto.rounds
     live = len(entries) <= proto.max_live
     with tqdm(total=len(entries) if live else 0, desc=f"{desc}: loading", unit="entry", leave=False,
               disable=not progress or not live) as prep, \
             tqdm(total=total, desc=desc, unit="visit", disable=not progress or not entries, leave=False) as bar:
-        _rounds(runner, entries, overhead, proto, rng, lambda: bar.update(1), lambda: prep.update(1))
+        _rounds(runner, entries, overhead, reference, proto, rng, lambda: bar.update(1), lambda: prep.update(1))
     oh_samples = trim_upper(np.concatenate(overhead.samples), proto.outlier_iqr)
     overhead_ms = float(np.median(oh_samples)) if proto.subtract_overhead else 0.0
     oh_stats = LatencyStats.from_samples(oh_samples, keep_samples=False, warmup_runs=proto.warmup_runs,
                                          seconds=round(overhead.seconds, 4))
-    stats = {e.target.name: _stats(e, overhead_ms, proto) for e in entries}
+    session_ref = _session_reference(entries)  # the first pass's: re-measurements are judged against it
+    disturbed_visits = sum(r > proto.disturbed_ratio * session_ref for e in entries for r in e.refs) \
+        if session_ref is not None else 0
+    stats = {e.target.name: _stats(e, overhead_ms, proto, session_ref) for e in entries}
     remeasured: list[str] = []
     for _ in range(proto.remeasure):
-        again = [e for e in entries if stats[e.target.name].noisy]
+        again = [e for e in entries if stats[e.target.name].noisy or stats[e.target.name].disturbed]
         if not again:
             break
         remeasured += [e.target.name for e in again]
         for e in again:
-            e.samples, e.seconds = [], 0.0
-        with tqdm(total=len(again) * proto.rounds, desc=f"{desc} (re-measuring noisy)", unit="visit",
+            e.samples, e.refs, e.seconds = [], [], 0.0
+        with tqdm(total=len(again) * proto.rounds, desc=f"{desc} (re-measuring noisy or disturbed)", unit="visit",
                   disable=not progress, leave=False) as bar:
-            _rounds(runner, again, overhead, proto, rng, lambda: bar.update(1), lambda: None)
+            _rounds(runner, again, overhead, reference, proto, rng, lambda: bar.update(1), lambda: None)
         for e in again:
-            new = _stats(e, overhead_ms, proto)
-            if (new.cv or 0.0) < (stats[e.target.name].cv or 0.0):
+            new = _stats(e, overhead_ms, proto, session_ref)
+            if not _worse(new, stats[e.target.name]):
                 stats[e.target.name] = new
-    return Measurement(stats, oh_stats, proto, time.perf_counter() - t_start, sorted(set(remeasured)))
+    return Measurement(stats, oh_stats, proto, time.perf_counter() - t_start, sorted(set(remeasured)),
+                       session_ref, disturbed_visits)
 
 
 def measure(runner: Runner, target: Target | str, protocol: Protocol | None = None) -> LatencyStats:

@@ -176,7 +176,7 @@ def parse_yaml(text: str, source: str = "YAML") -> Any:
 # values and every sum over an architecture stays finite: 1e9 ms is 11.6 days per call.
 MAX_MS = 1e9
 MAX_COUNT = 10**9
-_MS_FIELDS = ("mean_ms", "std_ms", "median_ms", "min_ms", "p90_ms", "p99_ms", "overhead_ms")
+_MS_FIELDS = ("mean_ms", "std_ms", "median_ms", "min_ms", "p90_ms", "p99_ms", "overhead_ms", "reference_ms")
 _ORDER = ("min_ms", "median_ms", "p90_ms", "p99_ms")  # each present one <= the next present one
 _REL_TOL = 1e-9  # percentiles and means computed in floating point may cross by a rounding error
 
@@ -257,7 +257,7 @@ class LatencyStats:
     The one validator of latency numbers: every construction (``from_samples``, ``from_dict``,
     importers, results posted to the server, LUT files) checks that times, ``cv`` and ``seconds``
     are finite numbers in [0, ``MAX_MS``], ``count`` is an integer >= 1 (and the number of
-    samples when they are kept), ``warmup_runs`` an integer >= 0, ``noisy`` a bool, and that
+    samples when they are kept), ``warmup_runs`` an integer >= 0, ``noisy`` and ``disturbed`` bools, and that
     min <= median <= p90 <= p99 and min <= mean where present. Errors are ``DataFileError``s
     that name the field.
     """
@@ -274,6 +274,11 @@ class LatencyStats:
     seconds: float | None = None
     overhead_ms: float | None = None
     noisy: bool = False
+    # the fixed reference workload's median beside this entry's visits (profiler.reference): the
+    # same number from two sessions says how comparable they were; ``disturbed``: it ran slower
+    # than its session's usual by more than the protocol allows, even after re-measuring
+    reference_ms: float | None = None
+    disturbed: bool = False
     samples_ms: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -285,9 +290,10 @@ class LatencyStats:
                 put(self, name, _real(name, v))
         if self.warmup_runs is not None:
             put(self, "warmup_runs", _whole("warmup_runs", self.warmup_runs, 0))
-        if not isinstance(self.noisy, bool | np.bool_):
-            raise _bad("noisy", self.noisy, "is not true or false")
-        put(self, "noisy", bool(self.noisy))
+        for flag in ("noisy", "disturbed"):
+            if not isinstance(getattr(self, flag), bool | np.bool_):
+                raise _bad(flag, getattr(self, flag), "is not true or false")
+            put(self, flag, bool(getattr(self, flag)))
         if self.samples_ms is not None:
             put(self, "samples_ms", _samples(self.samples_ms, self.count))
         present = [(n, getattr(self, n)) for n in _ORDER if getattr(self, n) is not None]
@@ -325,6 +331,8 @@ class LatencyStats:
 
     def to_dict(self, samples: bool = True) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if v is not None}
+        if not self.disturbed:  # absent means false: stats taken before the flag existed read alike
+            del d["disturbed"]
         if "samples_ms" in d:
             if samples:
                 d["samples_ms"] = list(self.samples_ms or ())

@@ -75,6 +75,10 @@ def test_validate_json_plot_and_update(small_lut_file: Path, tmp_path: Path,
         assert 0 <= d[part]["within_5pct"] <= d[part]["within_10pct"] <= 1
         assert d[part]["mape"] >= 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the LUT's and the models' sessions both timed the reference workload: compared and divided out
+    assert d["reference_ms"]["lut"] > 0 and d["reference_ms"]["models"] > 0
+    assert d["session_ratio"] == pytest.approx(d["reference_ms"]["models"] / d["reference_ms"]["lut"])
+    assert d["sessions_corrected"] is True and set(d["uncorrected"]) == {"raw", "calibrated_affine"}
     cal = LUT.load(lut_path).calibration
     assert cal is not None and cal.n_models == 3 and cal.to_dict() == d["calibration"]
 
@@ -85,7 +89,27 @@ def test_validate_human_output(small_lut_file: Path, capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     assert "calibrated" in out and "RMSPE" in out and "2 held out" in out
     assert "calibrated_affine" in out  # the grouped default is shown beside the affine fit
+    assert "sessions: the models' reference workload ran at x" in out
     assert LUT.load(small_lut_file).calibration is None  # only --update-lut writes it
+
+
+def test_session_drift_is_divided_out(small_lut_file: Path) -> None:
+    from profiler.fidelity import measure_models, report_from
+    from profiler.protocol import Protocol
+
+    lut = LUT.load(small_lut_file)
+    names, raw, m = measure_models(lut, 6, seed=2, protocol=Protocol.quick(), progress=False)
+    as_taken = report_from(lut, names, raw, m, correct_sessions=False)
+    assert as_taken.extra["sessions_corrected"] is False and "uncorrected" not in as_taken.extra
+    assert m.reference_ms is not None
+    lut.meta.protocol["reference_ms"] = m.reference_ms / 2  # as if the LUT's session ran twice as fast
+    fixed = report_from(lut, names, raw, m)
+    assert fixed.extra["session_ratio"] == pytest.approx(2.0) and fixed.extra["sessions_corrected"] is True
+    np.testing.assert_allclose(fixed.measured_ms, as_taken.measured_ms / 2)
+    del lut.meta.protocol["reference_ms"]  # a LUT profiled before the reference existed: nothing to compare
+    old = report_from(lut, names, raw, m)
+    assert old.extra["session_ratio"] is None and old.extra["sessions_corrected"] is False
+    np.testing.assert_allclose(old.measured_ms, as_taken.measured_ms)
 
 
 def test_metrics_by_hand() -> None:

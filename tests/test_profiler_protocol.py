@@ -10,6 +10,7 @@ import pytest
 from budgetnas.errors import InvalidArgumentError
 from profiler.artifacts import ArtifactCache
 from profiler.protocol import Protocol, measure_many, trim_upper
+from profiler.reference import REFERENCE_NAME
 from profiler.runners import Prepared, get_runner
 from profiler.runners.base import OVERHEAD_NAME
 from profiler.runners.ort import OrtCpuRunner
@@ -39,14 +40,21 @@ def test_real_measurement_with_overhead_subtracted(cache: ArtifactCache) -> None
         assert s.samples_ms is not None and len(s.samples_ms) == s.count
     rec = m.record()
     assert rec["overhead"]["median_ms"] == oh and rec["rounds"] == proto.rounds
+    # the real reference workload (two convolutions) was timed: slower than the trivial graph
+    assert m.reference_ms is not None and m.reference_ms > oh and rec["reference_ms"] == m.reference_ms
+    assert all(s.reference_ms is not None and s.reference_ms > 0 for s in m.stats.values())
 
 
 class ScriptedRunner(OrtCpuRunner):
     """A real runner whose clock is scripted, to check the protocol's bookkeeping exactly."""
 
-    def __init__(self, per_call_ms: dict[str, float], noisy: set[str] | None = None) -> None:
+    def __init__(self, per_call_ms: dict[str, float], noisy: set[str] | None = None,
+                 busy: dict[str, int] | None = None) -> None:
         super().__init__(threads=1)
-        self.per_call, self.noisy = per_call_ms, noisy or set()
+        self.per_call, self.noisy = {REFERENCE_NAME: 0.3, **per_call_ms}, noisy or set()
+        # busy[name]: that entry's first so many visits run on a busy machine (everything 2x slower, the
+        # reference timed after the visit too; the one before it was still quiet)
+        self.busy, self.busy_now, self.seen = busy or {}, False, dict[str, int]()
         self.visits: list[str] = []  # one name per timed batch
         self.calls: dict[str, int] = {}
         self.rng = np.random.default_rng(0)
@@ -57,11 +65,20 @@ class ScriptedRunner(OrtCpuRunner):
     def prepare_overhead(self) -> Prepared:
         return Prepared(OVERHEAD_NAME, lambda: None)
 
+    def prepare_reference(self) -> Prepared:
+        return Prepared(REFERENCE_NAME, lambda: None)
+
     def time(self, prepared: Prepared, n: int) -> np.ndarray:
-        self.visits.append(prepared.name)
-        self.calls[prepared.name] = self.calls.get(prepared.name, 0) + n
-        base = self.per_call[prepared.name]
-        if prepared.name in self.noisy:
+        name = prepared.name
+        if name != REFERENCE_NAME and (not self.visits or self.visits[-1] != name):  # a new visit
+            self.seen[name] = self.seen.get(name, 0) + 1
+            self.busy_now = self.seen[name] <= self.busy.get(name, 0)
+        self.visits.append(name)
+        self.calls[name] = self.calls.get(name, 0) + n
+        base = self.per_call[name] * (2.0 if self.busy_now and name != OVERHEAD_NAME else 1.0)
+        if name == REFERENCE_NAME and len(self.visits) > 1 and self.visits[-2] not in (REFERENCE_NAME, OVERHEAD_NAME):
+            self.busy_now = False  # the reference timed after a visit ends its busy spell
+        if name in self.noisy:
             return base * self.rng.uniform(0.2, 3.0, n)
         return np.full(n, base)
 
@@ -119,7 +136,49 @@ def test_trim_upper_drops_only_preemptions() -> None:
 
 
 @pytest.mark.parametrize("bad", [dict(rounds=0), dict(min_runs=0), dict(max_runs=5, min_runs=10),
-                                 dict(max_seconds=0.1, min_seconds=1.0)])
+                                 dict(max_seconds=0.1, min_seconds=1.0), dict(reference_runs=-1),
+                                 dict(disturbed_ratio=1.0)])
 def test_protocol_rejects_bad_settings(bad: dict[str, float]) -> None:
     with pytest.raises(InvalidArgumentError):
         Protocol(**bad)  # type: ignore[arg-type]
+
+
+QUIET = dict(warmup_runs=0, warmup_seconds=0.0, min_runs=20, min_seconds=0.0, max_runs=100, max_seconds=1.0,
+             rounds=4, round_warmup=0, cv_threshold=0.5)
+
+
+def test_reference_is_timed_around_every_visit() -> None:
+    runner = ScriptedRunner({OVERHEAD_NAME: 0.0, KEYS[0]: 1.0, KEYS[1]: 2.0})
+    m = measure_many(runner, KEYS[:2], Protocol(**QUIET, remeasure=0), progress=False)  # type: ignore[arg-type]
+    assert runner.calls[REFERENCE_NAME] == 2 * 4 * Protocol().reference_runs  # 2 entries x 4 rounds
+    assert m.reference_ms == pytest.approx(0.3) and m.disturbed_visits == 0 and m.disturbed == []
+    for s in m.stats.values():
+        assert s.reference_ms == pytest.approx(0.3) and not s.disturbed
+    assert m.record()["reference_ms"] == pytest.approx(0.3) and m.record()["disturbed"] == 0
+    off = measure_many(ScriptedRunner({OVERHEAD_NAME: 0.0, KEYS[0]: 1.0}), KEYS[:1],
+                       Protocol(**QUIET, remeasure=0, reference_runs=0), progress=False)  # type: ignore[arg-type]
+    assert off.reference_ms is None and off.stats[KEYS[0]].reference_ms is None
+    assert "reference_ms" not in off.record()
+
+
+def test_a_disturbed_visit_is_dropped_from_the_statistics() -> None:
+    runner = ScriptedRunner({OVERHEAD_NAME: 0.0, KEYS[0]: 1.0, KEYS[1]: 1.0, KEYS[2]: 1.0}, busy={KEYS[1]: 1})
+    m = measure_many(runner, KEYS, Protocol(**QUIET, remeasure=0), progress=False)  # type: ignore[arg-type]
+    assert m.disturbed_visits == 1 and m.disturbed == []
+    s = m.stats[KEYS[1]]
+    assert s.median_ms == pytest.approx(1.0) and s.p99_ms == pytest.approx(1.0)
+    assert s.count == 3 * 5  # 3 quiet visits of ceil(20 / 4) calls; the busy one (2 ms calls) is not counted
+
+
+def test_an_entry_disturbed_throughout_is_remeasured_then_flagged() -> None:
+    # busy in every visit of the first pass only: the re-measurement is quiet and replaces it
+    runner = ScriptedRunner({OVERHEAD_NAME: 0.0, KEYS[0]: 1.0, KEYS[1]: 1.0, KEYS[2]: 1.0}, busy={KEYS[1]: 4})
+    m = measure_many(runner, KEYS, Protocol(**QUIET, remeasure=1), progress=False)  # type: ignore[arg-type]
+    assert m.remeasured == [KEYS[1]] and m.disturbed == []
+    assert m.stats[KEYS[1]].median_ms == pytest.approx(1.0) and not m.stats[KEYS[1]].disturbed
+    # busy in every visit, re-measurement included: kept, but flagged
+    runner = ScriptedRunner({OVERHEAD_NAME: 0.0, KEYS[0]: 1.0, KEYS[1]: 1.0, KEYS[2]: 1.0}, busy={KEYS[1]: 99})
+    m = measure_many(runner, KEYS, Protocol(**QUIET, remeasure=1), progress=False)  # type: ignore[arg-type]
+    assert m.disturbed == [KEYS[1]] and m.stats[KEYS[1]].disturbed
+    assert m.stats[KEYS[1]].median_ms == pytest.approx(2.0) and m.record()["disturbed"] == 1
+    assert m.stats[KEYS[1]].to_dict()["disturbed"] is True and "disturbed" not in m.stats[KEYS[0]].to_dict()

@@ -16,6 +16,7 @@ from budgetnas.errors import InvalidArgumentError
 from profiler.artifacts import Artifact, ArtifactCache
 from profiler.environment import environment
 from profiler.export import EXPORTERS
+from profiler.reference import REFERENCE_NAME, reference_target
 from profiler.targets import Target, as_target, module_target
 
 OVERHEAD_NAME = "__overhead__"
@@ -81,6 +82,12 @@ class Runner(abc.ABC):
     def prepare_overhead(self) -> Prepared:
         prepared = self.load(module_target(_Trivial(), torch.zeros(self.batch, 8), OVERHEAD_NAME))
         prepared.name = OVERHEAD_NAME
+        return prepared
+
+    def prepare_reference(self) -> Prepared:
+        """The fixed workload timed beside every visit (``profiler.reference``)."""
+        prepared = self.load(reference_target(self.batch))
+        prepared.name = REFERENCE_NAME
         return prepared
 
     def time(self, prepared: Prepared, n: int) -> np.ndarray:
