@@ -25,7 +25,7 @@ class TransferIn(BaseModel):
     threads: int = Field(default=1, ge=0, le=1024)
     runtime_version: Line = Field(default="unknown", min_length=1, max_length=NAME_LEN)
     statistic: Literal["median", "mean", "min", "p90"] = "median"
-    selection: Literal["dopt", "iopt", "random"] = "dopt"
+    selection: Literal["dopt", "random"] = "dopt"  # iopt is offline only (measured level with dopt)
     seed: Seed = 0
 
 
