@@ -11,7 +11,14 @@ preempted more often than short ones and the median of a whole model drifts up w
 Goal (issue 3): calibrated >= 95% within ±5%, RMSPE <= 3%, Kendall tau >= 0.9, >= 100 held-out models.
 
     .venv/bin/python bench/lut_fidelity.py                          # 224 and 160, 200 models each (long)
+    .venv/bin/python bench/lut_fidelity.py --width 1.0 --resolutions 128   # the demo's LUT
+    .venv/bin/python bench/lut_fidelity.py --space nb201 --resolutions 32  # NAS-Bench-201 cells
+    .venv/bin/python bench/lut_fidelity.py --interference ...       # with a CPU hog on the other core
     .venv/bin/python bench/lut_fidelity.py --models 20 --quick      # smoke run
+
+``--interference`` runs ``bench/hog.py``'s bounded CPU hog on another core for the whole run (LUT and
+models), started and stopped here; the report says how many entries and models the protocol found
+disturbed (``profiler.reference``) and the ratio of the two sessions' reference times.
 
 Not part of CI. Exports are cached (``$BUDGETNAS_CACHE``), so a second run skips them.
 """
@@ -19,6 +26,7 @@ Not part of CI. Exports are cached (``$BUDGETNAS_CACHE``), so a second run skips
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -27,6 +35,9 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hog import Hog
 
 from profiler.fidelity import measure_models, plot_fidelity, report_from
 from profiler.lutbuild import profile_space
@@ -44,7 +55,9 @@ def verdict(cal: dict[str, float]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--resolutions", type=int, nargs="+", default=[224, 160])
+    ap.add_argument("--space", choices=["ofa-mbv3", "nb201"], default="ofa-mbv3")
+    ap.add_argument("--resolutions", type=int, nargs="+", default=None, help="default: 224 160 (nb201: 32)")
+    ap.add_argument("--interference", action="store_true", help="a CPU hog on the other core while measuring")
     ap.add_argument("--models", type=int, default=200, help="whole models per resolution (half held out)")
     ap.add_argument("--width", type=float, default=1.2)
     ap.add_argument("--backend", default="ort-cpu")
@@ -55,13 +68,23 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "budgetnas-fidelity")
     ap.add_argument("--json", action="store_true", help="also print one JSON object per resolution")
     args = ap.parse_args()
+    if args.resolutions is None:
+        args.resolutions = [32] if args.space == "nb201" else [224, 160]
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    with Hog() if args.interference else contextlib.nullcontext() as hog:
+        if hog is not None:
+            print(f"# interference: {hog.describe()}", flush=True)
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     proto = Protocol.quick() if args.quick else Protocol()
     runner = get_runner(args.backend, threads=args.threads, exporter=args.exporter)
     print(f"# {args.backend} threads={args.threads} exporter={args.exporter} protocol={'quick' if args.quick else 'default'}"
           f" models={args.models} cpu={runner.environment().get('cpu_model')} load={os.getloadavg()}", flush=True)
     for res in args.resolutions:
-        space = get_space("ofa-mbv3", width=args.width, resolution=res)
+        space = get_space("nb201", resolution=res) if args.space == "nb201" else \
+            get_space("ofa-mbv3", width=args.width, resolution=res)
         t0 = time.perf_counter()
         lut, m_blocks = profile_space(space, runner, proto)
         t_lut = time.perf_counter() - t0
@@ -69,8 +92,11 @@ def main() -> None:
         names, raw_med, m_models = measure_models(lut, args.models, args.seed, runner, proto)
         t_all = time.perf_counter() - t0
         print(f"\n## resolution {res}: {len(lut.entries)} block keys in {t_lut:.0f} s "
-              f"(overhead {m_blocks.overhead.median_ms * 1e3:.1f} us/call, noisy blocks {len(m_blocks.noisy)}), "
-              f"{args.models} models, total {t_all:.0f} s, load {os.getloadavg()}")
+              f"(overhead {m_blocks.overhead.median_ms * 1e3:.1f} us/call, noisy blocks {len(m_blocks.noisy)}, "
+              f"disturbed blocks {len(m_blocks.disturbed)} of {m_blocks.disturbed_visits} disturbed visits), "
+              f"{args.models} models (disturbed {len(m_models.disturbed)}), total {t_all:.0f} s, "
+              f"load {os.getloadavg()}")
+        print(f"reference workload: LUT session {m_blocks.reference_ms} ms, models' session {m_models.reference_ms} ms")
         for stat in ("median", "min"):
             lut_s = replace(lut, meta=replace(lut.meta, statistic=stat))
             from spaces.lut import LUTPredictor
@@ -80,11 +106,13 @@ def main() -> None:
             d = rep.to_dict()
             plot_fidelity(rep, args.out_dir / f"fidelity_r{res}_{stat}.png")
             print(f"statistic={stat}: n_models={d['n_models']} held-out={d['n_eval']} "
-                  f"calibration slope={d['calibration']['slope']:.4f} intercept={d['calibration']['intercept']:.4f} ms")
-            print(f"  {'':18}{'MAPE':>8}{'RMSPE':>8}{'±5%':>8}{'±10%':>8}{'tau':>8}")
-            for name in ("raw", "calibrated_affine", "calibrated"):
-                r = d[name]
-                print(f"  {name:18}{r['mape']:8.2%}{r['rmspe']:8.2%}{r['within_5pct']:8.1%}{r['within_10pct']:8.1%}"
+                  f"calibration slope={d['calibration']['slope']:.4f} intercept={d['calibration']['intercept']:.4f} ms; "
+                  f"session ratio {d['session_ratio']} ({'divided out' if d['sessions_corrected'] else 'not corrected'})")
+            print(f"  {'':30}{'MAPE':>8}{'RMSPE':>8}{'±5%':>8}{'±10%':>8}{'tau':>8}")
+            rows = [(name, d[name]) for name in ("raw", "calibrated_affine", "calibrated")]
+            rows += [(f"{name} (as taken)", r) for name, r in d.get("uncorrected", {}).items()]
+            for name, r in rows:
+                print(f"  {name:30}{r['mape']:8.2%}{r['rmspe']:8.2%}{r['within_5pct']:8.1%}{r['within_10pct']:8.1%}"
                       f"{r['kendall_tau']:8.3f}")
             print("  stage scales: " + ", ".join(f"{g.removeprefix('input:')} x{v:.3f}" for g, v in
                                                 sorted(d["calibration"].get("group_scales", {}).items())))
