@@ -355,7 +355,8 @@ def render(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines += ablation_table(runs, "Design ablations (ours)", ["no-imitation", "no-scouts", "validate-range",
                                                               "rounds=0"], "default")
     made = plots(runs, Path(args.plots), Path(args.csv))
-    lines += ["", *[f"![{m}]({m})" for m in made]]
+    rel = os.path.relpath(Path(args.plots).resolve(), Path(args.out).resolve().parent)  # links from the report
+    lines += ["", *[f"![{m}]({Path(rel, m).as_posix()})" for m in made]]
     return "\n".join(lines) + "\n"
 
 

@@ -240,7 +240,8 @@ def render(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
              "(the truth's answers) under `generator/search.py`'s protocol; PNAG is trained once for all budgets.\n"]
     for q, res in sorted({(r["queries"], str(r["resolution"])) for r in runs}, key=lambda x: (-x[0], x[1])):
         lines += table(runs, q, res)
-    lines += ["", *[f"![{m}]({m})" for m in plots(runs, Path(args.plots))]]
+    rel = os.path.relpath(Path(args.plots).resolve(), Path(args.out).resolve().parent)  # links from the report
+    lines += ["", *[f"![{m}]({Path(rel, m).as_posix()})" for m in plots(runs, Path(args.plots))]]
     return "\n".join(lines) + "\n"
 
 
