@@ -20,23 +20,40 @@ MAX_DEPTH = 16  # levels of objects/arrays; the agents' environments use 4
 MAX_BYTES = 64 * 1024  # of the compact JSON text; an agent's facts and environment are a few KiB
 
 
-def json_problem(value: Any, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES) -> str | None:
-    """Why ``value`` is not a bounded JSON value, or None when it is.
+def too_deep(value: Any, max_depth: int) -> bool:
+    """Whether objects/arrays (dicts/lists) nest deeper than ``max_depth`` levels in ``value``.
 
-    Walks without recursion (the depth is what is being checked), so any input is safe to check.
+    The one depth walk of the project (request fields here, JSON and YAML files in ``spaces.lut``):
+    without recursion (the depth is what is being checked), and each shared node (YAML aliases,
+    even cyclic ones) visited once per depth, so any parsed input is safe to check.
     """
-    stack: list[tuple[Any, int]] = [(value, 0)]
+    depth_of: dict[int, int] = {}
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
         if isinstance(node, dict | list):
-            if depth >= max_depth:
-                return f"nested deeper than {max_depth} levels"
-            if isinstance(node, dict):
-                if not all(isinstance(k, str) for k in node):
-                    return "object keys must be strings"
-                stack.extend((v, depth + 1) for v in node.values())
-            else:
-                stack.extend((v, depth + 1) for v in node)
+            if depth > max_depth:
+                return True
+            if depth_of.get(id(node), 0) >= depth:
+                continue
+            depth_of[id(node)] = depth
+            stack.extend((c, depth + 1) for c in (node.values() if isinstance(node, dict) else node))
+    return False
+
+
+def json_problem(value: Any, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES) -> str | None:
+    """Why ``value`` is not a bounded JSON value, or None when it is (any input is safe to check)."""
+    if too_deep(value, max_depth):
+        return f"nested deeper than {max_depth} levels"
+    stack: list[Any] = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if not all(isinstance(k, str) for k in node):
+                return "object keys must be strings"
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
         elif isinstance(node, float):
             if not math.isfinite(node):
                 return f"{node} is not a JSON number"

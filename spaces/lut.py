@@ -50,6 +50,7 @@ import numpy as np
 import yaml
 
 from budgetnas.errors import BudgetNASError, DataFileError, InvalidArgumentError, MissingKeysError
+from budgetnas.jsonlimits import too_deep
 from budgetnas.text import is_printable
 from spaces.base import SearchSpace
 
@@ -85,17 +86,8 @@ def read_text_file(path: str | Path, what: str = "file") -> str:
 
 
 def _check_nesting(value: Any, source: str) -> None:
-    depth_of: dict[int, int] = {}  # YAML aliases share (even cyclic) nodes: visit each once per depth
-    stack = [(value, 1)]
-    while stack:
-        v, depth = stack.pop()
-        if isinstance(v, dict | list):
-            if depth > MAX_NESTING:
-                raise DataFileError(f"{source}: nested deeper than {MAX_NESTING} levels")
-            if depth_of.get(id(v), 0) >= depth:
-                continue
-            depth_of[id(v)] = depth
-            stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, dict) else v))
+    if too_deep(value, MAX_NESTING):
+        raise DataFileError(f"{source}: nested deeper than {MAX_NESTING} levels")
 
 
 def parse_json(text: str, source: str = "JSON") -> Any:
