@@ -17,13 +17,25 @@ from spaces.blockkey import BlockKey, Shape
 A = TypeVar("A")
 
 
+def whole(value: Any) -> int | None:
+    """The project's one integer rule: ``value`` as an int when it is an integer or an integral float
+    (3.0: JSON writers differ), else None (bools, 2.5, inf, NaN, strings)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    x = float(value)
+    return int(x) if math.isfinite(x) and x.is_integer() else None
+
+
 def int_param(name: str, value: Any, minimum: int = 1) -> int:
     """A space's integer parameter (channels, cells...): 2.5, "16", true and lists are refused by name."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    n = whole(value)
+    if n is None:
         raise InvalidArgumentError(f"{name} must be an integer, got {value!r}")
-    if int(value) < minimum:
+    if n < minimum:
         raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+    return n
 
 
 def number_param(name: str, value: Any) -> float:

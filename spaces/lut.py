@@ -52,7 +52,7 @@ import yaml
 from budgetnas.errors import BudgetNASError, DataFileError, InvalidArgumentError, MissingKeysError
 from budgetnas.jsonlimits import too_deep
 from budgetnas.text import is_printable
-from spaces.base import SearchSpace
+from spaces.base import SearchSpace, whole
 
 LUT_FORMAT = "budgetnas-lut"
 LUT_VERSION = 1
@@ -204,16 +204,10 @@ def _finite(name: str, v: Any) -> float:
 
 
 def _whole(name: str, v: Any, minimum: int) -> int:
-    """An integer in [minimum, MAX_COUNT]; an integral float (3.0) is accepted, 1.5 and inf are not."""
-    if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Real):
+    """An integer in [minimum, MAX_COUNT] (``spaces.base.whole``: 3.0 is accepted, 1.5 and inf are not)."""
+    n = whole(v)
+    if n is None:
         raise _bad(name, v, "is not an integer")
-    if isinstance(v, numbers.Integral):
-        n = int(v)
-    else:
-        x = float(v)
-        if not (math.isfinite(x) and x.is_integer()):
-            raise _bad(name, v, "is not an integer")
-        n = int(x)
     if not minimum <= n <= MAX_COUNT:
         raise _bad(name, v, f"is outside [{minimum}, {MAX_COUNT}]")
     return n

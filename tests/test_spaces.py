@@ -167,3 +167,21 @@ def test_block_key_grammar_roundtrip_and_errors() -> None:
 def test_make_divisible_matches_ofa_examples() -> None:
     assert [make_divisible(v) for v in (19.2, 28.8, 134.4, 1536.0)] == [24, 32, 136, 1536]
     assert RESOLUTIONS[0] == 128 and RESOLUTIONS[-1] == 224 and len(RESOLUTIONS) == 25
+
+
+def test_one_integer_rule_for_space_parameters_and_stats() -> None:
+    """spaces.base.whole: integers and integral floats pass, as ints; the rest are refused by both users."""
+    import numpy as np
+
+    from budgetnas.errors import DataFileError, InvalidArgumentError
+    from spaces.base import int_param, whole
+    from spaces.lut import LatencyStats
+
+    assert [whole(v) for v in (3, 3.0, np.int64(3), np.float32(3.0))] == [3, 3, 3, 3]
+    assert all(whole(v) is None for v in (2.5, float("inf"), float("nan"), True, np.bool_(True), "3", None, [3]))
+    assert int_param("channels", 16.0) == 16 and isinstance(int_param("channels", 16.0), int)
+    with pytest.raises(InvalidArgumentError, match="channels must be an integer"):
+        int_param("channels", 2.5)
+    assert LatencyStats(count=3.0, mean_ms=1.0, std_ms=0.0).count == 3
+    with pytest.raises(DataFileError, match=r"count: 1\.5 is not an integer"):
+        LatencyStats(count=1.5, mean_ms=1.0, std_ms=0.0)
