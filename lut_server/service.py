@@ -13,6 +13,7 @@ from db.models import Lut
 from lut_server.convert import space_for
 from lut_server.predictor import Prepared
 from lut_server.state import AppState
+from spaces.calibration_design import calibration_archs
 from spaces.lut import LUT, Calibration
 
 
@@ -74,7 +75,7 @@ def enqueue_campaign(s: Session, lut: Lut, validation_models: int, seed: int) ->
         have = set(repo.lut_entries(s, lut.id)) | queue.pending_block_keys(s, lut.id)
         created += queue.enqueue(s, lut.id, "block", [k for k in space.all_block_keys() if k not in have])
     if validation_models:
-        archs = [space.format(a) for a in space.sample_many(validation_models, seed)]
+        archs = [space.format(a) for a in calibration_archs(space, validation_models, seed)]
         created += queue.enqueue(s, lut.id, "model", archs)
     return created
 

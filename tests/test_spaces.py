@@ -185,3 +185,29 @@ def test_one_integer_rule_for_space_parameters_and_stats() -> None:
     assert LatencyStats(count=3.0, mean_ms=1.0, std_ms=0.0).count == 3
     with pytest.raises(DataFileError, match=r"count: 1\.5 is not an integer"):
         LatencyStats(count=1.5, mean_ms=1.0, std_ms=0.0)
+
+
+def test_calibration_archs_spread_every_stage() -> None:
+    """The designed models are distinct, reproducible, and vary the stages more than uniform draws do."""
+    import numpy as np
+
+    from spaces.calibration_design import calibration_archs, stage_flops
+
+    sp = get_space("ofa-mbv3", width=1.0, resolution=128)
+    chosen = calibration_archs(sp, 24, seed=3)
+    assert len({sp.format(a) for a in chosen}) == 24
+    assert [sp.format(a) for a in chosen] == [sp.format(a) for a in calibration_archs(sp, 24, seed=3)]
+
+    def spread(archs: list) -> float:  # the smallest singular value of the standardised per-stage design
+        x = np.log1p(stage_flops(sp, archs)[0])
+        x = x[:, x.std(0) > 1e-6]
+        return float(np.linalg.svd((x - x.mean(0)) / x.std(0), compute_uv=False)[-1])
+
+    uniform = [spread(sp.sample_many(24, seed=s)) for s in range(3)]
+    designed = [spread(calibration_archs(sp, 24, seed=s)) for s in range(3)]
+    assert min(designed) > max(uniform)
+    totals = stage_flops(sp, chosen)[0].sum(1)
+    pool = stage_flops(sp, sp.sample_many(480, seed=3))[0].sum(1)
+    assert totals.min() <= np.percentile(pool, 5) and totals.max() >= np.percentile(pool, 95)
+    with pytest.raises(Exception, match="calibration models must be >= 1"):
+        calibration_archs(sp, 0)
