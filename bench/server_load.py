@@ -134,7 +134,11 @@ def cpu_seconds() -> dict[int, tuple[int, float, str]]:
 
 
 def sched(pid: int) -> tuple[float, float]:
-    """(seconds on a CPU, seconds waiting on a run queue) so far of every thread of ``pid`` and its descendants."""
+    """(CPU seconds, seconds waiting on a run queue) so far of ``pid`` and its descendants.
+
+    CPU: each process's utime + stime (which keeps the time of its threads that exited, such as idle
+    thread-pool workers); run-queue wait: each process's main thread (the event loop, where requests wait).
+    """
     parents = {p: v[0] for p, v in cpu_seconds().items()}
     tree, grew = {pid}, True
     while grew:
@@ -143,15 +147,17 @@ def sched(pid: int) -> tuple[float, float]:
             if ppid in tree and p not in tree:
                 tree.add(p)
                 grew = True
-    run = wait = 0
+    tick = os.sysconf("SC_CLK_TCK")
+    run, wait = 0.0, 0
     for p in tree:
-        for task in Path(f"/proc/{p}/task").glob("*/schedstat"):
-            try:
-                fields = task.read_text().split()
-            except OSError:
-                continue
-            run, wait = run + int(fields[0]), wait + int(fields[1])
-    return run / 1e9, wait / 1e9
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+            wait += int(Path(f"/proc/{p}/schedstat").read_text().split()[1])
+        except OSError:
+            continue
+        rest = stat[stat.rindex(")") + 2:].split()
+        run += (int(rest[11]) + int(rest[12])) / tick
+    return run, wait / 1e9
 
 
 def others_report(before: dict[int, tuple[int, float, str]], wall: float, top: int = 5) -> str:
