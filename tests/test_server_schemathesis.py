@@ -123,8 +123,19 @@ def test_no_server_errors(db_url: str) -> None:
     assert len(calls) >= len(operations)
 
 
+# the operations the links join: the chains walk only these (every operation is fuzzed on its own above), so
+# that a chain's draws are not spent on unlinked operations, whose number grows with the API
+CHAIN_OPS = {("post", "/v1/luts"), ("post", "/v1/luts/import"), ("post", "/v1/campaigns"), *LUT_OPS,
+             ("post", "/v1/jobs/lease"), *JOB_OPS, ("post", "/v1/devices"), ("post", "/v1/devices/{name}/heartbeat"),
+             ("put", "/v1/artifacts/{sha256}"), ("get", "/v1/artifacts/{sha256}")}
+
+
 def test_no_server_errors_along_links(db_url: str) -> None:
     schema = _schema(_app(db_url), known=True)
+    app = schema.app
+    schema = schema.include(func=lambda ctx: (ctx.operation.method.lower(), ctx.operation.path) in CHAIN_OPS)
+    schema.app = app
+    assert len(list(schema.get_all_operations())) == len(CHAIN_OPS)  # every chained operation still exists
     steps: list[str] = []
 
     class Chains(schema.as_state_machine()):  # type: ignore[misc]
