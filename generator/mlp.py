@@ -17,6 +17,8 @@ import torch
 from scipy.stats import kendalltau
 from torch import nn
 
+from budgetnas.errors import InvalidArgumentError
+
 # These nets are tiny: one thread beats several contending for shared cores (measured 6x here).
 torch.set_num_threads(1)
 
@@ -100,7 +102,7 @@ class Ensemble:
     def __init__(self, n_in: int, members: int = 5, penalty: float = 1.0, hidden: int = 400, layers: int = 3,
                  seed: int = 0) -> None:
         if members < 1:
-            raise ValueError(f"an ensemble needs at least one member, got {members}")
+            raise InvalidArgumentError(f"an ensemble needs at least one member, got {members}")
         self.penalty, self.seed = float(penalty), seed
         self.members = [MLPRegressor(n_in, hidden, layers, seed=seed * 1009 + k) for k in range(members)]
 

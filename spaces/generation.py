@@ -83,6 +83,10 @@ class GeneratorBundle:
         self._acc_means = np.asarray(acc["means"], np.float64)[:, None]
         self._acc_stds = np.asarray(acc["stds"], np.float64)[:, None]
         self._acc_penalty = float(acc["penalty"])
+        k = self._acc_layers[0][0].shape[0]
+        if not (k == acc["members"] == len(self._acc_means) == len(self._acc_stds)):
+            raise ValueError(f"the accuracy predictor has {k} members' weights but {acc['members']} members, "
+                             f"{len(self._acc_means)} means, {len(self._acc_stds)} stds")
         known = arrays["known_tokens"]
         self._known = {r.tobytes(): float(v) for r, v in zip(known.astype(np.int64), arrays["known_acc"], strict=True)}
         self.cheapest, self.dearest = (float(v) for v in meta["budget_range"])
@@ -112,6 +116,8 @@ class GeneratorBundle:
             bundle = cls(meta, arrays)
         except KeyError as exc:
             raise DataFileError(f"generator bundle lacks {exc}") from None
+        except (TypeError, ValueError, IndexError) as exc:  # arrays or meta of the wrong shape or type
+            raise DataFileError(f"generator bundle is malformed: {exc}") from None
         bundle._bytes = data
         return bundle
 

@@ -185,3 +185,12 @@ def test_version_2_bundle_with_one_mlp_is_still_read(setup: tuple) -> None:
     fresh = np.asarray([problem.known.get(r.tobytes()) is None for r in tok])
     want = first.predict(token_features(SP, tok[fresh])) - problem.bias
     np.testing.assert_allclose(old.accuracy(tok[fresh]), want, rtol=1e-4, atol=1e-3)
+
+
+def test_malformed_ensemble_bundle_is_one_error(setup: tuple) -> None:
+    problem, trained, _ = setup
+    meta, arrays = bundle_parts(problem, trained)
+    for bad in ({"means": "abc"}, {"means": [1.0]}, {"penalty": None}):
+        m = {**meta, "accuracy": {**meta["accuracy"], **bad}}
+        with pytest.raises(DataFileError, match="generator bundle is malformed"):
+            GeneratorBundle.from_bytes(pack_bundle(m, arrays)).accuracy(np.zeros((3, 6), np.int64) + 1)
