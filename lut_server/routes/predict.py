@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from budgetnas.errors import InvalidArgumentError, MissingKeysError
@@ -17,6 +15,7 @@ from lut_server.predictor import Prepared
 from lut_server.service import prepared_fresh
 from lut_server.state import AppState, check_read, state_of
 from lut_server.transfer import transferred_predictions
+from lut_server.uploads import json_body, json_body_schema
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -84,21 +83,10 @@ def _body(raw: bytes, content_type: str | None) -> PredictIn:
     if not _json_media(content_type):
         raise RequestValidationError([{"type": "model_attributes_type", "loc": ("body",), "input": None,
                                        "msg": "Input should be a valid dictionary or object to extract fields from"}])
-    try:
-        data = json.loads(raw)  # the stdlib's, as FastAPI: big integers and NaN reach the model and its messages
-    except json.JSONDecodeError as exc:
-        raise RequestValidationError([{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error",
-                                       "input": {}, "ctx": {"error": exc.msg}}]) from None
-    except (RecursionError, UnicodeDecodeError) as exc:
-        raise RequestValidationError([{"type": "json_invalid", "loc": ("body", 0), "msg": "JSON decode error",
-                                       "input": {}, "ctx": {"error": type(exc).__name__}}]) from None
-    try:
-        return PredictIn.model_validate(data)
-    except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    return json_body(raw, PredictIn)  # the stdlib's JSON, as FastAPI: the same model messages
 
 
-PREDICT_BODY = {"required": True, "content": {"application/json": {"schema": PredictIn.model_json_schema()}}}
+PREDICT_BODY = json_body_schema(PredictIn)["requestBody"]
 
 
 @router.post("/predict", response_model=PredictOut, openapi_extra={"requestBody": PREDICT_BODY})
