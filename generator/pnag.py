@@ -17,6 +17,13 @@ measured in ``bench/results/nb201_frontier*.md``:
 - the entropy weight is adapted per budget stratum, as SAC adapts its temperature: it rises
   while that stratum's samples have less than ``target_entropy`` nats, so no budget's samples
   collapse onto a few archs, even where few archs are near its optimum;
+- the over-budget penalty is a Lagrange multiplier per budget stratum, raised by dual ascent
+  while fewer than ``feasible_target`` of that stratum's samples fit and lowered while more do:
+  the best arch for a budget sits just under it, and a fixed penalty left ~10% of the samples
+  just over the lowest budgets (its neighbours one token away, which fit a slightly larger one).
+  Validation draws its queries from the policy's samples, so while queries are left the target
+  is ``feasible_target``; a last fine-tuning at ``polish_target`` sharpens the shipped policy
+  (a stricter target throughout halved the distinct archs on edgegpu and tripled final regret);
 - every distinct sample goes into an :class:`~generator.archive.Archive` (the predictor runs once
   per distinct arch); a self-imitation term raises the probability of the archive's best fitting
   arch for each row's budget, ``scouts`` samples per row drawn at a higher temperature keep
@@ -51,6 +58,8 @@ class TrainConfig:
     lr: float = 3e-3
     entropy: float = 0.2  # the entropy bonus's starting weight: a temperature in units of each budget's value scale
     target_entropy: float = 4.2  # nats (~ln 64) each budget's samples keep at least: its weight rises until they do
+    feasible_target: float = 0.995  # share of each budget's samples that fit: its penalty rises until it does (0: off)
+    polish_target: float = 0.999  # the same for the last fine-tuning, after every query is spent (see generator.search)
     imitation: float = 0.1  # weight of self-imitation of the archive's best fitting arch
     scouts: int = 8  # archs per budget per step drawn at ``scout_temperature``, for the archive only
     scout_temperature: float = 2.0
@@ -75,6 +84,7 @@ class Trained:
     calls: int = 0  # archs scored by the shared accuracy (predictor calls)
     steps: int = 0  # iterations trained in all
     log_beta: np.ndarray = field(default_factory=lambda: np.zeros(0))  # entropy weight per budget stratum
+    log_lambda: np.ndarray = field(default_factory=lambda: np.zeros(0))  # over-budget penalty multiplier per stratum
     history: list[dict[str, float]] = field(default_factory=list)
 
     def meta(self) -> dict[str, Any]:
@@ -84,6 +94,7 @@ class Trained:
 
 
 REFERENCE = 2048  # uniform archs that set each budget's reward scale
+LOG_LAMBDA_MAX = float(np.log(100.0))  # the penalty multiplier stays in [1, 100]: unlucky rows cannot blow it up
 
 
 def reference_scale(problem: Problem, reward: Reward, evaluator: Evaluator | None, anchors: np.ndarray,
@@ -141,7 +152,8 @@ def pretrain_evaluator(problem: Problem, cfg: TrainConfig, k: int, lo: float, hi
 
 
 def _values(reward: Reward, problem: Problem, evaluator: Evaluator | None, tok: np.ndarray, lat: np.ndarray,
-            acc: np.ndarray, budget: np.ndarray, floor: np.ndarray, scale: np.ndarray) -> np.ndarray:
+            acc: np.ndarray, budget: np.ndarray, floor: np.ndarray, scale: np.ndarray,
+            multiplier: np.ndarray | float = 1.0) -> np.ndarray:
     if reward.evaluator:
         assert evaluator is not None
         with torch.no_grad():
@@ -149,7 +161,7 @@ def _values(reward: Reward, problem: Problem, evaluator: Evaluator | None, tok: 
                              torch.as_tensor(budget, dtype=torch.float32)).numpy().astype(np.float64)
     if reward.direct is not None:
         return reward.direct(acc, np.where(np.isinf(lat), 10 * budget, lat), budget)
-    return pareto_value(acc, lat, budget, floor, scale, reward.accuracy_condition)
+    return pareto_value(acc, lat, budget, floor, scale, reward.accuracy_condition, multiplier=multiplier)
 
 
 def train(problem: Problem, cfg: TrainConfig, init: Trained | None = None) -> Trained:
@@ -194,6 +206,7 @@ def train(problem: Problem, cfg: TrainConfig, init: Trained | None = None) -> Tr
     batch = cfg.batch * cfg.rows // rows  # the same samples per step either way
     done = init.steps if init else 0
     log_beta = np.full(rows, np.log(cfg.entropy)) if init is None else init.log_beta.copy()
+    log_lam = np.zeros(rows) if init is None or len(init.log_lambda) != rows else init.log_lambda.copy()
     for it in range(cfg.iterations):
         # one budget per stratum of the range, uniform within it
         step_b = anchors if cfg.fixed_budgets else lo + (np.arange(rows) + rng.random(rows)) / rows * (hi - lo)
@@ -214,7 +227,12 @@ def train(problem: Problem, cfg: TrainConfig, init: Trained | None = None) -> Tr
         scale = np.repeat(np.interp(step_b, anchors, ref_scale), batch)
         fit_acc = np.where(lat <= budget_np, acc, np.inf).reshape(rows, batch).min(1)
         floor = np.repeat(np.minimum(np.interp(step_b, anchors, ref_floor), fit_acc), batch)
-        values = _values(reward, problem, evaluator, tok_np, lat, acc, budget_np, floor, scale).reshape(rows, -1)
+        fits = (lat <= budget_np).reshape(rows, batch)
+        if cfg.feasible_target and not cfg.fixed_budgets:  # dual ascent: row i is stratum i
+            log_lam = np.clip(log_lam + (cfg.feasible_target - fits.mean(1)), 0.0, LOG_LAMBDA_MAX)
+        multiplier = np.repeat(np.exp(log_lam), batch)
+        values = _values(reward, problem, evaluator, tok_np, lat, acc, budget_np, floor, scale,
+                         multiplier).reshape(rows, -1)
         adv = ((values - values.mean(1, keepdims=True)).ravel() / scale)
         if cfg.target_entropy and not cfg.fixed_budgets:  # row i is stratum i: below target, raise its weight
             row_ent = ent.detach().numpy().reshape(rows, batch).mean(1)
@@ -239,7 +257,7 @@ def train(problem: Problem, cfg: TrainConfig, init: Trained | None = None) -> Tr
     seconds = time.perf_counter() - t0 + (init.seconds if init else 0.0)
     calls = problem.calls - calls0 + (init.calls if init else 0)
     return Trained(generator, evaluator, cfg, [float(b) for b in anchors], (lo, hi), seconds, archive, calls,
-                   done + cfg.iterations, log_beta, history)
+                   done + cfg.iterations, log_beta, log_lam, history)
 
 
 def candidates(trained: Trained, grid: int = 64, per_budget: int = 4) -> np.ndarray:

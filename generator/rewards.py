@@ -45,15 +45,17 @@ def _tunas(acc: np.ndarray, lat: np.ndarray, budget: np.ndarray) -> np.ndarray:
 
 
 def pareto_value(acc: np.ndarray, lat: np.ndarray, budget: np.ndarray, floor: np.ndarray, scale: np.ndarray,
-                 accuracy_condition: bool = True, penalty: float = 3.0) -> np.ndarray:
+                 accuracy_condition: bool = True, penalty: float = 3.0,
+                 multiplier: np.ndarray | float = 1.0) -> np.ndarray:
     """A value whose order is Eq. 6's for each sample's budget: a fitting arch is worth its
     accuracy (all tie at ``floor`` without the accuracy condition); an over-budget one is worth
     less than ``floor`` (at most the worst fitting accuracy), by ``penalty`` scales plus one per
-    tenth of the budget it overshoots (capped at 100), so lower latency still wins among them."""
+    tenth of the budget it overshoots (capped at 100), so lower latency still wins among them;
+    ``multiplier`` (>= 1, per sample) scales that penalty: the trainer's per-budget Lagrange multiplier."""
     fits = lat <= budget
     with np.errstate(invalid="ignore", divide="ignore"):
         overshoot = np.minimum(np.nan_to_num(10.0 * (lat / budget - 1.0), nan=100.0, posinf=100.0), 100.0)
-    return np.where(fits, acc if accuracy_condition else floor, floor - scale * (penalty + overshoot))
+    return np.where(fits, acc if accuracy_condition else floor, floor - scale * multiplier * (penalty + overshoot))
 
 
 REWARDS: dict[str, Reward] = {

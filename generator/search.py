@@ -125,6 +125,10 @@ class Method:
         """The candidates validation may spend ``n`` queries on at ``budgets``: all the method found."""
         return np.concatenate(cands) if cands else np.zeros((0, len(problem.space.decisions)), np.int64)
 
+    def finish(self, problem: Problem, budgets: list[float], opts: SearchOptions, state: Any) -> Any:
+        """The state to answer from once every query is spent (by default, the last one)."""
+        return state
+
     def answer(self, problem: Problem, budgets: list[float], cands: list[np.ndarray], state: Any,
                use_records: bool, seed: int) -> tuple[list[Answer], list[float]]:
         answers, times = [], []
@@ -149,6 +153,15 @@ class Generator(Method):
         # the bundle answers and validation reads the archive itself: no per-budget candidate lists
         none = np.zeros((0, len(problem.space.decisions)), np.int64)
         return [none] * len(budgets), (trained, make_bundle(problem, trained, self.name))
+
+    def finish(self, problem: Problem, budgets: list[float], opts: SearchOptions, state: Any) -> Any:
+        """A last fine-tuning at the stricter ``polish_target``: no validation draws from this policy."""
+        cfg = opts.train
+        if not cfg.polish_target or cfg.polish_target == cfg.feasible_target:
+            return state
+        trained = train(problem, replace(cfg, reward=self.reward, iterations=finetune(opts),
+                                         feasible_target=cfg.polish_target), init=state[0])
+        return trained, make_bundle(problem, trained, self.name)
 
     def validation_budgets(self, problem: Problem, budgets: list[float], n: int, opts: SearchOptions) -> np.ndarray:
         if budgets and not opts.validate_range:
@@ -331,6 +344,9 @@ def run_method(name: str, problem: Problem, budgets: list[float], opts: SearchOp
         validate(p, method.validation_pool(p, cands, state, at, n), at, n)
         cands, state = method.propose(p, budgets, opts, state)
         seconds += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state = method.finish(p, budgets, opts, state)
+    seconds += time.perf_counter() - t0
     answers, times = method.answer(p, budgets, cands, state, True, opts.train.seed)
     trained, bundle = state if isinstance(method, Generator) else (None, None)
     return MethodResult(name, answers, seconds, times, own, p.calls, p.accuracy.used, bundle, trained, p)

@@ -10,7 +10,7 @@ import torch
 
 from generator.accuracy import EXPLORE_SHARE, prepare
 from generator.archive import Archive
-from generator.pnag import TrainConfig, candidates, train
+from generator.pnag import LOG_LAMBDA_MAX, TrainConfig, candidates, train
 from generator.rewards import pareto_value
 from generator.search import SearchOptions, run_method
 from spaces import get_space
@@ -29,6 +29,11 @@ def test_pareto_value_orders_like_eq6() -> None:
     assert v[2] > v[3] > v[4]  # among those, lower latency wins; unknown latency last
     tied = pareto_value(acc, lat, b, np.full(5, 40.0), np.full(5, 2.0), accuracy_condition=False)
     assert tied[0] == tied[1] and tied[2] < tied[1]
+    # the trainer's Lagrange multiplier scales only the over-budget penalty, per sample
+    m = np.array([1.0, 1.0, 2.0, 3.0, 1.0])
+    scaled = pareto_value(acc, lat, b, np.full(5, 40.0), np.full(5, 2.0), multiplier=m)
+    np.testing.assert_allclose(scaled[:2], v[:2])
+    np.testing.assert_allclose(40.0 - scaled[2:], m[2:] * (40.0 - v[2:]))
 
 
 def test_archive_scores_each_arch_once_and_answers_budgets() -> None:
@@ -75,9 +80,30 @@ def test_generator_reaches_the_exhaustive_best_of_the_shared_score_with_diverse_
     assert trained.calls <= len(arc) + 2048 + problem.accuracy.used  # one predictor call per distinct arch
 
 
+def test_the_over_budget_penalty_rises_until_the_low_budgets_samples_fit(problem) -> None:  # type: ignore[no-untyped-def]
+    """Dual ascent per budget stratum: where a fixed penalty leaves samples just over the budget,
+    the multiplier rises (within its bound), and at least as many samples fit as with it fixed."""
+    lo, hi = problem.lat_range
+    budgets = lo + np.array([0.05, 0.1, 0.2]) * (hi - lo)
+    share = {}
+    for target in (0.0, 0.995):
+        t = train(problem, TrainConfig(iterations=200, seed=1, feasible_target=target))
+        assert t.log_lambda.shape == (t.config.rows,) and ((t.log_lambda >= 0) & (t.log_lambda <= LOG_LAMBDA_MAX)).all()
+        with torch.no_grad():
+            tok = t.generator.sample(torch.as_tensor(np.repeat(budgets, 512), dtype=torch.float32),
+                                     torch.Generator().manual_seed(0))[0].numpy()
+        share[target] = float(np.mean(problem.latency(tok) <= np.repeat(budgets, 512)))
+        if not target:
+            assert (t.log_lambda == 0).all()  # fixed
+    assert share[0.995] >= 0.98 and share[0.995] >= share[0.0] - 0.005
+
+
 def test_answers_rise_with_the_budget_and_fit(problem) -> None:  # type: ignore[no-untyped-def]
     res = run_method("pnag", problem, [], SearchOptions(train=TrainConfig(iterations=60), finetune=20))
-    assert res.bundle is not None and res.problem is not None
+    assert res.bundle is not None and res.problem is not None and res.trained is not None
+    # the shipped policy had a last fine-tuning at the stricter target, after the ten rounds
+    assert res.trained.config.feasible_target == TrainConfig().polish_target
+    assert res.trained.steps >= 60 + 20 and (res.trained.steps - 60) % 20 == 0
     explored = round(60 * EXPLORE_SHARE)
     assert explored < res.queries <= 60 and problem.accuracy.used == explored  # the fork spent its own; the shared one is intact
     budgets = np.linspace(res.bundle.cheapest + 0.5, res.bundle.dearest, 8)
