@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-PACKAGES := budgetnas spaces profiler device_agents db lut_server generator
+PACKAGES := budgetnas
 
 TFLITE := $(VENV)/.tflite-stamp
 
@@ -26,7 +26,7 @@ $(TFLITE): $(STAMP) requirements/tflite.txt
 install-tflite: $(TFLITE)
 
 demo: $(STAMP)
-	$(BIN)/python -m budgetnas.demo
+	$(BIN)/python -m budgetnas.cli.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(PACKAGES) tests bench

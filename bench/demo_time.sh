@@ -10,7 +10,7 @@ git clone -q "$repo" "$work/budgetnas"
 cd "$work/budgetnas"
 start=$(date +%s)
 if [ $# -gt 0 ]; then
-  make install >/dev/null && .venv/bin/python -m budgetnas.demo "$@"
+  make install >/dev/null && .venv/bin/python -m budgetnas.cli.demo "$@"
 else
   make demo
 fi

@@ -3,11 +3,11 @@
 Each of the 26 device settings (pixel3, raspi4, edgegpu in ``nb201/nb201_bench.csv`` and the 23 of
 ``nb201_devices/nb201_latency_devices.csv``) is in turn the new device; the other 25 are the fleet.
 N archs are chosen (``dopt``: the fleet's D-optimal choice, or ``random``) and "measured" (their
-published latency), each method of ``spaces.transfer`` predicts every arch, and we score over all of
+published latency), each method of ``budgetnas.luts.transfer`` predicts every arch, and we score over all of
 the target's archs (15,625; edgegpu's table has 12,554): Spearman rank correlation, share within
 +-10%, and the share of the *unmeasured* archs inside the predicted band. Mean over ``--draws`` draws
 (selection seeds) per device, then the mean over devices and the worst device. No constant is tuned
-per device: the methods' constants are fixed in ``spaces/transfer.py`` for every target.
+per device: the methods' constants are fixed in ``budgetnas/luts/transfer.py`` for every target.
 
 Issue 18's goal at N = 10: mean Spearman >= 0.97, mean share within +-10% >= 0.80, every device's
 Spearman >= 0.90.
@@ -31,9 +31,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from generator.fleet import latency_columns, read_fleet
-from spaces import get_space
-from spaces.transfer import METHODS, SELECTIONS, Fleet, choose_archs, fit, spearman
+from budgetnas.generator.fleet import latency_columns, read_fleet
+from budgetnas.luts.transfer import METHODS, SELECTIONS, Fleet, choose_archs, fit, spearman
+from budgetnas.spaces import get_space
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TABLES = (DATA / "nb201" / "nb201_bench.csv", DATA / "nb201_devices" / "nb201_latency_devices.csv")

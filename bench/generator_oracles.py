@@ -18,12 +18,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from generator.features import uniform_tokens  # noqa: E402
-from generator.latency import CostModelOracle, TableOracle  # noqa: E402
-from generator.tables import read_table  # noqa: E402
-from spaces import get_space  # noqa: E402
-from spaces.lut import LUT, LatencyStats, LUTMeta, LUTPredictor  # noqa: E402
-from spaces.token_cost import cost_model_from_lut  # noqa: E402
+from budgetnas.generator.features import uniform_tokens  # noqa: E402
+from budgetnas.generator.latency import CostModelOracle, TableOracle  # noqa: E402
+from budgetnas.generator.tables import read_table  # noqa: E402
+from budgetnas.luts.lut import LUT, LatencyStats, LUTMeta, LUTPredictor  # noqa: E402
+from budgetnas.luts.token_cost import cost_model_from_lut  # noqa: E402
+from budgetnas.spaces import get_space  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 

@@ -18,8 +18,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from budgetnas.cli_generator import load_bundle  # noqa: E402
-from spaces.generation import CANDIDATES  # noqa: E402
+from budgetnas.cli.generator import load_bundle  # noqa: E402
+from budgetnas.generator.bundle import CANDIDATES  # noqa: E402
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ For each resolution: build the LUT (every block key, interleaved rounds), measur
 random whole models (interleaved rounds, same runner and threads), fit the calibration on a random
 half and report on the held-out half: MAPE, RMSPE, share within ±5% / ±10%, Kendall tau, for the raw
 sum, the affine calibration (slope, intercept) and the grouped one (a scale per stage, see
-``spaces.lut.Calibration``; the LUT's default). The same measurements are summarised twice, with
+``budgetnas.luts.lut.Calibration``; the LUT's default). The same measurements are summarised twice, with
 the median and with the min of each entry's samples (the LUT ``statistic``), since on a shared VM long calls are
 preempted more often than short ones and the median of a whole model drifts up with load.
 
@@ -18,7 +18,7 @@ Goal (issue 3): calibrated >= 95% within ±5%, RMSPE <= 3%, Kendall tau >= 0.9, 
 
 ``--interference`` runs ``bench/hog.py``'s bounded CPU hog on another core for the whole run (LUT and
 models), started and stopped here; the report says how many entries and models the protocol found
-disturbed (``profiler.reference``) and the ratio of the two sessions' reference times.
+disturbed (``budgetnas.profiler.reference``) and the ratio of the two sessions' reference times.
 
 Not part of CI. Exports are cached (``$BUDGETNAS_CACHE``), so a second run skips them.
 """
@@ -39,11 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hog import Hog
 
-from profiler.fidelity import measure_models, plot_fidelity, report_from
-from profiler.lutbuild import profile_space
-from profiler.protocol import Protocol
-from profiler.runners import get_runner
-from spaces import get_space
+from budgetnas.profiler.fidelity import measure_models, plot_fidelity, report_from
+from budgetnas.profiler.lutbuild import profile_space
+from budgetnas.profiler.protocol import Protocol
+from budgetnas.profiler.runners import get_runner
+from budgetnas.spaces import get_space
 
 GOALS = {"within_5pct": (">=", 0.95), "rmspe": ("<=", 0.03), "kendall_tau": (">=", 0.9)}
 
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> None:
         print(f"reference workload: LUT session {m_blocks.reference_ms} ms, models' session {m_models.reference_ms} ms")
         for stat in ("median", "min"):
             lut_s = replace(lut, meta=replace(lut.meta, statistic=stat))
-            from spaces.lut import LUTPredictor
+            from budgetnas.luts.lut import LUTPredictor
 
             raw = LUTPredictor(lut_s, space).raw(space.sample_many(args.models, args.seed))
             rep = report_from(lut_s, names, raw, m_models, args.seed)

@@ -1,5 +1,5 @@
 """PNAG vs baselines on NAS-Bench-201 ground truth (../shared/data/nb201/nb201_bench.csv), under one
-protocol (``generator.search``): every method gets the same accuracy-query budget Q, the same
+protocol (``budgetnas.generator.search``): every method gets the same accuracy-query budget Q, the same
 exploration records (half of Q, spread over the latency range), spends the other half validating
 its own best candidates, and answers with the same final-pick rule.
 
@@ -43,12 +43,12 @@ sys.path.insert(0, str(REPO))
 
 from jsonl_runs import load_runs, run_pending  # noqa: E402
 
-from generator.accuracy import Problem, TableAccuracy, prepare  # noqa: E402
-from generator.latency import TableOracle  # noqa: E402
-from generator.pnag import TrainConfig  # noqa: E402
-from generator.search import Answer, MethodResult, SearchOptions, run_method  # noqa: E402
-from generator.tables import read_table  # noqa: E402
-from spaces import get_space  # noqa: E402
+from budgetnas.generator.accuracy import Problem, TableAccuracy, prepare  # noqa: E402
+from budgetnas.generator.latency import TableOracle  # noqa: E402
+from budgetnas.generator.pnag import TrainConfig  # noqa: E402
+from budgetnas.generator.search import Answer, MethodResult, SearchOptions, run_method  # noqa: E402
+from budgetnas.generator.tables import read_table  # noqa: E402
+from budgetnas.spaces import get_space  # noqa: E402
 
 PCTS = (0.2, 0.4, 0.6, 0.8, 1.0)
 SP = get_space("nb201")
@@ -338,7 +338,7 @@ def goals(runs: list[dict[str, Any]]) -> list[str]:
 def render(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     argv = [a for i, a in enumerate(sys.argv) if a != "--note" and (i == 0 or sys.argv[i - 1] != "--note")]
     lines = ["# nb201 frontier benchmark\n", f"`{' '.join(argv)}`\n", *([args.note + "\n"] if args.note else []),
-             "Protocol: `generator/search.py`. Regret in accuracy points against the best arch of the whole table "
+             "Protocol: `budgetnas/generator/search.py`. Regret in accuracy points against the best arch of the whole table "
              "within the budget (budgets at 20/40/60/80/100% of each table's latency range). *final*: after the "
              "method's validation rounds, final-pick rule shared by all. *own-candidate*: the method's first "
              "candidates only, scored by the shared accuracy; *floor*: the exhaustive best of that score. "

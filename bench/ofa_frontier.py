@@ -7,7 +7,7 @@ The predictor is the ground truth here (as NAS-Bench-201's table is for nb201). 
   (population 100, 500 generations, 25% parents, 50% mutation, mutation probability 0.1; ~50,000 oracle
   calls per budget), one search per budget;
 - ``pnag``: trained once for every budget with ``--queries`` accuracy records in total (the paper's
-  M = 16,000; a scarce 2,000 with ``--queries 2000``), under the protocol of ``generator/search.py``;
+  M = 16,000; a scarce 2,000 with ``--queries 2000``), under the protocol of ``budgetnas/generator/search.py``;
 - ``random`` and ``evolution`` on the same queries and the same protocol as PNAG.
 
 Per budget: true top-1 of the answer, its latency, oracle calls, seconds; for PNAG also the share of
@@ -38,14 +38,14 @@ sys.path.insert(0, str(REPO))
 
 from jsonl_runs import load_runs, run_pending  # noqa: E402
 
-from generator.accuracy import prepare  # noqa: E402
-from generator.latency import CostModelOracle, LatencyOracle  # noqa: E402
-from generator.ofa_accuracy import OFAPredictorAccuracy  # noqa: E402
-from generator.pnag import TrainConfig  # noqa: E402
-from generator.search import Evolution, SearchOptions, run_method  # noqa: E402
-from spaces import SearchSpace, get_space  # noqa: E402
-from spaces.lut import LUT, LUTMeta  # noqa: E402
-from spaces.token_cost import canonical_tokens, cost_model_from_lut, cost_model_from_lut_family  # noqa: E402
+from budgetnas.generator.accuracy import prepare  # noqa: E402
+from budgetnas.generator.latency import CostModelOracle, LatencyOracle  # noqa: E402
+from budgetnas.generator.ofa_accuracy import OFAPredictorAccuracy  # noqa: E402
+from budgetnas.generator.pnag import TrainConfig  # noqa: E402
+from budgetnas.generator.search import Evolution, SearchOptions, run_method  # noqa: E402
+from budgetnas.luts.lut import LUT, LUTMeta  # noqa: E402
+from budgetnas.luts.token_cost import canonical_tokens, cost_model_from_lut, cost_model_from_lut_family  # noqa: E402
+from budgetnas.spaces import SearchSpace, get_space  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 BUDGETS_224 = (25.0, 35.0, 45.0, 55.0, 65.0, 75.0)
@@ -237,7 +237,7 @@ def render(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
              f"`{' '.join(sys.argv)}`\n", *([args.note + "\n"] if args.note else []),
              "Ground truth: Once-for-All's published accuracy predictor. *ofa-evolution* searches each budget on "
              "that truth with Once-for-All's tutorial settings; the other methods read at most Q accuracy records "
-             "(the truth's answers) under `generator/search.py`'s protocol; PNAG is trained once for all budgets.\n"]
+             "(the truth's answers) under `budgetnas/generator/search.py`'s protocol; PNAG is trained once for all budgets.\n"]
     for q, res in sorted({(r["queries"], str(r["resolution"])) for r in runs}, key=lambda x: (-x[0], x[1])):
         lines += table(runs, q, res)
     rel = os.path.relpath(Path(args.plots).resolve(), Path(args.out).resolve().parent)  # links from the report

@@ -23,10 +23,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from profiler.artifacts import ArtifactCache
-from profiler.protocol import Protocol, measure_many
-from profiler.runners import get_runner
-from spaces import get_space
+from budgetnas.profiler.artifacts import ArtifactCache
+from budgetnas.profiler.protocol import Protocol, measure_many
+from budgetnas.profiler.runners import get_runner
+from budgetnas.spaces import get_space
 
 
 def main() -> None:

@@ -7,7 +7,7 @@
 Both profiles use the default protocol on the same runner. The second runs with ``bench/hog.py``
 on the other core. For every block key: the relative difference of the busy profile's statistic
 to the quiet one's, as taken and *corrected*, the busy value scaled by the quiet session's
-reference time over the reference time beside that entry (``profiler.reference``). Prints the
+reference time over the reference time beside that entry (``budgetnas.profiler.reference``). Prints the
 median and 90th percentile of |difference| both ways, how many entries the protocol flagged
 disturbed, and the session reference times. Goal (issue 15): median per-entry difference <= 3%
 after correction. Not part of CI.
@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hog import Hog
 
-from profiler.lutbuild import profile_space
-from profiler.protocol import Protocol
-from profiler.runners import get_runner
-from spaces import get_space
+from budgetnas.profiler.lutbuild import profile_space
+from budgetnas.profiler.protocol import Protocol
+from budgetnas.profiler.runners import get_runner
+from budgetnas.spaces import get_space
 
 
 def main() -> None:

@@ -50,7 +50,7 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from spaces import get_space  # noqa: E402
+from budgetnas.spaces import get_space  # noqa: E402
 
 ADMIN = "bench-admin"
 H = {"Authorization": f"Bearer {ADMIN}"}

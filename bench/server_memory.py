@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.server_load import ADMIN, H, start_server  # noqa: E402
-from spaces import get_space  # noqa: E402
-from spaces.lut import LUT, LatencyStats, LUTMeta  # noqa: E402
+from budgetnas.luts.lut import LUT, LatencyStats, LUTMeta  # noqa: E402
+from budgetnas.spaces import get_space  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

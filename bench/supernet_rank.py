@@ -28,12 +28,12 @@ import torch
 from scipy.stats import kendalltau, spearmanr
 from torch.utils.data import DataLoader
 
-from generator.supernet import checkpoint
-from generator.supernet.data import load_dataset
-from generator.supernet.evaluate import CALIB_IMAGES, EvalData, Scores, eval_data, recalibrated, scores
-from generator.supernet.network import OFASupernet
-from generator.supernet.train import TrainConfig, train
-from spaces.ofa_mbv3 import DEPTHS, EXPANDS, KERNELS, N_UNITS, OFAArch, OFAMobileNetV3
+from budgetnas.generator.supernet import checkpoint
+from budgetnas.generator.supernet.data import load_dataset
+from budgetnas.generator.supernet.evaluate import CALIB_IMAGES, EvalData, Scores, eval_data, recalibrated, scores
+from budgetnas.generator.supernet.network import OFASupernet
+from budgetnas.generator.supernet.train import TrainConfig, train
+from budgetnas.spaces.ofa_mbv3 import DEPTHS, EXPANDS, KERNELS, N_UNITS, OFAArch, OFAMobileNetV3
 
 RESULTS = Path(__file__).resolve().parent / "results" / "supernet_rank.md"
 

@@ -1,6 +1,6 @@
 """budgetnas: latency LUTs measured on real hardware and budget-conditioned architecture generation.
 
-This package holds the CLI and the project-wide exception tree (``budgetnas.errors``), a leaf
+This package holds the CLI and the project-wide exception tree (``budgetnas.core.errors``), a leaf
 module with no project imports that every other package may use.
 """
 

@@ -1,3 +1,3 @@
-from budgetnas.cli import main
+from budgetnas.cli.main import main
 
 main()

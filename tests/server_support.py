@@ -21,10 +21,10 @@ import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from db.models import Base
-from db.session import make_engine, migrate
-from lut_server.app import create_app
-from lut_server.settings import Settings
+from budgetnas.db.models import Base
+from budgetnas.db.session import make_engine, migrate
+from budgetnas.lut_server.app import create_app
+from budgetnas.lut_server.settings import Settings
 
 ADMIN = "test-admin-token"
 ADMIN_H = {"Authorization": f"Bearer {ADMIN}"}
@@ -125,13 +125,13 @@ def tiny_nb201_bundle() -> bytes:
     """A real generator bundle, trained for a few iterations on nb201 with a synthetic cost model."""
     import numpy as np
 
-    from generator.accuracy import prepare
-    from generator.export import bundle_parts
-    from generator.latency import CostModelOracle
-    from generator.pnag import TrainConfig, train
-    from spaces import get_space
-    from spaces.generation import pack_bundle
-    from spaces.token_cost import CostTerm, TokenCostModel
+    from budgetnas.generator.accuracy import prepare
+    from budgetnas.generator.bundle import pack_bundle
+    from budgetnas.generator.export import bundle_parts
+    from budgetnas.generator.latency import CostModelOracle
+    from budgetnas.generator.pnag import TrainConfig, train
+    from budgetnas.luts.token_cost import CostTerm, TokenCostModel
+    from budgetnas.spaces import get_space
     from tests.test_generator_accuracy import Synthetic
 
     sp = get_space("nb201")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from device_agents.adb.benchmark import BenchmarkRunError, PhoneBenchmark, PhoneProtocol
-from device_agents.adb.client import AdbClient, PhoneError
+from budgetnas.device_agents.adb.benchmark import BenchmarkRunError, PhoneBenchmark, PhoneProtocol
+from budgetnas.device_agents.adb.client import AdbClient, PhoneError
 from tests.adb_loopback import LoopbackPhone, adb_binary
 
 FIXTURES = Path(__file__).parent / "fixtures"

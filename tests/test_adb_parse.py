@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from device_agents.adb.benchmark import PhoneProtocol, combine_rounds
-from device_agents.adb.parse import (
+from budgetnas.device_agents.adb.benchmark import PhoneProtocol, combine_rounds
+from budgetnas.device_agents.adb.parse import (
     BenchmarkOutputError,
     device_facts,
     failure_reason,

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from budgetnas.cli import run
-from budgetnas.cli_agent import parse_cores
-from budgetnas.errors import InvalidArgumentError, UnknownNameError
-from device_agents.backends import BackendOptions, JobSpec, cores_to_mask, get_backend, list_backends
-from device_agents.facts import parse_cpuinfo, parse_nvidia_smi
-from device_agents.spool import Spool
+from budgetnas.cli.agent import parse_cores
+from budgetnas.cli.main import run
+from budgetnas.core.errors import InvalidArgumentError, UnknownNameError
+from budgetnas.device_agents.backends import BackendOptions, JobSpec, cores_to_mask, get_backend, list_backends
+from budgetnas.device_agents.facts import parse_cpuinfo, parse_nvidia_smi
+from budgetnas.device_agents.spool import Spool
 
 FACTS = Path(__file__).parent / "fixtures" / "facts"
 

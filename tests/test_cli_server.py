@@ -14,9 +14,9 @@ import httpx
 import pytest
 import yaml
 
-from budgetnas.cli import run
-from spaces import get_space
-from spaces.lut import LUT
+from budgetnas.cli.main import run
+from budgetnas.luts.lut import LUT
+from budgetnas.spaces import get_space
 from tests.conftest import shared_file
 from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN

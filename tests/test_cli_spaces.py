@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from budgetnas.cli import run
-from spaces import get_space
+from budgetnas.cli.main import run
+from budgetnas.spaces import get_space
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

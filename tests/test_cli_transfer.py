@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from budgetnas.cli import run
-from generator.tables import read_table
-from spaces import get_space
+from budgetnas.cli.main import run
+from budgetnas.generator.tables import read_table
+from budgetnas.spaces import get_space
 
 SP = get_space("nb201")
 
@@ -70,7 +70,7 @@ def test_plan_then_fit_then_train_reads_it(fleet: tuple[Path, list[str], np.ndar
     rows = {r["arch_str"]: r for r in csv.DictReader(pred.open())}
     p = np.asarray([float(rows[a]["latency_ms"]) for a in archs])
     assert all(float(r["low_ms"]) <= float(r["latency_ms"]) <= float(r["high_ms"]) for r in rows.values())
-    from spaces.transfer import spearman
+    from budgetnas.luts.transfer import spearman
 
     assert spearman(p, truth) > 0.9
 

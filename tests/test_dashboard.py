@@ -29,7 +29,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 @pytest.fixture(scope="module")
 def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, dict]]:
-    from db.session import migrate
+    from budgetnas.db.session import migrate
 
     url = f"sqlite:///{tmp_path_factory.mktemp('dash') / 'dash.db'}"
     migrate(url)
@@ -147,7 +147,7 @@ def test_frontier_points_are_what_generate_returns(page, populated) -> None:
 
 def test_dashboard_sends_a_stored_read_token_when_reads_need_one(page, tmp_path: Path) -> None:
     """Issue 16 item 12: under BUDGETNAS_READS_REQUIRE_TOKEN the page asks for a token, keeps it, sends it."""
-    from db.session import migrate
+    from budgetnas.db.session import migrate
 
     url = f"sqlite:///{tmp_path / 'closed.db'}"
     migrate(url)

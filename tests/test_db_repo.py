@@ -1,4 +1,4 @@
-"""db/: the migrations build exactly the models' schema; the read functions the trainer uses."""
+"""budgetnas/db/: the migrations build exactly the models' schema; the read functions the trainer uses."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.exc import IntegrityError
 
-from budgetnas.errors import ConflictError, NotFoundError
-from db import repo
-from db.models import Base
-from db.session import DB_DIR, Database, current_revision, migrate, table_names
-from spaces import get_space
-from spaces.lut import LUT, LatencyStats, LUTMeta, LUTPredictor
+from budgetnas.core.errors import ConflictError, NotFoundError
+from budgetnas.db import repo
+from budgetnas.db.models import Base
+from budgetnas.db.session import DB_DIR, Database, current_revision, migrate, table_names
+from budgetnas.luts.lut import LUT, LatencyStats, LUTMeta, LUTPredictor
+from budgetnas.spaces import get_space
 from tests.server_support import *  # noqa: F403
 
 

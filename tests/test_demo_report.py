@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from budgetnas.demo import distinct_fitting, shared_answers
+from budgetnas.cli.demo import distinct_fitting, shared_answers
 
 
 def test_distinct_fitting_counts_archs_within_the_budget_asked() -> None:

@@ -5,12 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from generator.accuracy import AccuracySource, CountingAccuracy, QueryBudgetExceeded, constrained_sample, prepare
-from generator.features import uniform_tokens
-from generator.latency import CostModelOracle
-from generator.rewards import REWARDS, get_reward, pareto_labels
-from spaces import get_space
-from spaces.token_cost import CostTerm, TokenCostModel
+from budgetnas.generator.accuracy import (
+    AccuracySource,
+    CountingAccuracy,
+    QueryBudgetExceeded,
+    constrained_sample,
+    prepare,
+)
+from budgetnas.generator.features import uniform_tokens
+from budgetnas.generator.latency import CostModelOracle
+from budgetnas.generator.rewards import REWARDS, get_reward, pareto_labels
+from budgetnas.luts.token_cost import CostTerm, TokenCostModel
+from budgetnas.spaces import get_space
 
 SP = get_space("nb201")
 COST = np.array([0.0, 0.2, 1.0, 3.0, 0.4])

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from budgetnas.errors import DataFileError, InvalidArgumentError
-from generator.accuracy import prepare
-from generator.export import bundle_parts
-from generator.latency import CostModelOracle
-from generator.pnag import TrainConfig, train
-from generator.search import METHODS, SearchOptions, run_method
-from spaces import get_space
-from spaces.generation import GeneratorBundle, pack_bundle
-from spaces.token_cost import CostTerm, TokenCostModel
+from budgetnas.core.errors import DataFileError, InvalidArgumentError
+from budgetnas.generator.accuracy import prepare
+from budgetnas.generator.bundle import GeneratorBundle, pack_bundle
+from budgetnas.generator.export import bundle_parts
+from budgetnas.generator.latency import CostModelOracle
+from budgetnas.generator.pnag import TrainConfig, train
+from budgetnas.generator.search import METHODS, SearchOptions, run_method
+from budgetnas.luts.token_cost import CostTerm, TokenCostModel
+from budgetnas.spaces import get_space
 from tests.test_generator_accuracy import Synthetic
 
 SP = get_space("nb201")
@@ -68,7 +68,7 @@ def test_bundle_answers_and_budget_rule(setup: tuple) -> None:
 
 
 def test_generation_module_does_not_import_torch() -> None:
-    code = "import sys, spaces.generation; sys.exit('torch' in sys.modules)"
+    code = "import sys, budgetnas.generator.bundle; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -89,8 +89,8 @@ class OFASynthetic(Synthetic):
 
 
 def test_ofa_mbv3_on_the_note10_lut(ofa_lut_dir) -> None:
-    from spaces.lut import LUT, LUTMeta, LUTPredictor
-    from spaces.token_cost import cost_model_from_lut
+    from budgetnas.luts.lut import LUT, LUTMeta, LUTPredictor
+    from budgetnas.luts.token_cost import cost_model_from_lut
 
     sp = get_space("ofa-mbv3", width=1.2, resolution=224)
     lut = LUT.from_ofa_yaml((ofa_lut_dir / "224_lookup_table.yaml").read_text(),
@@ -157,7 +157,7 @@ def test_bundle_scores_as_the_problem_does(setup: tuple) -> None:
     assert bundle.meta["accuracy"]["members"] == len(problem.predictor.members) > 1
     tok = np.unique(np.random.default_rng(5).integers(0, 5, size=(300, 6)), axis=0)
     np.testing.assert_allclose(bundle.accuracy(tok), problem.score(tok), rtol=1e-4, atol=1e-3)
-    from spaces.token_cost import token_features
+    from budgetnas.luts.token_cost import token_features
 
     members = np.stack([m.predict(token_features(SP, tok)) for m in problem.predictor.members])
     assert members.std(0).max() > 0.01  # the members disagree: the penalty is not a no-op
@@ -179,7 +179,7 @@ def test_version_2_bundle_with_one_mlp_is_still_read(setup: tuple) -> None:
     np.savez_compressed(buf, meta=np.frombuffer(json.dumps(m).encode(), np.uint8), **arrays)  # type: ignore[arg-type]
     old = GeneratorBundle.from_bytes(buf.getvalue())
     tok = np.random.default_rng(6).integers(0, 5, size=(200, 6))
-    from spaces.token_cost import canonical_tokens, token_features
+    from budgetnas.luts.token_cost import canonical_tokens, token_features
 
     tok = canonical_tokens(SP, tok)
     fresh = np.asarray([problem.known.get(r.tobytes()) is None for r in tok])

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from budgetnas.cli import run
-from spaces import get_space
+from budgetnas.cli.main import run
+from budgetnas.spaces import get_space
 
 SP = get_space("nb201")
 COST = np.array([0.0, 0.2, 1.0, 3.0, 0.4])
@@ -76,7 +76,7 @@ def test_search_methods_answer_within_budget(trained: tuple[Path, Path], capsys:
 
 
 def test_train_from_a_lut_file(tmp_path: Path, trained: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    from spaces.lut import LUT, LatencyStats, LUTMeta, LUTPredictor
+    from budgetnas.luts.lut import LUT, LatencyStats, LUTMeta, LUTPredictor
 
     csv, _ = trained
     entries = {k: LatencyStats(count=1, mean_ms=0.5, std_ms=0.0, median_ms=0.1 + 0.01 * i)
@@ -138,8 +138,8 @@ def test_bad_inputs_exit_2(tmp_path: Path, trained: tuple[Path, Path], capsys: p
 
 
 def test_cli_protocol_defaults_are_the_libraries() -> None:
-    from budgetnas import cli_generator
-    from generator.accuracy import EXPLORE_SHARE
-    from generator.search import SearchOptions
+    from budgetnas.cli import generator as cli_generator
+    from budgetnas.generator.accuracy import EXPLORE_SHARE
+    from budgetnas.generator.search import SearchOptions
 
     assert (EXPLORE_SHARE, SearchOptions().rounds) == (cli_generator.EXPLORE_SHARE, cli_generator.ROUNDS)

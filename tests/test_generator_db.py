@@ -8,19 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from budgetnas.cli import run
-from generator.accuracy import EXPLORE_SHARE
-from generator.sources import DBAccuracy, lut_from_db
-from spaces import get_space
-from spaces.lut import LatencyStats, LUTPredictor
+from budgetnas.cli.main import run
+from budgetnas.generator.accuracy import EXPLORE_SHARE
+from budgetnas.generator.sources import DBAccuracy, lut_from_db
+from budgetnas.luts.lut import LatencyStats, LUTPredictor
+from budgetnas.spaces import get_space
 
 SP = get_space("nb201")
 
 
 @pytest.fixture
 def db_url(tmp_path: Path) -> tuple[str, int]:
-    from db import repo
-    from db.session import Database, migrate
+    from budgetnas.db import repo
+    from budgetnas.db.session import Database, migrate
 
     url = f"sqlite:///{tmp_path / 'lut.db'}"
     migrate(url)

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from budgetnas.cli import run
-from budgetnas.errors import DataFileError, InvalidArgumentError, UnknownNameError
-from generator.accuracy import CountingAccuracy, QueryBudgetExceeded
-from generator.ofa_accuracy import N_FEATURES, OFAPredictorAccuracy, ofa_features
-from generator.sources import accuracy_source
-from spaces import get_space
+from budgetnas.cli.main import run
+from budgetnas.core.errors import DataFileError, InvalidArgumentError, UnknownNameError
+from budgetnas.generator.accuracy import CountingAccuracy, QueryBudgetExceeded
+from budgetnas.generator.ofa_accuracy import N_FEATURES, OFAPredictorAccuracy, ofa_features
+from budgetnas.generator.sources import accuracy_source
+from budgetnas.spaces import get_space
 from tests.conftest import shared_file
 
 

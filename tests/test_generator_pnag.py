@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from generator.accuracy import EXPLORE_SHARE, prepare
-from generator.archive import Archive
-from generator.pnag import LOG_LAMBDA_MAX, TrainConfig, candidates, train
-from generator.rewards import pareto_value
-from generator.search import SearchOptions, run_method
-from spaces import get_space
+from budgetnas.generator.accuracy import EXPLORE_SHARE, prepare
+from budgetnas.generator.archive import Archive
+from budgetnas.generator.pnag import LOG_LAMBDA_MAX, TrainConfig, candidates, train
+from budgetnas.generator.rewards import pareto_value
+from budgetnas.generator.search import SearchOptions, run_method
+from budgetnas.spaces import get_space
 from tests.test_generator_accuracy import COST, GAIN, Synthetic, oracle
 
 SP = get_space("nb201")
@@ -114,7 +114,7 @@ def test_answers_rise_with_the_budget_and_fit(problem) -> None:  # type: ignore[
 
 
 def test_validation_reads_the_best_candidates_and_learns_the_predictors_optimism(problem) -> None:  # type: ignore[no-untyped-def]
-    from generator.accuracy import validate
+    from budgetnas.generator.accuracy import validate
 
     p = problem.fork()
     every = np.stack(np.meshgrid(*[np.arange(5)] * 6, indexing="ij"), -1).reshape(-1, 6)

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from budgetnas.errors import DataFileError, InvalidArgumentError
-from generator.latency import MLPOracle, TableOracle
-from generator.tables import read_table
-from spaces import get_space
+from budgetnas.core.errors import DataFileError, InvalidArgumentError
+from budgetnas.generator.latency import MLPOracle, TableOracle
+from budgetnas.generator.tables import read_table
+from budgetnas.spaces import get_space
 
 SP = get_space("nb201")
 

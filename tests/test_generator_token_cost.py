@@ -1,15 +1,15 @@
-"""spaces.token_cost: LUT folded into per-decision cost tables, canonical tokens, features."""
+"""budgetnas.luts.token_cost: LUT folded into per-decision cost tables, canonical tokens, features."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from budgetnas.errors import MissingKeysError
-from generator.features import uniform_tokens
-from spaces import get_space
-from spaces.lut import LUT, Calibration, LatencyStats, LUTMeta, LUTPredictor, key_group
-from spaces.token_cost import canonical_tokens, cost_model_from_lut, token_features
+from budgetnas.core.errors import MissingKeysError
+from budgetnas.generator.features import uniform_tokens
+from budgetnas.luts.lut import LUT, Calibration, LatencyStats, LUTMeta, LUTPredictor, key_group
+from budgetnas.luts.token_cost import canonical_tokens, cost_model_from_lut, token_features
+from budgetnas.spaces import get_space
 
 
 def _random_lut(space, seed: int = 0, calibration: Calibration | None = None) -> LUT:

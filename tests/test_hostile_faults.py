@@ -22,15 +22,15 @@ from alembic.config import Config
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from budgetnas.errors import ServerError
-from db import queue, repo
-from db.models import Job, LutEntry
-from db.session import ALEMBIC_INI, DB_DIR, Database, migrate
-from device_agents.agent import Agent, AgentConfig
-from device_agents.backends import Backend, BackendOptions, JobSpec, Measured
-from device_agents.spool import Spool
-from spaces import get_space
-from spaces.lut import LatencyStats
+from budgetnas.core.errors import ServerError
+from budgetnas.db import queue, repo
+from budgetnas.db.models import Job, LutEntry
+from budgetnas.db.session import ALEMBIC_INI, DB_DIR, Database, migrate
+from budgetnas.device_agents.agent import Agent, AgentConfig
+from budgetnas.device_agents.backends import Backend, BackendOptions, JobSpec, Measured
+from budgetnas.device_agents.spool import Spool
+from budgetnas.luts.lut import LatencyStats
+from budgetnas.spaces import get_space
 from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN_H, start_live
 

@@ -15,15 +15,15 @@ import pytest
 from fastapi.routing import APIRoute
 from sqlalchemy import update
 
-import lut_server.predictor as predictor
-from budgetnas.jsonlimits import MAX_BYTES, MAX_DEPTH, json_problem, shown_json
-from db.models import Device, Lut
-from db.session import Database
-from lut_server.params import BoundedJson
-from lut_server.routes import ROUTERS
-from spaces import get_space
-from spaces.lut import LUT, LatencyStats, LUTMeta
-from spaces.ofa_mbv3 import _canonical_parse
+import budgetnas.lut_server.predictor as predictor
+from budgetnas.core.jsonlimits import MAX_BYTES, MAX_DEPTH, json_problem, shown_json
+from budgetnas.db.models import Device, Lut
+from budgetnas.db.session import Database
+from budgetnas.lut_server.params import BoundedJson
+from budgetnas.lut_server.routes import ROUTERS
+from budgetnas.luts.lut import LUT, LatencyStats, LUTMeta
+from budgetnas.spaces import get_space
+from budgetnas.spaces.ofa_mbv3 import _canonical_parse
 from tests.request_types import unchecked
 from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN_H, make_client, rewritten_bundle, tiny_nb201_bundle
@@ -268,7 +268,7 @@ def test_metrics_labels_are_bounded_by_what_the_server_knows(client) -> None:
 
 
 def test_generator_bundles_in_memory_are_bounded(client, bundle: bytes) -> None:
-    from lut_server.routes.checkpoints import GENERATORS_KEPT
+    from budgetnas.lut_server.routes.checkpoints import GENERATORS_KEPT
 
     b64 = base64.b64encode(bundle).decode()
     for i in range(GENERATORS_KEPT + 2):

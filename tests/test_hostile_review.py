@@ -19,16 +19,16 @@ import yaml
 from fastapi.routing import APIRoute
 from sqlalchemy import func, select, update
 
-from budgetnas.errors import DataFileError, DeviceUnavailableError
-from budgetnas.text import is_printable, make_printable, printable_problem
-from db.models import Job, Lut, LutEntry, ModelMeasurement
-from db.session import Database
-from device_agents.agent import Agent, AgentConfig
-from device_agents.backends import Backend, BackendOptions, JobSpec, Measured
-from lut_server.params import Printable
-from lut_server.routes import ROUTERS
-from spaces import get_space
-from spaces.lut import LUT, LatencyStats, LUTMeta
+from budgetnas.core.errors import DataFileError, DeviceUnavailableError
+from budgetnas.core.text import is_printable, make_printable, printable_problem
+from budgetnas.db.models import Job, Lut, LutEntry, ModelMeasurement
+from budgetnas.db.session import Database
+from budgetnas.device_agents.agent import Agent, AgentConfig
+from budgetnas.device_agents.backends import Backend, BackendOptions, JobSpec, Measured
+from budgetnas.lut_server.params import Printable
+from budgetnas.lut_server.routes import ROUTERS
+from budgetnas.luts.lut import LUT, LatencyStats, LUTMeta
+from budgetnas.spaces import get_space
 from tests.request_types import has_validator, unchecked
 from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN_H
@@ -127,12 +127,12 @@ PARSED = {"ImportIn.content", "CheckpointIn.bundle", "PredictIn.archs", "CostIn.
 
 
 def test_every_free_text_field_of_every_request_is_printable_text() -> None:
-    """One validator (params.Printable, budgetnas.text's predicate) on every str of every body, query and path."""
+    """One validator (params.Printable, budgetnas.core.text's predicate) on every str of every body, query and path."""
     params = [p for router in ROUTERS for route in router.routes if isinstance(route, APIRoute)
               for p in (*route.dependant.body_params, *route.dependant.query_params, *route.dependant.path_params)]
     open_ = [w for p in params for w in _open_text(p.field_info.annotation, _checked(p.field_info.metadata),
                                                      p.name)]
-    # bodies a route reads itself (lut_server/routes/predict.py), declared on its endpoint
+    # bodies a route reads itself (budgetnas/lut_server/routes/predict.py), declared on its endpoint
     manual = [m for router in ROUTERS for route in router.routes if isinstance(route, APIRoute)
               if (m := getattr(route.endpoint, "body_model", None)) is not None]
     assert manual, "no route declares a body it reads itself"
@@ -324,11 +324,11 @@ def test_the_agent_reports_a_failure_with_its_lease_id_and_printable_text(live, 
 
 # ---- README: the fixed bounds are the code's -----------------------------------------------------
 def test_readme_names_the_fixed_bounds_the_code_has_and_the_ofa_predictor() -> None:
-    from budgetnas.jsonlimits import MAX_BYTES, MAX_DEPTH
-    from lut_server.params import STATS_MAX_BYTES
-    from lut_server.predictor import ARCH_CACHE_SIZE
-    from lut_server.routes.checkpoints import GENERATORS_KEPT
-    from spaces.lut import MAX_NESTING
+    from budgetnas.core.jsonlimits import MAX_BYTES, MAX_DEPTH
+    from budgetnas.lut_server.params import STATS_MAX_BYTES
+    from budgetnas.lut_server.predictor import ARCH_CACHE_SIZE
+    from budgetnas.lut_server.routes.checkpoints import GENERATORS_KEPT
+    from budgetnas.luts.lut import MAX_NESTING
 
     text = (Path(__file__).parent.parent / "README.md").read_text()
     bounds = " ".join(text.split("- **Fixed bounds**", 1)[1].split("\n- ", 1)[0].split())

@@ -2,7 +2,7 @@
 
 Every bad value is refused where it enters (a 422 naming the field, ``error:`` + exit 2 on the CLI),
 nothing is stored or written, and the LUT keeps working afterwards: one validated stats type
-(``spaces.lut.LatencyStats``) guards results, imports and LUT files alike.
+(``budgetnas.luts.lut.LatencyStats``) guards results, imports and LUT files alike.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 
-from budgetnas.cli import run
-from db.models import Lut, LutEntry, ModelMeasurement
-from db.session import Database
-from spaces import get_space
-from spaces.lut import LUT, LatencyStats, LUTMeta
+from budgetnas.cli.main import run
+from budgetnas.db.models import Lut, LutEntry, ModelMeasurement
+from budgetnas.db.session import Database
+from budgetnas.luts.lut import LUT, LatencyStats, LUTMeta
+from budgetnas.spaces import get_space
 from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN_H
 

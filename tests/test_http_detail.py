@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from budgetnas.http import error_detail
+from budgetnas.core.http import error_detail
 
 
 @pytest.mark.parametrize(("response", "expected"), [

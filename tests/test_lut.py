@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from budgetnas.errors import DataFileError, InvalidArgumentError, MissingKeysError
-from spaces import get_space
-from spaces.lut import LUT, Calibration, LatencyStats, LUTMeta, LUTPredictor, write_atomic
+from budgetnas.core.errors import DataFileError, InvalidArgumentError, MissingKeysError
+from budgetnas.luts.lut import LUT, Calibration, LatencyStats, LUTMeta, LUTPredictor, write_atomic
+from budgetnas.spaces import get_space
 
 
 def _meta(space, **kw):

@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from budgetnas.errors import InvalidBlockKeyError, UnknownNameError
-from profiler.blocks import block_input, build_block
-from profiler.models import build_model
-from spaces import get_space
-from spaces.nb201 import live_edges
+from budgetnas.core.errors import InvalidBlockKeyError, UnknownNameError
+from budgetnas.profiler.blocks import block_input, build_block
+from budgetnas.profiler.models import build_model
+from budgetnas.spaces import get_space
+from budgetnas.spaces.nb201 import live_edges
 
 
 @pytest.mark.parametrize("resolution", [128, 164, 224])

@@ -18,12 +18,12 @@ import onnx
 import pytest
 import torch
 
-from profiler.export import export_onnx
-from profiler.models import NB201Cell, NB201Network, build_model
-from profiler.runners.ort import OrtCpuRunner
-from spaces.lut import LUT, LatencyStats, LUTMeta, LUTPredictor
-from spaces.nb201 import EDGES, OPS, NASBench201, NB201Arch, live_edges
-from spaces.token_cost import TokenCostModel, cost_model_from_lut
+from budgetnas.luts.lut import LUT, LatencyStats, LUTMeta, LUTPredictor
+from budgetnas.luts.token_cost import TokenCostModel, cost_model_from_lut
+from budgetnas.profiler.export import export_onnx
+from budgetnas.profiler.models import NB201Cell, NB201Network, build_model
+from budgetnas.profiler.runners.ort import OrtCpuRunner
+from budgetnas.spaces.nb201 import EDGES, OPS, NASBench201, NB201Arch, live_edges
 
 SP = NASBench201()
 # the four paths from the cell input (node 0) to its output (node 3)
@@ -90,7 +90,7 @@ def _random_lut(seed: int) -> LUT:
 def test_every_lut_sum_equals_the_walk_on_every_arch() -> None:
     """LUTPredictor, the server's Prepared, the vectorised TokenCostModel (CostModelOracle) and the
     plain arrays a GeneratorBundle loads it from agree on all 15,625 archs."""
-    from lut_server.predictor import Prepared
+    from budgetnas.lut_server.predictor import Prepared
 
     lut = _random_lut(4)
     archs = [SP.from_tokens(t) for t in itertools.product(range(len(OPS)), repeat=len(EDGES))]
@@ -146,7 +146,7 @@ def _executed_ops(path: Path, tmp: Path) -> Counter[str]:
 
 
 def _charged_ops(arch: NB201Arch) -> Counter[str]:
-    """The conv/pool nodes the charged block keys stand for (profiler.blocks' modules)."""
+    """The conv/pool nodes the charged block keys stand for (budgetnas.profiler.blocks' modules)."""
     per_block = {"stem": ["conv3x3"], "nor_conv_3x3": ["conv3x3"], "nor_conv_1x1": ["conv1x1"],
                  "avg_pool_3x3": ["AveragePool"], "skip_connect": [],
                  "resblock": ["conv3x3", "conv3x3", "conv1x1", "AveragePool"], "head": ["ReduceMean"]}
@@ -172,7 +172,7 @@ def test_charged_block_keys_are_the_ops_the_optimised_onnx_graph_runs(text: str,
 def test_sgnas_expected_latency_is_exact_for_the_six_edge_table() -> None:
     """SGNAS differentiates the LUT model's expectation under independent per-edge choices: with one
     term over six positions it must still be the exact expectation over all 15,625 archs."""
-    from generator.sgnas import expected_cost
+    from budgetnas.generator.sgnas import expected_cost
 
     model = cost_model_from_lut(SP, _random_lut(5), calibrated=False)
     probs = [torch.softmax(torch.randn(3, len(OPS), generator=torch.Generator().manual_seed(e)), 1)

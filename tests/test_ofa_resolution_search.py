@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from budgetnas.cli import run
-from budgetnas.errors import DataFileError, InvalidArchitectureError, InvalidArgumentError
-from generator.accuracy import AccuracySource
-from spaces import OFAMobileNetV3, get_space, space_from_description
-from spaces.lut import LUT, Calibration, LatencyStats, LUTMeta, LUTPredictor
-from spaces.token_cost import canonical_tokens, cost_model_from_lut, cost_model_from_lut_family, token_features
+from budgetnas.cli.main import run
+from budgetnas.core.errors import DataFileError, InvalidArchitectureError, InvalidArgumentError
+from budgetnas.generator.accuracy import AccuracySource
+from budgetnas.luts.lut import LUT, Calibration, LatencyStats, LUTMeta, LUTPredictor
+from budgetnas.luts.token_cost import canonical_tokens, cost_model_from_lut, cost_model_from_lut_family, token_features
+from budgetnas.spaces import OFAMobileNetV3, get_space, space_from_description
 from tests.conftest import shared_file
 from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN_H
@@ -140,11 +140,11 @@ class ResolutionAccuracy(AccuracySource):
 @pytest.fixture(scope="module")
 def family_bundle() -> bytes:
     pytest.importorskip("torch")
-    from generator.accuracy import prepare
-    from generator.export import bundle_parts
-    from generator.latency import CostModelOracle
-    from generator.pnag import TrainConfig, train
-    from spaces.generation import pack_bundle
+    from budgetnas.generator.accuracy import prepare
+    from budgetnas.generator.bundle import pack_bundle
+    from budgetnas.generator.export import bundle_parts
+    from budgetnas.generator.latency import CostModelOracle
+    from budgetnas.generator.pnag import TrainConfig, train
 
     oracle = CostModelOracle(SP, cost_model_from_lut_family(SP, _family()))
     problem = prepare(SP, oracle, ResolutionAccuracy(), max_queries=60, seed=0, epochs=10)
@@ -153,7 +153,7 @@ def family_bundle() -> bytes:
 
 
 def test_a_bundle_of_a_family_answers_arch_and_resolution_that_fit(family_bundle: bytes) -> None:
-    from spaces.generation import GeneratorBundle
+    from budgetnas.generator.bundle import GeneratorBundle
 
     bundle = GeneratorBundle.from_bytes(family_bundle)
     assert bundle.space.describe() == SP.describe()
@@ -177,7 +177,7 @@ def test_a_bundle_of_a_family_answers_arch_and_resolution_that_fit(family_bundle
 
 
 def test_generate_route_answers_what_the_family_bundle_answers(client, family_bundle: bytes) -> None:
-    from spaces.generation import GeneratorBundle
+    from budgetnas.generator.bundle import GeneratorBundle
     from tests.server_support import rewritten_bundle
 
     ref = GeneratorBundle.from_bytes(family_bundle)
@@ -198,7 +198,7 @@ def test_generate_route_answers_what_the_family_bundle_answers(client, family_bu
 
 
 def test_ofa_predictor_reads_each_rows_resolution(tmp_path: Path) -> None:
-    from generator.ofa_accuracy import OFAPredictorAccuracy
+    from budgetnas.generator.ofa_accuracy import OFAPredictorAccuracy
     from tests.test_generator_ofa_accuracy import _ofa_shaped, _write
 
     path = _write(tmp_path / "p.npz", **_ofa_shaped(np.random.default_rng(0)))
@@ -289,9 +289,9 @@ def test_cli_refuses_bad_families(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_a_family_read_from_the_database(db_url: str) -> None:
-    from db import repo
-    from db.session import Database
-    from generator.sources import load_lut_family
+    from budgetnas.db import repo
+    from budgetnas.db.session import Database
+    from budgetnas.generator.sources import load_lut_family
 
     family = _family(seed=4)
     database = Database(db_url)
@@ -317,7 +317,7 @@ def test_a_family_read_from_the_database(db_url: str) -> None:
 
 def test_relaxed_features_of_one_hot_choices_are_the_features() -> None:
     torch = pytest.importorskip("torch")
-    from generator.features import soft_features
+    from budgetnas.generator.features import soft_features
 
     tok = SP.token_matrix(SP.sample_many(20, seed=6))
     probs = [torch.nn.functional.one_hot(torch.as_tensor(tok[:, i]), len(d.choices)).float()

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from budgetnas.cli import run
-from profiler.fidelity import metrics
-from spaces import get_space
-from spaces.lut import LUT
+from budgetnas.cli.main import run
+from budgetnas.luts.lut import LUT
+from budgetnas.profiler.fidelity import metrics
+from budgetnas.spaces import get_space
 
 # a small nb201 (16 block keys, 16x16 input, 1 cell per stage) keeps the real runs short
 NB = ["--space", "nb201", "--resolution", "16", "--exporter", "torchscript", "--quick"]
@@ -36,9 +36,9 @@ def lut_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def small_lut_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LUT of a one-cell nb201 (made through the API), so validate's whole models export fast."""
-    from profiler.lutbuild import profile_space
-    from profiler.protocol import Protocol
-    from profiler.runners import get_runner
+    from budgetnas.profiler.lutbuild import profile_space
+    from budgetnas.profiler.protocol import Protocol
+    from budgetnas.profiler.runners import get_runner
 
     space = get_space("nb201", channels=8, cells=1, resolution=16)
     lut, _ = profile_space(space, get_runner("ort-cpu", exporter="torchscript"), Protocol.quick(), progress=False)
@@ -94,8 +94,8 @@ def test_validate_human_output(small_lut_file: Path, capsys: pytest.CaptureFixtu
 
 
 def test_session_drift_is_divided_out(small_lut_file: Path) -> None:
-    from profiler.fidelity import measure_models, report_from
-    from profiler.protocol import Protocol
+    from budgetnas.profiler.fidelity import measure_models, report_from
+    from budgetnas.profiler.protocol import Protocol
 
     lut = LUT.load(small_lut_file)
     names, raw, m = measure_models(lut, 6, seed=2, protocol=Protocol.quick(), progress=False)

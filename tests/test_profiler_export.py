@@ -12,11 +12,11 @@ import onnx
 import pytest
 import torch
 
-from budgetnas.errors import ExportError, InvalidArgumentError, MissingExtraError
-from profiler.artifacts import ArtifactCache
-from profiler.export import OPSET, check_close, export_onnx, onnx_artifact, tflite_artifact, tflite_op_names
-from profiler.targets import block_target, model_target
-from spaces import get_space
+from budgetnas.core.errors import ExportError, InvalidArgumentError, MissingExtraError
+from budgetnas.profiler.artifacts import ArtifactCache
+from budgetnas.profiler.export import OPSET, check_close, export_onnx, onnx_artifact, tflite_artifact, tflite_op_names
+from budgetnas.profiler.targets import block_target, model_target
+from budgetnas.spaces import get_space
 
 MB_KEY = "expanded_conv-input:16x16x48-output:16x16x48-expand:144-kernel:3-stride:1-idskip:1-se:1-hs:1"
 
@@ -59,15 +59,15 @@ def test_whole_model_export_matches_torch(cache: ArtifactCache) -> None:
 
 
 def test_a_changed_walk_is_a_new_model_artifact(cache: ArtifactCache, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A model is what its space's walk says (nb201's live edges live in spaces/nb201.py, not in the
+    """A model is what its space's walk says (nb201's live edges live in budgetnas/spaces/nb201.py, not in the
     builders): editing the walk must not reuse a model exported before the edit."""
-    import profiler.targets
+    import budgetnas.profiler.targets
 
     sp = get_space("nb201", channels=8, cells=1, resolution=16)
     arch = sp.parse("|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|")
     first = onnx_artifact(model_target(sp, arch), cache, exporter="torchscript")
     assert onnx_artifact(model_target(sp, arch), cache, exporter="torchscript").cached
-    monkeypatch.setattr(profiler.targets, "walk_digest", lambda space_type: "edited")
+    monkeypatch.setattr(budgetnas.profiler.targets, "walk_digest", lambda space_type: "edited")
     again = onnx_artifact(model_target(sp, arch), cache, exporter="torchscript")
     assert not again.cached and again.path.exists() and first.path.exists()
 

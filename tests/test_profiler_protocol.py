@@ -7,14 +7,14 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from budgetnas.errors import InvalidArgumentError
-from profiler.artifacts import ArtifactCache
-from profiler.protocol import Protocol, measure_many, trim_upper
-from profiler.reference import REFERENCE_NAME
-from profiler.runners import Prepared, get_runner
-from profiler.runners.base import OVERHEAD_NAME
-from profiler.runners.ort import OrtCpuRunner
-from profiler.targets import Target
+from budgetnas.core.errors import InvalidArgumentError
+from budgetnas.profiler.artifacts import ArtifactCache
+from budgetnas.profiler.protocol import Protocol, measure_many, trim_upper
+from budgetnas.profiler.reference import REFERENCE_NAME
+from budgetnas.profiler.runners import Prepared, get_runner
+from budgetnas.profiler.runners.base import OVERHEAD_NAME
+from budgetnas.profiler.runners.ort import OrtCpuRunner
+from budgetnas.profiler.targets import Target
 
 KEYS = ["nor_conv_1x1-input:16x16x16-output:16x16x16", "nor_conv_3x3-input:16x16x16-output:16x16x16",
         "avg_pool_3x3-input:16x16x16-output:16x16x16"]

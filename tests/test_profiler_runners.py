@@ -9,10 +9,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from budgetnas.errors import DeviceUnavailableError, InvalidArgumentError, UnknownNameError
-from profiler.artifacts import ArtifactCache
-from profiler.protocol import Protocol, measure
-from profiler.runners import get_runner, list_runners
+from budgetnas.core.errors import DeviceUnavailableError, InvalidArgumentError, UnknownNameError
+from budgetnas.profiler.artifacts import ArtifactCache
+from budgetnas.profiler.protocol import Protocol, measure
+from budgetnas.profiler.runners import get_runner, list_runners
 
 KEY = "nor_conv_3x3-input:16x16x16-output:16x16x16"
 HAS_CUDA = torch.cuda.is_available()
@@ -49,7 +49,7 @@ def test_cpu_runner_times_a_block(name: str, batch: int, cache: ArtifactCache) -
 
 def test_ort_binding_runs_the_real_graph(cache: ArtifactCache) -> None:
     """The IOBinding call fills the bound output with the block's real result."""
-    from profiler.targets import block_target
+    from budgetnas.profiler.targets import block_target
 
     runner = get_runner("ort-cpu", cache=cache, exporter="torchscript")
     prepared = runner.prepare(KEY)

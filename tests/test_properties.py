@@ -18,10 +18,10 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from budgetnas.errors import BudgetNASError, DataFileError, InvalidArchitectureError
-from lut_server.convert import ImportOptions, import_lut
-from spaces import get_space
-from spaces.lut import LUT, MAX_COUNT, MAX_MS, LatencyStats, LUTMeta, parse_json, parse_yaml
+from budgetnas.core.errors import BudgetNASError, DataFileError, InvalidArchitectureError
+from budgetnas.lut_server.convert import ImportOptions, import_lut
+from budgetnas.luts.lut import LUT, MAX_COUNT, MAX_MS, LatencyStats, LUTMeta, parse_json, parse_yaml
+from budgetnas.spaces import get_space
 from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN_H, make_client
 from tests.test_hostile_stats import counts

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from sqlalchemy import func, select, update
 
-from db.models import Job, Lut, LutEntry
-from db.session import Database
-from spaces import get_space
-from spaces.lut import LUT, LatencyStats, LUTMeta, LUTPredictor
+from budgetnas.db.models import Job, Lut, LutEntry
+from budgetnas.db.session import Database
+from budgetnas.luts.lut import LUT, LatencyStats, LUTMeta, LUTPredictor
+from budgetnas.spaces import get_space
 from tests.conftest import shared_file
 from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN_H, make_client
@@ -89,7 +89,7 @@ def test_ofa_yaml_import_predicts_exact_sum_of_means(client) -> None:
         assert p["latency_ms"] == pytest.approx(expected, rel=1e-12)
         assert p["raw_ms"] == pytest.approx(expected, rel=1e-12)
         assert p["low_ms"] < p["latency_ms"] < p["high_ms"]
-    # the same numbers as spaces.lut.LUTPredictor, band included
+    # the same numbers as budgetnas.luts.lut.LUTPredictor, band included
     ref = LUT.from_ofa_yaml(shared_file("ofa_note10_lut", "224_lookup_table.yaml").read_text(),
                             LUTMeta(space=sp.describe(), device="x", backend="y"))
     for p, q in zip(preds, LUTPredictor(ref, sp).predict([sp.parse(a) for a in archs]), strict=True):
@@ -433,8 +433,8 @@ def test_prediction_cache_follows_calibration(client) -> None:
 
 
 def test_importing_the_app_does_not_import_torch() -> None:
-    code = ("import sys; import lut_server.app, lut_server.routes.checkpoints; "
-            "lut_server.app.create_app; assert 'torch' not in sys.modules, 'torch imported'")
+    code = ("import sys; import budgetnas.lut_server.app, budgetnas.lut_server.routes.checkpoints; "
+            "budgetnas.lut_server.app.create_app; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 

@@ -12,16 +12,16 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from budgetnas.errors import DeviceUnavailableError
-from db.models import Job, LutEntry, ModelMeasurement
-from db.queue import MAX_BATCH
-from db.session import Database
-from device_agents.agent import Agent, AgentConfig
-from device_agents.backends import Backend, BackendOptions, JobSpec, Measured
-from device_agents.rest import HTTPStatusError, Rest
-from device_agents.spool import Spool
-from spaces import get_space
-from spaces.lut import LatencyStats
+from budgetnas.core.errors import DeviceUnavailableError
+from budgetnas.db.models import Job, LutEntry, ModelMeasurement
+from budgetnas.db.queue import MAX_BATCH
+from budgetnas.db.session import Database
+from budgetnas.device_agents.agent import Agent, AgentConfig
+from budgetnas.device_agents.backends import Backend, BackendOptions, JobSpec, Measured
+from budgetnas.device_agents.rest import HTTPStatusError, Rest
+from budgetnas.device_agents.spool import Spool
+from budgetnas.luts.lut import LatencyStats
+from budgetnas.spaces import get_space
 from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN_H
 

@@ -1,4 +1,4 @@
-"""Warm predictions read nothing from the database, and still see a LUT another writer changed (db/changes.py)."""
+"""Warm predictions read nothing from the database, and still see a LUT another writer changed (budgetnas/db/changes.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any, cast
 import pytest
 from sqlalchemy import event, text, update
 
-from db.changes import LISTENER_NAME, PostgresWatch, SQLiteWatch, watch_for
-from db.models import Lut
-from db.session import Database
+from budgetnas.db.changes import LISTENER_NAME, PostgresWatch, SQLiteWatch, watch_for
+from budgetnas.db.models import Lut
+from budgetnas.db.session import Database
 from tests.conftest import shared_file
 from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN_H, make_client

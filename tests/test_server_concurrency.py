@@ -8,9 +8,9 @@ from collections import Counter
 import httpx
 from sqlalchemy import func, select
 
-from db.models import Job, LutEntry, ModelMeasurement
-from db.session import Database
-from spaces import get_space
+from budgetnas.db.models import Job, LutEntry, ModelMeasurement
+from budgetnas.db.session import Database
+from budgetnas.spaces import get_space
 from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN_H
 

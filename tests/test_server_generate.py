@@ -17,7 +17,7 @@ def bundle_bytes() -> bytes:
 
 
 def test_checkpoint_upload_and_generate(client, bundle_bytes) -> None:
-    from spaces.generation import GeneratorBundle
+    from budgetnas.generator.bundle import GeneratorBundle
 
     ref = GeneratorBundle.from_bytes(bundle_bytes)
     b64 = base64.b64encode(bundle_bytes).decode()

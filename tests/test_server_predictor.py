@@ -1,4 +1,4 @@
-"""The server's in-memory predictor: the same numbers as spaces.lut.LUTPredictor, fast path or not."""
+"""The server's in-memory predictor: the same numbers as budgetnas.luts.lut.LUTPredictor, fast path or not."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from budgetnas.errors import InvalidArchitectureError, MissingKeysError
-from lut_server.predictor import Prepared
-from spaces import get_space
-from spaces.lut import LUT, Calibration, LUTMeta, LUTPredictor, key_group
+from budgetnas.core.errors import InvalidArchitectureError, MissingKeysError
+from budgetnas.lut_server.predictor import Prepared
+from budgetnas.luts.lut import LUT, Calibration, LUTMeta, LUTPredictor, key_group
+from budgetnas.spaces import get_space
 from tests.conftest import shared_file
 
 

@@ -21,9 +21,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from db.models import Base
-from lut_server.app import create_app
-from lut_server.settings import Settings
+from budgetnas.db.models import Base
+from budgetnas.lut_server.app import create_app
+from budgetnas.lut_server.settings import Settings
 from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN, ADMIN_H
 

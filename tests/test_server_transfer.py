@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from spaces import get_space
-from spaces.transfer import spearman
+from budgetnas.luts.transfer import spearman
+from budgetnas.spaces import get_space
 from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN, ADMIN_H
 
@@ -132,7 +132,7 @@ def test_device_adapt_on_a_live_server(live, tmp_path, capsys) -> None:
     `budgetnas predict` answers flagged transferred; bad --from is one error line."""
     import httpx
 
-    from budgetnas.cli import run
+    from budgetnas.cli.main import run
 
     archs, ms = fleet_tables()
     ids = []

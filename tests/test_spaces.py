@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import yaml
 
-from budgetnas.errors import (
+from budgetnas.core.errors import (
     InvalidArchitectureError,
     InvalidArgumentError,
     InvalidBlockKeyError,
     UnknownNameError,
 )
-from spaces import BlockKey, get_space, list_spaces, parse_block_key, space_from_description
-from spaces.ofa_mbv3 import RESOLUTIONS, make_divisible
+from budgetnas.spaces import BlockKey, get_space, list_spaces, parse_block_key, space_from_description
+from budgetnas.spaces.ofa_mbv3 import RESOLUTIONS, make_divisible
 
 
 def test_registry_lists_both_spaces_and_rejects_unknown() -> None:
@@ -170,12 +170,12 @@ def test_make_divisible_matches_ofa_examples() -> None:
 
 
 def test_one_integer_rule_for_space_parameters_and_stats() -> None:
-    """spaces.base.whole: integers and integral floats pass, as ints; the rest are refused by both users."""
+    """budgetnas.spaces.base.whole: integers and integral floats pass, as ints; the rest are refused by both users."""
     import numpy as np
 
-    from budgetnas.errors import DataFileError, InvalidArgumentError
-    from spaces.base import int_param, whole
-    from spaces.lut import LatencyStats
+    from budgetnas.core.errors import DataFileError, InvalidArgumentError
+    from budgetnas.luts.lut import LatencyStats
+    from budgetnas.spaces.base import int_param, whole
 
     assert [whole(v) for v in (3, 3.0, np.int64(3), np.float32(3.0))] == [3, 3, 3, 3]
     assert all(whole(v) is None for v in (2.5, float("inf"), float("nan"), True, np.bool_(True), "3", None, [3]))
@@ -191,7 +191,7 @@ def test_calibration_archs_spread_every_stage() -> None:
     """The designed models are distinct, reproducible, and vary the stages more than uniform draws do."""
     import numpy as np
 
-    from spaces.calibration_design import calibration_archs, stage_flops
+    from budgetnas.luts.calibration_design import calibration_archs, stage_flops
 
     sp = get_space("ofa-mbv3", width=1.0, resolution=128)
     chosen = calibration_archs(sp, 24, seed=3)

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from budgetnas.cli import run
-from budgetnas.errors import DataFileError
-from generator.supernet import checkpoint
-from generator.supernet.data import RandomAffine, load_dataset
-from generator.supernet.train import TrainConfig, train
+from budgetnas.cli.main import run
+from budgetnas.core.errors import DataFileError
+from budgetnas.generator.supernet import checkpoint
+from budgetnas.generator.supernet.data import RandomAffine, load_dataset
+from budgetnas.generator.supernet.train import TrainConfig, train
 
 
 def test_zero_ranges_leave_the_image_unchanged() -> None:

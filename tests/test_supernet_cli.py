@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from budgetnas.cli import run
-from generator.supernet import checkpoint
-from generator.supernet.train import TrainConfig, train
+from budgetnas.cli.main import run
+from budgetnas.generator.supernet import checkpoint
+from budgetnas.generator.supernet.train import TrainConfig, train
 from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from budgetnas.errors import InvalidArchitectureError
-from generator.supernet.data import load_dataset
-from generator.supernet.evaluate import recalibrate_bn
-from generator.supernet.network import OFASupernet, phase_choices, sandwich
-from profiler.models import build_model
-from spaces import OFAMobileNetV3
+from budgetnas.core.errors import InvalidArchitectureError
+from budgetnas.generator.supernet.data import load_dataset
+from budgetnas.generator.supernet.evaluate import recalibrate_bn
+from budgetnas.generator.supernet.network import OFASupernet, phase_choices, sandwich
+from budgetnas.profiler.models import build_model
+from budgetnas.spaces import OFAMobileNetV3
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,12 +1,12 @@
-"""spaces.transfer on synthetic fleets: exact combinations recovered, bands that cover, bad input refused."""
+"""budgetnas.luts.transfer on synthetic fleets: exact combinations recovered, bands that cover, bad input refused."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from budgetnas.errors import DataFileError, InvalidArgumentError, UnknownNameError
-from spaces.transfer import METHODS, SELECTIONS, Fleet, choose_archs, fit, nnls, spearman
+from budgetnas.core.errors import DataFileError, InvalidArgumentError, UnknownNameError
+from budgetnas.luts.transfer import METHODS, SELECTIONS, Fleet, choose_archs, fit, nnls, spearman
 
 
 def synthetic_fleet(rng: np.random.Generator, n: int = 3000, m: int = 8, noise: float = 0.0) -> np.ndarray:

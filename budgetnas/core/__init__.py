@@ -1,0 +1,1 @@
+"""The leaf: the exception tree, HTTP status names, JSON limits, text checks; imports nothing of the project."""

@@ -1,0 +1,173 @@
+"""LUTs: create, list, show, entries, export, import, calibrate, validation, campaigns."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from budgetnas.core.errors import ConflictError
+from budgetnas.db import repo
+from budgetnas.db.models import BACKEND_LEN, NAME_LEN
+from budgetnas.lut_server.convert import ImportOptions, import_lut, space_for
+from budgetnas.lut_server.params import IdPath, JsonObject, Line, Seed
+from budgetnas.lut_server.service import calibrate, enqueue_campaign, lut_model, store_lut, validation
+from budgetnas.lut_server.state import check_read, require_admin, state_of
+from budgetnas.lut_server.views import lut_object, lut_objects
+from budgetnas.luts.lut import STATISTICS
+
+router = APIRouter(prefix="/v1", tags=["luts"])
+
+Name = Field(min_length=1, max_length=NAME_LEN)
+Backend = Field(min_length=1, max_length=BACKEND_LEN)  # the column's length: both databases agree
+
+
+class LutIn(BaseModel):
+    space: JsonObject
+    device: Line = Name
+    backend: Line = Backend
+    batch: int = Field(default=1, ge=1, le=4096)
+    threads: int = Field(default=1, ge=0, le=1024)
+    runtime_version: Line = Field(default="unknown", min_length=1, max_length=NAME_LEN)
+    statistic: Literal["median", "mean", "min", "p90"] = "median"
+
+
+class ImportIn(BaseModel):
+    format: Literal["json", "ofa-yaml", "arch-csv"]
+    content: str = Field(min_length=1)
+    device: Line | None = Field(default=None, min_length=1, max_length=NAME_LEN)
+    backend: Line | None = Field(default=None, min_length=1, max_length=BACKEND_LEN)
+    space: JsonObject | None = None
+    resolution: int | None = None
+    width: float | None = None
+    column: Line | None = None
+    runtime_version: Line | None = Field(default=None, min_length=1, max_length=NAME_LEN)
+
+
+class CampaignIn(BaseModel):
+    validation_models: int = Field(default=0, ge=0, le=10_000)
+    seed: Seed = 0
+
+
+assert set(STATISTICS) == {"median", "mean", "min", "p90"}  # keep LutIn.statistic in step with budgetnas.luts.lut
+
+
+@router.post("/luts", status_code=201)
+def create_lut(body: LutIn, request: Request) -> dict[str, Any]:
+    st = state_of(request)
+    require_admin(st, request)
+    space = space_for(body.space)
+    with st.db.session(write=True) as s:
+        dev = repo.get_device(s, body.device)
+        lut = repo.create_lut(s, device=dev, backend=body.backend, batch=body.batch, threads=body.threads,
+                              runtime_version=body.runtime_version, space=space.describe(), statistic=body.statistic,
+                              n_keys=len(space.all_block_keys()), meta={"source": "campaign"})
+        return lut_object(s, lut)
+
+
+@router.get("/luts")
+def list_luts(request: Request) -> dict[str, Any]:
+    st = state_of(request)
+    check_read(st, request)
+    with st.db.session() as s:
+        return {"luts": lut_objects(s, repo.list_luts(s))}
+
+
+@router.get("/luts/{lut_id}")
+def show_lut(lut_id: IdPath, request: Request) -> dict[str, Any]:
+    st = state_of(request)
+    check_read(st, request)
+    with st.db.session() as s:
+        return lut_object(s, repo.get_lut(s, lut_id))
+
+
+@router.get("/luts/{lut_id}/entries")
+def entries(lut_id: IdPath, request: Request, samples: bool = False) -> dict[str, Any]:
+    st = state_of(request)
+    check_read(st, request)
+    with st.db.session() as s:
+        repo.get_lut(s, lut_id)
+        rows = repo.lut_entries(s, lut_id, samples=samples)
+    return {"entries": [{"key": k, **v} for k, v in rows.items()]}
+
+
+@router.get("/luts/{lut_id}/export")
+def export(lut_id: IdPath, request: Request, format: Literal["json", "ofa-yaml"] = Query("json")) -> Response:
+    st = state_of(request)
+    check_read(st, request)
+    with st.db.session() as s:
+        lut = lut_model(s, lut_id, samples=format == "json")
+    if format == "json":
+        return Response(lut.to_json_text(samples=True), media_type="application/json",
+                        headers={"Content-Disposition": f'attachment; filename="lut-{lut_id}.json"'})
+    return Response(lut.to_ofa_yaml(), media_type="application/yaml",
+                    headers={"Content-Disposition": f'attachment; filename="lut-{lut_id}.yaml"'})
+
+
+@router.post("/luts/import", status_code=201)
+def import_(body: ImportIn, request: Request) -> dict[str, Any]:
+    st = state_of(request)
+    require_admin(st, request)
+    opts = ImportOptions(device=body.device, backend=body.backend, space=body.space, resolution=body.resolution,
+                         width=body.width, column=body.column, runtime_version=body.runtime_version)
+    imported = import_lut(body.format, body.content, opts)
+    with st.db.session(write=True) as s:
+        lut = store_lut(s, imported.lut, imported.measurements, source=body.format)
+        return lut_object(s, lut)
+
+
+@router.post("/luts/{lut_id}/calibrate")
+def calibrate_lut(lut_id: IdPath, request: Request) -> dict[str, Any]:
+    st = state_of(request)
+    require_admin(st, request)
+    with st.db.session(write=True) as s:
+        cal = calibrate(st, s, lut_id)
+        return {"id": lut_id, "calibration": cal}
+
+
+@router.get("/luts/{lut_id}/validation")
+def validation_models(lut_id: IdPath, request: Request) -> dict[str, Any]:
+    st = state_of(request)
+    check_read(st, request)
+    with st.db.session() as s:
+        return {"models": validation(st, s, lut_id)}
+
+
+class CampaignCreateIn(LutIn, CampaignIn):
+    """A LUT (created, or the building one reused) and its campaign in one request."""
+
+
+@router.post("/campaigns", status_code=201)
+def create_campaign(body: CampaignCreateIn, request: Request) -> dict[str, Any]:
+    """Create (or reuse) the LUT of this identity and enqueue its missing keys."""
+    st = state_of(request)
+    require_admin(st, request)
+    space = space_for(body.space)
+    desc = space.describe()
+    with st.db.session(write=True) as s:
+        dev = repo.get_device(s, body.device)
+        ident = repo.lut_identity(dev.name, body.backend, body.batch, body.threads, body.runtime_version, desc)
+        lut = repo.find_lut(s, ident)
+        if lut is None:
+            try:
+                lut = repo.create_lut(s, device=dev, backend=body.backend, batch=body.batch, threads=body.threads,
+                                      runtime_version=body.runtime_version, space=desc, statistic=body.statistic,
+                                      n_keys=len(space.all_block_keys()), meta={"source": "campaign"})
+            except ConflictError:  # a concurrent campaign created it first: reuse it
+                lut = repo.find_lut(s, ident)
+                assert lut is not None
+        n = enqueue_campaign(s, lut, body.validation_models, body.seed)
+        return {"lut_id": lut.id, "jobs_created": n, "status": lut.status}
+
+
+@router.post("/luts/{lut_id}/campaign", status_code=201)
+def lut_campaign(lut_id: IdPath, request: Request, body: CampaignIn | None = None) -> dict[str, Any]:
+    st = state_of(request)
+    require_admin(st, request)
+    body = body or CampaignIn(validation_models=0, seed=0)
+    with st.db.session(write=True) as s:
+        lut = repo.get_lut(s, lut_id, lock=True)
+        return {"lut_id": lut.id, "jobs_created": enqueue_campaign(s, lut, body.validation_models, body.seed),
+                "status": lut.status}

@@ -1,0 +1,108 @@
+"""Operations that join the database with the search spaces: storing a LUT, campaigns, calibration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from budgetnas.core.errors import InvalidArgumentError
+from budgetnas.core.jsonlimits import check_json
+from budgetnas.db import queue, repo
+from budgetnas.db.models import Lut
+from budgetnas.lut_server.convert import space_for
+from budgetnas.lut_server.predictor import Prepared
+from budgetnas.lut_server.state import AppState
+from budgetnas.luts.calibration_design import calibration_archs
+from budgetnas.luts.lut import LUT, Calibration
+
+
+def store_lut(s: Session, lut: LUT, measurements: list[tuple[str, float]], source: str) -> Lut:
+    """A complete (immutable) LUT from an import; the device is created when it is new."""
+    space = space_for(lut.meta.space, "space")
+    m = lut.meta
+    check_json(m.environment, "content: meta.environment")  # free-form: bounded before anything is written
+    check_json(m.protocol, "content: meta.protocol")
+    dev = repo.ensure_device(s, m.device)
+    row = repo.create_lut(
+        s, device=dev, backend=m.backend, batch=m.batch, threads=m.threads, runtime_version=m.runtime_version,
+        space=space.describe(), statistic=m.statistic, n_keys=len(space.all_block_keys()),
+        meta={"environment": m.environment, "protocol": m.protocol, "created": m.created, "source": source},
+        status="complete", calibration=lut.calibration.to_dict() if lut.calibration else None)
+    data = lut.to_json_dict(samples=True)["entries"]
+    repo.add_entries(s, row.id, data)
+    for arch, ms in measurements:
+        repo.add_model_measurement(s, row.id, arch, {"count": 1, "mean_ms": ms, "std_ms": 0.0}, ms, source=source)
+    return row
+
+
+def lut_model(s: Session, lut_id: int, samples: bool = False) -> LUT:
+    return LUT.from_json_dict(repo.load_lut(s, lut_id, samples=samples), f"LUT {lut_id}")
+
+
+def prepared_fresh(st: AppState, lut_id: int) -> Prepared:
+    """``prepared`` in its own read transaction, skipped while the copy is known to be current."""
+    hit = st.predictors.fresh(lut_id)
+    if hit is not None:
+        return hit
+    token = st.predictors.token()  # before the transaction: a change committed after it moves the token on
+    with st.db.session() as s:
+        return prepared(st, s, lut_id, token)
+
+
+def prepared(st: AppState, s: Session, lut_id: int, token: int | None = None) -> Prepared:
+    """The in-memory LUT for prediction, reloaded when the stored revision moved on.
+
+    ``token``: the change watch's, read before ``s`` read anything (else None: the copy is then
+    trusted for the TTL only), so that the copy is current for as long as the token stays.
+    """
+    rev = repo.lut_revision(s, lut_id)
+    if rev is None:
+        repo.get_lut(s, lut_id)  # raises the 404 naming the LUT
+        raise AssertionError("unreachable")
+    return st.predictors.get(lut_id, rev[0], lambda: lut_model(s, lut_id), token)
+
+
+def enqueue_campaign(s: Session, lut: Lut, validation_models: int, seed: int) -> int:
+    """One block job per key neither measured nor pending (building LUTs only), plus model jobs."""
+    if validation_models < 0:
+        raise InvalidArgumentError("validation_models: must be >= 0")
+    space = space_for(lut.space)
+    # the LUT's row lock queues concurrent campaigns of one LUT, so each sees the keys the other enqueued
+    lut = repo.get_lut(s, lut.id, lock=True)
+    created = 0
+    if lut.status == "building":
+        have = set(repo.lut_entries(s, lut.id)) | queue.pending_block_keys(s, lut.id)
+        created += queue.enqueue(s, lut.id, "block", [k for k in space.all_block_keys() if k not in have])
+    if validation_models:
+        archs = [space.format(a) for a in calibration_archs(space, validation_models, seed)]
+        created += queue.enqueue(s, lut.id, "model", archs)
+    return created
+
+
+def calibrate(st: AppState, s: Session, lut_id: int) -> dict[str, Any]:
+    lut = repo.get_lut(s, lut_id, lock=True)
+    pairs = repo.model_measurements(s, lut_id)
+    if len(pairs) < 2:
+        raise InvalidArgumentError(f"lut: LUT {lut_id} has {len(pairs)} measured whole model(s); calibration needs 2")
+    # the raw sums need no calibration: one stored before its bounds that no longer reads is replaced, not in the way
+    stored = repo.load_lut(s, lut_id)
+    prep = Prepared.build(LUT.from_json_dict({**stored, "calibration": None}, f"LUT {lut_id}"), lut.revision)
+    preds = prep.predict([a for a, _ in pairs], calibrated=False)
+    # fit refuses measurements <= 0 ms and degenerate fits before anything is stored (422 naming the model)
+    cal = Calibration.fit([p["raw_ms"] for p in preds], [ms for _, ms in pairs], names=[a for a, _ in pairs])
+    lut.calibration = cal.to_dict()
+    lut.revision += 1
+    s.flush()
+    st.predictors.invalidate(lut_id)
+    return cal.to_dict()
+
+
+def validation(st: AppState, s: Session, lut_id: int) -> list[dict[str, Any]]:
+    pairs = repo.model_measurements(s, lut_id)
+    if not pairs:
+        repo.get_lut(s, lut_id)
+        return []
+    preds = prepared(st, s, lut_id).predict([a for a, _ in pairs], calibrated=True)
+    return [{"arch": p["arch"], "measured_ms": ms, "raw_ms": p["raw_ms"], "predicted_ms": p["latency_ms"]}
+            for p, (_, ms) in zip(preds, pairs, strict=True)]

@@ -1,0 +1,208 @@
+"""How well a LUT predicts whole models: measure N random models on the LUT's runner, fit the
+calibration on half, report on the other half.
+
+    report = validate(lut, n_models=100, seed=0)          # FidelityReport
+    report.to_dict()   # {"n_models", "n_fit", "n_eval", "raw": {...}, "calibrated": {...}, "calibration", ...}
+    plot_fidelity(report, "fidelity.png")
+
+Metrics (fractions, not percents) for raw sums and calibrated predictions of the held-out half:
+``mape``, ``rmspe``, ``within_5pct``, ``within_10pct`` (share with |error| <= 5% / 10% of
+measured) and ``kendall_tau``. Whole models run on the same runner (backend, threads, batch,
+exporter) with the same interleaved protocol as the blocks; all N models share the same rounds, and
+the fit/eval split is random, so neither half is measured in a different period than the other.
+
+Sessions: the LUT's blocks and the whole models are measured at different times, maybe under
+different load. Both record the reference workload's median (``budgetnas.profiler.reference``); their
+ratio is reported as ``session_ratio`` (1.0: equally quiet) and, with ``correct_sessions``, the
+whole models' times are divided by it before anything is fitted or compared, so the report
+judges the LUT, not the difference between the two sessions. ``uncorrected`` keeps the
+calibrated figures without that division; ``disturbed_models`` counts models the protocol flagged.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from budgetnas.core.errors import DataFileError, InvalidArgumentError, MissingKeysError
+from budgetnas.luts.lut import LUT, Calibration, LUTPredictor
+from budgetnas.profiler.protocol import Measurement, Protocol, measure_many
+from budgetnas.profiler.reference import session_ratio
+from budgetnas.profiler.runners import Runner, get_runner
+from budgetnas.profiler.targets import model_target
+from budgetnas.spaces import space_from_description
+
+MIN_MODELS = 4
+MAX_LIVE_MODELS = 24  # whole models kept loaded at once; beyond, each visit reloads (bounded memory)
+
+
+def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    from scipy.stats import kendalltau
+
+    rel = (np.asarray(predicted, np.float64) - measured) / measured
+    tau = float(kendalltau(predicted, measured).statistic) if len(measured) > 1 else float("nan")
+    return {"mape": float(np.mean(np.abs(rel))), "rmspe": float(np.sqrt(np.mean(rel**2))),
+            "within_5pct": float(np.mean(np.abs(rel) <= 0.05)), "within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
+            "kendall_tau": tau}
+
+
+@dataclass
+class FidelityReport:
+    archs: list[str]
+    raw_ms: np.ndarray
+    measured_ms: np.ndarray
+    fit_idx: np.ndarray
+    eval_idx: np.ndarray
+    calibration: Calibration
+    lut_meta: dict[str, Any]
+    scaled_ms: np.ndarray | None = None  # raw sums with the calibration's group scales (None: none)
+    noisy_models: int = 0
+    wall_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def calibrated_ms(self) -> np.ndarray:
+        return self.calibration.apply(self.raw_ms if self.scaled_ms is None else self.scaled_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        e = self.eval_idx
+        return {
+            "n_models": len(self.archs), "n_fit": len(self.fit_idx), "n_eval": len(e),
+            "space": self.lut_meta.get("space"), "backend": self.lut_meta.get("backend"),
+            "threads": self.lut_meta.get("threads"), "batch": self.lut_meta.get("batch"),
+            "raw": metrics(self.raw_ms[e], self.measured_ms[e]),
+            "calibrated": metrics(self.calibrated_ms[e], self.measured_ms[e]),
+            "calibration": self.calibration.to_dict(),
+            "measured_ms_median": float(np.median(self.measured_ms)),
+            "noisy_models": self.noisy_models, "wall_seconds": round(self.wall_seconds, 1), **self.extra,
+        }
+
+
+def runner_for(lut: LUT, **kw: Any) -> Runner:
+    """The runner a LUT was measured with (backend, threads, batch, exporter)."""
+    m = lut.meta
+    return get_runner(m.backend, threads=m.threads, batch=m.batch,
+                      exporter=str(m.protocol.get("exporter", "dynamo")), **kw)
+
+
+def measure_models(lut: LUT, n_models: int, seed: int = 0, runner: Runner | None = None,
+                   protocol: Protocol | None = None,
+                   progress: bool = True) -> tuple[list[str], np.ndarray, Measurement]:
+    """Sample ``n_models`` archs of the LUT's space, check coverage, measure them (interleaved rounds).
+
+    Returns the canonical arch strings, their raw LUT sums and the measurement.
+    """
+    if n_models < MIN_MODELS:
+        raise InvalidArgumentError(f"--models must be >= {MIN_MODELS} (half fit the calibration, half are held out)")
+    space = space_from_description(lut.meta.space)
+    runner = runner or runner_for(lut)
+    archs = space.sample_many(n_models, seed)
+    try:
+        raw = LUTPredictor(lut, space).raw(archs)
+    except MissingKeysError as exc:
+        raise DataFileError(f"the LUT does not cover these models: {exc}") from None
+    proto = protocol or Protocol()
+    proto = replace(proto, max_live=min(proto.max_live, MAX_LIVE_MODELS))
+    targets = [model_target(space, a, runner.batch) for a in archs]
+    m = measure_many(runner, targets, proto, progress=progress, desc=f"measuring {n_models} models")
+    return [t.name for t in targets], raw, m
+
+
+def report_from(lut: LUT, names: list[str], raw: np.ndarray, m: Measurement, seed: int = 0,
+                grouped: bool = True, correct_sessions: bool = True) -> FidelityReport:
+    """Fit the calibration on a random half, keep the other half for the report.
+
+    Whole models are summarised with the LUT's own statistic (median, min...), so both sides agree.
+    ``grouped``: the calibration has per-stage scales (``budgetnas.luts.lut.key_group``); the report also
+    gives the plain affine calibration's figures as ``calibrated_affine``, for comparison.
+    """
+    stat = lut.meta.statistic
+    measured = np.array([m.stats[n].value(stat) for n in names])
+    ratio = session_ratio(m.reference_ms, lut.meta.protocol.get("reference_ms"))
+    as_taken = measured
+    if correct_sessions and ratio is not None:
+        measured = measured / ratio
+    n = len(names)
+    order = np.random.default_rng(seed).permutation(n)
+    fit, ev = np.sort(order[: n // 2]), np.sort(order[n // 2:])
+    affine = Calibration.fit(raw[fit], measured[fit])
+    extra: dict[str, Any] = {"statistic": stat, "overhead_ms": m.overhead.median_ms,
+                             "calibration_method": "grouped" if grouped else "affine",
+                             "reference_ms": {"lut": lut.meta.protocol.get("reference_ms"), "models": m.reference_ms},
+                             "session_ratio": ratio, "sessions_corrected": bool(correct_sessions and ratio is not None),
+                             "disturbed_models": len(set(m.disturbed) & set(names))}
+    cal, scaled = affine, None
+    if grouped:
+        space = space_from_description(lut.meta.space)
+        g, groups = LUTPredictor(lut, space).group_sums([space.parse(a) for a in names])
+        cal = Calibration.fit(raw[fit], measured[fit], g[fit], groups)
+        scaled = g @ np.array([cal.scale(x) for x in groups])
+        extra["calibrated_affine"] = metrics(affine.apply(raw[ev]), measured[ev])
+    if extra["sessions_corrected"]:  # the same fit on the times as taken, for comparison
+        plain = Calibration.fit(raw[fit], as_taken[fit])
+        extra["uncorrected"] = {"raw": metrics(raw[ev], as_taken[ev]),
+                                "calibrated_affine": metrics(plain.apply(raw[ev]), as_taken[ev])}
+    return FidelityReport(names, raw, measured, fit, ev, cal, lut.to_json_dict(samples=False)["meta"],
+                          scaled_ms=scaled, noisy_models=sum(m.stats[k].noisy for k in set(names)),
+                          wall_seconds=m.wall_seconds, extra=extra)
+
+
+def validate(lut: LUT, n_models: int, seed: int = 0, runner: Runner | None = None,
+             protocol: Protocol | None = None, progress: bool = True, grouped: bool = True,
+             correct_sessions: bool = True) -> FidelityReport:
+    names, raw, m = measure_models(lut, n_models, seed, runner, protocol, progress)
+    return report_from(lut, names, raw, m, seed, grouped, correct_sessions)
+
+
+def check_writable(path: str | Path) -> Path:
+    """Fail before any measuring when an output path cannot be written."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise DataFileError(f"cannot write {p}: it is a directory")
+    if not parent.is_dir():
+        raise DataFileError(f"cannot write {p}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise DataFileError(f"cannot write {p}: permission denied")
+    return p
+
+
+def plot_fidelity(report: FidelityReport, path: str | Path) -> None:
+    """Predicted vs measured for the held-out models (raw and calibrated), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = check_writable(path)
+    e = report.eval_idx
+    meas, raw, cal = report.measured_ms[e], report.raw_ms[e], report.calibrated_ms[e]
+    d = report.to_dict()
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=110)
+    lo, hi = float(min(meas.min(), raw.min(), cal.min())) * 0.95, float(max(meas.max(), raw.max(), cal.max())) * 1.05
+    xs = np.linspace(lo, hi, 2)
+    ax.plot(xs, xs, "k-", lw=1, label="y = x")
+    ax.fill_between(xs, xs * 0.95, xs * 1.05, color="0.85", label="±5%")
+    ax.scatter(meas, raw, s=12, alpha=0.6, label=f"raw sum (RMSPE {d['raw']['rmspe']:.1%})")
+    ax.scatter(meas, cal, s=12, alpha=0.8, label=f"calibrated (RMSPE {d['calibrated']['rmspe']:.1%}, "
+                                                f"{d['calibrated']['within_5pct']:.0%} within ±5%)")
+    ax.set_xlabel("measured whole model (ms)")
+    ax.set_ylabel("predicted from LUT (ms)")
+    ax.set_title(f"{d['space'].get('space')} on {d['backend']} ({len(e)} held-out models)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".png", dir=p.parent if str(p.parent) else ".")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)

@@ -1,0 +1,186 @@
+"""NAS-Bench-201: a cell of 4 nodes and 6 edges, each edge one of 5 operations.
+
+Architecture strings are NB201's own: ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``. The macro network
+(TinyNetwork) is a 3x3 conv stem, N cells at C, a residual reduction block, N cells at 2C, another
+reduction, N cells at 4C, then BN-ReLU-global-pool-linear. Block keys are per operation, channel
+count and feature size (``nor_conv_3x3-input:32x32x16-output:32x32x16``) plus ``stem``,
+``resblock`` and ``head``. Only *live* edges have blocks (:func:`live_edges`): ``none`` edges, and
+edges that ``none`` edges cut off from the cell's input or output, are not run by the exported model
+(a graph optimiser drops an unused output; the built model skips them), so a LUT sum must not charge
+them.
+
+FLOPs and params follow the NB201 API, whose tables count every non-``none`` edge, dead or not:
+multiply-accumulates of convolutions and the classifier plus the classifier bias, pooling not
+counted; params include BN affine weights. They are therefore not sums over ``blocks`` when an
+arch has dead edges.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from budgetnas.core.errors import InvalidArchitectureError, InvalidArgumentError
+from budgetnas.spaces.base import Block, Decision, SearchSpace, int_param
+from budgetnas.spaces.blockkey import BlockKey
+
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+# (to_node, from_node) in NB201 string order
+EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+_NODE_RE = re.compile(r"^([a-z_0-9]+)~(\d{1,4})$", re.ASCII)  # ASCII digits, few: int() stays cheap
+
+
+def live_edges(ops: Sequence[str]) -> tuple[bool, ...]:
+    """Which edges (``EDGES`` order) the cell's output depends on: the non-``none`` edges whose
+    input node the cell's input reaches, and whose output node reaches the cell's output, through
+    non-``none`` edges. The others are dead: their output is never used, or is computed from a
+    zero node alone (a constant). The one definition behind block keys, the built model and the
+    vectorised cost model (``budgetnas.luts.token_cost``); no live edge at all means the cell outputs zeros.
+    """
+    on = [op != "none" for op in ops]
+    reached = [True, False, False, False]  # from node 0 (the cell input)
+    for (j, i), e in zip(EDGES, on, strict=True):  # EDGES is sorted by to-node: sources come first
+        reached[j] = reached[j] or (e and reached[i])
+    reaches = [False, False, False, True]  # to node 3 (the cell output)
+    for (j, i), e in sorted(zip(EDGES, on, strict=True), key=lambda t: -t[0][1]):
+        reaches[i] = reaches[i] or (e and reaches[j])
+    return tuple(e and reached[i] and reaches[j] for (j, i), e in zip(EDGES, on, strict=True))
+
+
+@dataclass(frozen=True)
+class NB201Arch:
+    ops: tuple[str, ...]  # one per edge, in EDGES order
+
+
+def _conv_cost(h: int, cin: int, cout: int, k: int) -> tuple[int, int]:
+    """MACs and params of ReLU-Conv(no bias)-BN at output size h."""
+    return h * h * cin * cout * k * k, cin * cout * k * k + 2 * cout
+
+
+class NASBench201(SearchSpace[NB201Arch]):
+    name = "nb201"
+
+    def __init__(self, channels: int = 16, cells: int = 5, resolution: int = 32, num_classes: int = 10) -> None:
+        channels, cells = int_param("channels", channels), int_param("cells", cells)
+        num_classes, resolution = int_param("num_classes", num_classes), int_param("resolution", resolution)
+        if resolution < 4 or resolution % 4:
+            raise InvalidArgumentError(f"resolution must be a positive multiple of 4, got {resolution}")
+        self.channels, self.cells, self.resolution, self.num_classes = channels, cells, resolution, num_classes
+        self._decisions = tuple(Decision(f"edge{j}<-{i}", OPS) for j, i in EDGES)
+
+    def describe(self) -> dict[str, Any]:
+        return {"space": self.name, "channels": self.channels, "cells": self.cells,
+                "resolution": self.resolution, "num_classes": self.num_classes}
+
+    @property
+    def decisions(self) -> tuple[Decision, ...]:
+        return self._decisions
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (3, self.resolution, self.resolution)
+
+    def to_tokens(self, arch: NB201Arch) -> list[int]:
+        return [OPS.index(o) for o in arch.ops]
+
+    def from_tokens(self, tokens: Sequence[int]) -> NB201Arch:
+        self.check_tokens(tokens)
+        return NB201Arch(tuple(OPS[int(t)] for t in tokens))
+
+    def format(self, arch: NB201Arch) -> str:
+        nodes, i = [], 0
+        for j in (1, 2, 3):
+            nodes.append("|" + "|".join(f"{arch.ops[i + k]}~{k}" for k in range(j)) + "|")
+            i += j
+        return "+".join(nodes)
+
+    def parse(self, text: str | dict[str, Any]) -> NB201Arch:
+        if not isinstance(text, str):
+            raise InvalidArchitectureError(f"{self.name}: architecture must be an NB201 string like "
+                                           f"'|nor_conv_3x3~0|+|none~0|skip_connect~1|+|...|'")
+        nodes = text.strip().split("+")
+        if len(nodes) != 3:
+            raise InvalidArchitectureError(f"{self.name}: {text!r} must have 3 '+'-separated nodes, got {len(nodes)}")
+        ops: list[str] = []
+        for j, node in enumerate(nodes, start=1):
+            if not (node.startswith("|") and node.endswith("|")):
+                raise InvalidArchitectureError(f"node {j}: {node!r} must be enclosed in '|'")
+            inputs = node[1:-1].split("|")
+            if len(inputs) != j:
+                raise InvalidArchitectureError(f"node {j}: expected {j} input edge(s), got {len(inputs)} in {node!r}")
+            for i, edge in enumerate(inputs):
+                m = _NODE_RE.match(edge)
+                position = len(ops)
+                if not m or int(m.group(2)) != i:
+                    raise InvalidArchitectureError(
+                        f"position {position} (edge {j}<-{i}): {edge!r} must be '<op>~{i}'")
+                op = m.group(1)
+                if op not in OPS:
+                    raise InvalidArchitectureError(
+                        f"position {position} (edge {j}<-{i}): {op!r} is not one of {list(OPS)}")
+                ops.append(op)
+        return NB201Arch(tuple(ops))
+
+    # ---- walk -----------------------------------------------------------------------------
+    def _stages(self) -> list[tuple[int, int]]:
+        c, h = self.channels, self.resolution
+        return [(c, h), (2 * c, h // 2), (4 * c, h // 4)]
+
+    def _op_block(self, op: str, c: int, h: int) -> Block:
+        key = BlockKey(op, (h, h, c), (h, h, c))
+        if op == "nor_conv_1x1":
+            return Block(key, *_conv_cost(h, c, c, 1))
+        if op == "nor_conv_3x3":
+            return Block(key, *_conv_cost(h, c, c, 3))
+        return Block(key, 0, 0)  # skip_connect, avg_pool_3x3: no weights, pooling not counted
+
+    def blocks(self, arch: NB201Arch) -> list[Block]:
+        """Stem, then per stage (resblock), cells x the live edges' ops (EDGES order), then head."""
+        return self._walk(arch, [op for op, live in zip(arch.ops, live_edges(arch.ops), strict=True) if live])
+
+    def flops(self, arch: NB201Arch) -> int:
+        return sum(b.flops for b in self._walk(arch, [op for op in arch.ops if op != "none"]))  # NB201 API
+
+    def params(self, arch: NB201Arch) -> int:
+        return sum(b.params for b in self._walk(arch, [op for op in arch.ops if op != "none"]))  # NB201 API
+
+    def _walk(self, arch: NB201Arch, cell_ops: list[str]) -> list[Block]:
+        r, c0 = self.resolution, self.channels
+        stem_macs, stem_params = r * r * 3 * c0 * 9, 27 * c0 + 2 * c0
+        out = [Block(BlockKey("stem", (r, r, 3), (r, r, c0)), stem_macs, stem_params)]
+        stages = self._stages()
+        for s, (c, h) in enumerate(stages):
+            if s > 0:
+                cp, hp = stages[s - 1]
+                a_m, a_p = _conv_cost(h, cp, c, 3)
+                b_m, b_p = _conv_cost(h, c, c, 3)
+                out.append(Block(BlockKey("resblock", (hp, hp, cp), (h, h, c)),
+                                 a_m + b_m + h * h * cp * c, a_p + b_p + cp * c))
+            for _ in range(self.cells):
+                out += [self._op_block(op, c, h) for op in cell_ops]
+        c, h = stages[-1]
+        n = self.num_classes
+        out.append(Block(BlockKey("head", (h, h, c), (n,)), c * n + n, 2 * c + c * n + n))
+        return out
+
+    def all_block_keys(self) -> list[str]:
+        r, c0 = self.resolution, self.channels
+        keys = {str(b.key) for b in self.blocks(NB201Arch(("nor_conv_3x3",) * 6))}
+        for c, h in self._stages():
+            keys.update(str(self._op_block(op, c, h).key) for op in OPS[1:])
+        keys.add(str(BlockKey("stem", (r, r, 3), (r, r, c0))))
+        return sorted(keys)
+
+    @property
+    def feature_dim(self) -> int:
+        return len(EDGES) * len(OPS)
+
+    def features(self, arch: NB201Arch) -> np.ndarray:
+        out = np.zeros(self.feature_dim, np.float32)
+        for i, op in enumerate(arch.ops):
+            out[i * len(OPS) + OPS.index(op)] = 1.0
+        return out
