@@ -1,11 +1,10 @@
 """Build the latency oracle and the accuracy source from CLI options (files, tables, database).
 
-The database path is a thin read-only adapter over ``db``'s repository functions.
+The database path is a thin read-only adapter over ``budgetnas.db``'s repository functions.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,9 @@ import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
 from budgetnas.core.errors import BudgetNASError, DataFileError, InvalidArgumentError, UnknownNameError
+from budgetnas.db.models import AccuracyRecord
+from budgetnas.db.repo import load_lut
+from budgetnas.db.session import Database
 from budgetnas.generator.accuracy import AccuracySource, TableAccuracy
 from budgetnas.generator.latency import CostModelOracle, LatencyOracle, MLPOracle, TableOracle
 from budgetnas.generator.tables import read_table
@@ -27,18 +29,13 @@ from budgetnas.luts.token_cost import (
 from budgetnas.spaces import SearchSpace
 
 
-def _database(url: str) -> Any:
+def _database(url: str) -> Database:
     if url.startswith("sqlite:///"):  # read-only use: never let SQLite create an empty file
         path = Path(url.removeprefix("sqlite:///"))
         if not path.exists():
             raise DataFileError(f"no database at {path} (from {url!r})")
     try:
-        session = importlib.import_module("budgetnas.db.session")
-    except ImportError:
-        raise InvalidArgumentError("--db/--accuracy-db need the database package (db), which this installation "
-                                   "lacks; use --lut FILE and --accuracy-table") from None
-    try:
-        return session.Database(url)
+        return Database(url)
     except Exception as exc:  # SQLAlchemy raises several types for a bad URL
         raise InvalidArgumentError(f"cannot open database {url!r}: {exc}") from None
 
@@ -47,11 +44,10 @@ def lut_from_db(url: str, lut_id: str) -> LUT:
     """Read-only: the LUT with this id, through ``budgetnas.db.repo.load_lut``."""
     if not lut_id.isdigit():
         raise InvalidArgumentError(f"with --db, --lut must be a LUT id (an integer), got {lut_id!r}")
-    repo = importlib.import_module("budgetnas.db.repo")
     database = _database(url)
     try:
         with database.session() as s:
-            return LUT.from_json_dict(repo.load_lut(s, int(lut_id)), f"LUT {lut_id} of {url}")
+            return LUT.from_json_dict(load_lut(s, int(lut_id)), f"LUT {lut_id} of {url}")
     except SQLAlchemyError as exc:
         raise DataFileError(f"cannot read LUT {lut_id} from {url}: {exc.__class__.__name__}: "
                             f"{str(exc).splitlines()[0]}") from None
@@ -113,12 +109,11 @@ class DBAccuracy(AccuracySource):
     def __init__(self, space: SearchSpace[Any], url: str, dataset: str | None) -> None:
         self.space, self.dataset = space, dataset
         self.database = _database(url)
-        self.models = importlib.import_module("budgetnas.db.models")
 
     def lookup(self, tokens: np.ndarray) -> np.ndarray:
         from sqlalchemy import select
 
-        rec = self.models.AccuracyRecord
+        rec = AccuracyRecord
         archs = [self.space.format(self.space.from_tokens(t.tolist())) for t in canonical_tokens(self.space, tokens)]
         found: dict[str, list[float]] = {}
         try:
@@ -141,7 +136,7 @@ class DBAccuracy(AccuracySource):
     def available(self) -> np.ndarray:
         from sqlalchemy import select
 
-        rec = self.models.AccuracyRecord
+        rec = AccuracyRecord
         q = select(rec.arch).where(rec.space == self.space.name).distinct()
         if self.dataset is not None:
             q = q.where(rec.dataset == self.dataset)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import importlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from budgetnas.core.errors import DataFileError, MissingExtraError
+from budgetnas.core.errors import DataFileError
 from budgetnas.core.jsonlimits import check_json, shown_json
 from budgetnas.db import repo
 from budgetnas.db.models import NAME_LEN
+from budgetnas.generator.bundle import GeneratorBundle
 from budgetnas.lut_server.params import Line, Seed
 from budgetnas.lut_server.state import AppState, admin_first, check_read, state_of
 from budgetnas.lut_server.uploads import json_body, json_body_schema, read_body
@@ -35,17 +35,9 @@ class GenerateIn(BaseModel):
     seed: Seed | None = None
 
 
-def _bundle_class() -> Any:
-    try:  # imported when first needed: the generator's module, numpy only
-        return importlib.import_module("budgetnas.generator.bundle").GeneratorBundle
-    except ModuleNotFoundError as exc:
-        raise MissingExtraError(f"checkpoint: generation is not available on this server ({exc})") from None
-
-
-def _load(data: bytes) -> Any:
-    cls = _bundle_class()
+def _load(data: bytes) -> GeneratorBundle:
     try:
-        return cls.from_bytes(data)
+        return GeneratorBundle.from_bytes(data)
     except (ValueError, KeyError, TypeError, OSError) as exc:  # DataFileError is a ValueError too
         raise DataFileError(f"bundle: {exc}") from None
 
