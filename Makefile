@@ -7,7 +7,7 @@ PACKAGES := budgetnas
 
 TFLITE := $(VENV)/.tflite-stamp
 
-.PHONY: install install-tflite demo test lint typecheck pytest clean
+.PHONY: install install-tflite demo test lint typecheck contracts pytest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,15 +29,19 @@ demo: $(STAMP)
 	$(BIN)/python -m budgetnas.cli.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check $(PACKAGES) tests bench
+	$(BIN)/ruff check $(PACKAGES) tools tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy $(PACKAGES)
+	$(BIN)/mypy $(PACKAGES) tools
+
+# the package table of docs/layout.md against every import (tools/import_contracts.py)
+contracts: $(STAMP)
+	$(BIN)/python tools/import_contracts.py
 
 pytest: $(STAMP) $(TFLITE)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+test: lint typecheck contracts pytest
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,7 @@
 """The ``budgetnas`` console script.
 
-Each package owns one ``cli_*`` module holding a Typer app or commands; this file only mounts
-them. Heavy imports (torch, onnxruntime, FastAPI) stay inside command bodies so ``--help`` and
+Each command group is one module of ``budgetnas.cli`` holding a Typer app or commands; this file
+only mounts them. Heavy imports (torch, onnxruntime, FastAPI) stay inside command bodies so ``--help`` and
 the light commands start fast. Every error the user can cause becomes one ``error:`` line on
 stderr and exit status 2 (``run``).
 """
@@ -27,7 +27,7 @@ app = typer.Typer(
 _COMMAND_MODULES: list[tuple[str, str | None]] = [
     ("budgetnas.cli.spaces", "spaces"),
     ("budgetnas.cli.server", None),
-    ("budgetnas.cli.transfer", None),  # mounts `device adapt` on cli_server's device group
+    ("budgetnas.cli.transfer", None),  # mounts `device adapt` on cli.server's device group
     ("budgetnas.cli.lut", "lut"),
     ("budgetnas.cli.profile", None),
     ("budgetnas.cli.generator", None),
@@ -55,7 +55,7 @@ _mount()
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (used by ``main`` and by tests).
 
-    The one error path: whatever the user caused (``cliutil.user_error``) is one ``error: ...``
+    The one error path: whatever the user caused (``budgetnas.cli.util.user_error``) is one ``error: ...``
     line on stderr and exit status 2; anything else is a bug and keeps its traceback.
     """
     try:

@@ -13,7 +13,7 @@ With ``--server URL --token ADMIN --backend B``, ``--from`` names source LUT ids
 the new device's LUT as a transfer target with the N whole-model jobs for its agent; ``POST /v1/predict`` on it
 then answers from the transfer (``budgetnas.lut_server.transfer``) until measured entries cover the archs.
 
-The command is mounted on the ``device`` group of ``cli_server`` (see ``budgetnas.cli.main``).
+The command is mounted on the ``device`` group of ``budgetnas.cli.server`` (see ``budgetnas.cli.main``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Repository tooling (not installed): the import-contract checker."""
