@@ -5,9 +5,9 @@ A bundle is an ``.npz`` (no pickles) holding a JSON ``meta`` plus arrays: the LS
 (MLP weights), the accuracy records read in training, the best archs the generator found in
 training per budget (its archive's candidates), and the latency oracle (LUT cost tables, a
 dense measured table, or an MLP). ``budgetnas train`` writes it; the CLI's ``generate`` and the
-server's ``POST /v1/generate`` both answer through :meth:`GeneratorBundle.generate`. It lives in
-``spaces`` (numpy only, no project imports beyond it) because both the generator and the torch-free
-server run it, and neither may import the other.
+server's ``POST /v1/generate`` both answer through :meth:`GeneratorBundle.generate`. It is the
+generator's one module the torch-free server may import (docs/layout.md), so it stays numpy only
+and imports only ``spaces``, ``luts`` and ``core``.
 
 Budget rule (CLI and server alike): a budget below the cheapest architecture's latency, or one
 that is not a positive finite number, raises :class:`InvalidArgumentError` naming the valid
