@@ -157,9 +157,9 @@ class Generator(Method):
     def finish(self, problem: Problem, budgets: list[float], opts: SearchOptions, state: Any) -> Any:
         """A last fine-tuning at the stricter ``polish_target``: no validation draws from this policy."""
         cfg = opts.train
-        if not cfg.polish_target or cfg.polish_target == cfg.feasible_target:
+        if not cfg.polish_target or not cfg.polish_iterations or cfg.polish_target == cfg.feasible_target:
             return state
-        trained = train(problem, replace(cfg, reward=self.reward, iterations=finetune(opts),
+        trained = train(problem, replace(cfg, reward=self.reward, iterations=cfg.polish_iterations,
                                          feasible_target=cfg.polish_target), init=state[0])
         return trained, make_bundle(problem, trained, self.name)
 
