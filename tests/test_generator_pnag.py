@@ -113,6 +113,13 @@ def test_answers_rise_with_the_budget_and_fit(problem) -> None:  # type: ignore[
     assert all(y >= x for x, y in pairwise(acc))
 
 
+def test_only_the_grounded_rewards_get_the_last_fine_tuning(problem) -> None:  # type: ignore[no-untyped-def]
+    """MnasNet's reward has no over-budget penalty to raise: its generator ships as trained."""
+    res = run_method("mnas", problem, [], SearchOptions(train=TrainConfig(iterations=20), finetune=5, rounds=2))
+    assert res.trained is not None
+    assert res.trained.config.feasible_target == 0.0 and res.trained.steps <= 20 + 2 * 5
+
+
 def test_validation_reads_the_best_candidates_and_learns_the_predictors_optimism(problem) -> None:  # type: ignore[no-untyped-def]
     from budgetnas.generator.accuracy import validate
 

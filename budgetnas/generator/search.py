@@ -36,6 +36,7 @@ from budgetnas.generator.bundle import GeneratorBundle, pack_bundle
 from budgetnas.generator.export import bundle_parts, cheapest_tokens
 from budgetnas.generator.features import uniform_tokens
 from budgetnas.generator.pnag import TrainConfig, Trained, train
+from budgetnas.generator.rewards import get_reward
 from budgetnas.generator.sgnas import SGNAS, train_sgnas
 from budgetnas.luts.token_cost import canonical_tokens
 
@@ -155,9 +156,11 @@ class Generator(Method):
         return [none] * len(budgets), (trained, make_bundle(problem, trained, self.name))
 
     def finish(self, problem: Problem, budgets: list[float], opts: SearchOptions, state: Any) -> Any:
-        """A last fine-tuning at the stricter ``polish_target``: no validation draws from this policy."""
-        cfg = opts.train
-        if not cfg.polish_target or not cfg.polish_iterations or cfg.polish_target == cfg.feasible_target:
+        """A last fine-tuning at the stricter ``polish_target``: no validation draws from this policy.
+        Only for Eq. 6's grounded rewards, the ones with an over-budget penalty to raise."""
+        cfg, reward = opts.train, get_reward(self.reward)
+        if (not cfg.polish_target or not cfg.polish_iterations or cfg.polish_target == cfg.feasible_target
+                or reward.evaluator or reward.direct is not None):
             return state
         trained = train(problem, replace(cfg, reward=self.reward, iterations=cfg.polish_iterations,
                                          feasible_target=cfg.polish_target), init=state[0])
