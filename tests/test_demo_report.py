@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from budgetnas.cli.demo import distinct_fitting, shared_answers
+import pytest
+
+from budgetnas.cli.demo import distinct_fitting, parse_args, shared_answers
 
 
 def test_distinct_fitting_counts_archs_within_the_budget_asked() -> None:
@@ -17,3 +19,10 @@ def test_shared_answers_name_the_budgets_that_share_an_arch() -> None:
     txt = shared_answers(rows)
     assert "2.00 and 3.00 ms" in txt and "predicted optimum is shared" in txt and "1.00" not in txt
     assert shared_answers(rows[:2]) == "All 2 budgets got distinct architectures."
+
+
+def test_too_few_validation_models_is_refused_before_anything_runs(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--out", str(tmp_path / "d"), "--validation-models", "3"])
+    assert e.value.code == 2 and "--validation-models must be >= 4" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()  # refused before the work directory is made

@@ -38,6 +38,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from budgetnas.luts.calibration import MIN_HOLDOUT
+
 DEVICE = "this-cpu"
 BACKEND = "ort-cpu"
 SUPERNET_INPUT = 32
@@ -186,26 +188,14 @@ class Demo:
         self.procs = [server]
 
     def calibrate(self, lut_id: int) -> dict[str, Any]:
-        from budgetnas.luts.lut import Calibration
-        from budgetnas.profiler.fidelity import metrics
-
-        models = self.api("GET", f"/v1/luts/{lut_id}/validation")["models"]
-        raw = np.array([m["raw_ms"] for m in models])
-        measured = np.array([m["measured_ms"] for m in models])
-        rng = np.random.default_rng(self.cfg.seed)
-        order = rng.permutation(len(models))
-        fit, held = order[: len(order) // 2], order[len(order) // 2:]
-        cal = Calibration.fit(raw[fit], measured[fit])
-        report: dict[str, Any] = {"n_fit": len(fit), "n_held_out": len(held),
-                  "raw": metrics(raw[held], measured[held]),
-                  "calibrated": metrics(cal.apply(raw[held]), measured[held])}
-        self.api("POST", f"/v1/luts/{lut_id}/calibrate")  # the stored calibration uses every model
-        lut = self.api("GET", f"/v1/luts/{lut_id}")
-        report["calibration"] = lut["calibration"]
-        report["models"] = models
+        """The server's one calibration fit (the same as ``budgetnas validate``'s) on every measured model,
+        stored in the LUT; its figures come from the same fit on a random half, judged on the other half."""
+        out = self.api("POST", f"/v1/luts/{lut_id}/calibrate", json={"method": "grouped", "seed": self.cfg.seed})
+        report: dict[str, Any] = {**out["holdout"], "calibration": out["calibration"],
+                                  "models": self.api("GET", f"/v1/luts/{lut_id}/validation")["models"]}
         for kind in ("raw", "calibrated"):
             m = report[kind]
-            print(f"   {kind:>10} on {len(held)} held-out models: MAPE {100 * m['mape']:.2f}%  "
+            print(f"   {kind:>10} on {report['n_held_out']} held-out models: MAPE {100 * m['mape']:.2f}%  "
                   f"RMSPE {100 * m['rmspe']:.2f}%  within ±5% {100 * m['within_5pct']:.0f}%  "
                   f"Kendall tau {m['kendall_tau']:.3f}")
         return report
@@ -320,7 +310,7 @@ def write_report(path: Path, demo: Demo, fidelity: dict[str, Any], rows: list[di
     fig, ax = plt.subplots(figsize=(5, 4.5))
     meas = [m["measured_ms"] for m in models]
     ax.scatter(meas, [m["raw_ms"] for m in models], s=14, label="raw LUT sum", alpha=0.7)
-    ax.scatter(meas, [m["predicted_ms"] for m in models], s=14, label="calibrated", alpha=0.7)
+    ax.scatter(meas, [m["predicted_ms"] for m in models], s=14, label="calibrated (stored fit)", alpha=0.7)
     lim = [min(meas) * 0.95, max(meas) * 1.05]
     ax.plot(lim, lim, "k--", lw=0.8)
     ax.set_xlabel("measured whole-model latency (ms)")
@@ -378,8 +368,9 @@ returned architecture was measured on this CPU with the LUT's runner.</p>
 <th>distinct fitting samples</th><th>arch</th></tr>{trs}</table>
 <p>{escape(shared)}</p>
 <h2>LUT fidelity</h2>
-<p>Calibration fitted on {fidelity['n_fit']} measured whole models, reported on {fidelity['n_held_out']}
-held-out ones.</p>
+<p>The stored calibration (the server's grouped fit, as <code>budgetnas validate</code> fits it) uses all
+{len(models)} measured whole models; the figures are the same fit made on {fidelity['n_fit']} of them, judged on
+the {fidelity['n_held_out']} others.</p>
 <table><tr><th></th><th>MAPE</th><th>RMSPE</th><th>within ±5%</th><th>within ±10%</th><th>Kendall tau</th></tr>
 {fm}</table>
 <img src="data:image/png;base64,{fid_png}">
@@ -406,6 +397,9 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p.add_argument("--iterations", type=int, default=600, help="generator training iterations")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    if a.validation_models < MIN_HOLDOUT:
+        p.error(f"--validation-models must be >= {MIN_HOLDOUT} (half fit the calibration, half judge it), "
+                f"got {a.validation_models}")
     out = a.out or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     return Settings(out=out.resolve(), resolution=a.resolution, width=a.width, validation_models=a.validation_models,

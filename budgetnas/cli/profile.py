@@ -82,12 +82,13 @@ def validate_cmd(
 ) -> None:
     """Measure random whole models on the LUT's runner; report raw and calibrated LUT accuracy."""
     from budgetnas.core.errors import InvalidArgumentError
+    from budgetnas.luts.calibration import METHODS
     from budgetnas.luts.lut import LUT
     from budgetnas.profiler.fidelity import MIN_MODELS, check_writable, plot_fidelity, runner_for, validate
     from budgetnas.profiler.protocol import Protocol
 
-    if calibration not in ("grouped", "affine"):
-        raise InvalidArgumentError(f"--calibration must be 'grouped' or 'affine', got {calibration!r}")
+    if calibration not in METHODS:
+        raise InvalidArgumentError(f"--calibration must be {' or '.join(map(repr, METHODS))}, got {calibration!r}")
     if models < MIN_MODELS:
         raise InvalidArgumentError(f"--models must be >= {MIN_MODELS} (half fit the calibration, half are held out)")
     lut = LUT.load(lut_path)
@@ -97,7 +98,7 @@ def validate_cmd(
     if update_lut:
         check_writable(lut_path)
     report = validate(lut, models, seed, runner, Protocol.quick() if quick else Protocol(),
-                      grouped=calibration == "grouped", correct_sessions=correct_sessions)
+                      method=calibration, correct_sessions=correct_sessions)
     d = report.to_dict()
     if plot is not None:
         plot_fidelity(report, plot)

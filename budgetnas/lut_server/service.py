@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from budgetnas.core.errors import InvalidArgumentError
@@ -13,8 +14,9 @@ from budgetnas.db.models import Lut
 from budgetnas.lut_server.convert import space_for
 from budgetnas.lut_server.predictor import Prepared
 from budgetnas.lut_server.state import AppState
+from budgetnas.luts.calibration import DEFAULT_METHOD, MIN_HOLDOUT, check_method, fit_calibration, holdout
 from budgetnas.luts.calibration_design import calibration_archs
-from budgetnas.luts.lut import LUT, Calibration
+from budgetnas.luts.lut import LUT, LUTPredictor
 
 
 def store_lut(s: Session, lut: LUT, measurements: list[tuple[str, float]], source: str) -> Lut:
@@ -80,22 +82,33 @@ def enqueue_campaign(s: Session, lut: Lut, validation_models: int, seed: int) ->
     return created
 
 
-def calibrate(st: AppState, s: Session, lut_id: int) -> dict[str, Any]:
+def calibrate(st: AppState, s: Session, lut_id: int, method: str = DEFAULT_METHOD, seed: int = 0) -> dict[str, Any]:
+    """Fit the LUT's calibration on every stored whole-model measurement (the project's one fit,
+    ``budgetnas.luts.calibration``: the same measurements give ``budgetnas validate``'s calibration)
+    and store it; with 4 or more models also the held-out figures of the same fit on a random half."""
+    check_method(method)
     lut = repo.get_lut(s, lut_id, lock=True)
     pairs = repo.model_measurements(s, lut_id)
     if len(pairs) < 2:
         raise InvalidArgumentError(f"lut: LUT {lut_id} has {len(pairs)} measured whole model(s); calibration needs 2")
     # the raw sums need no calibration: one stored before its bounds that no longer reads is replaced, not in the way
-    stored = repo.load_lut(s, lut_id)
-    prep = Prepared.build(LUT.from_json_dict({**stored, "calibration": None}, f"LUT {lut_id}"), lut.revision)
-    preds = prep.predict([a for a, _ in pairs], calibrated=False)
-    # fit refuses measurements <= 0 ms and degenerate fits before anything is stored (422 naming the model)
-    cal = Calibration.fit([p["raw_ms"] for p in preds], [ms for _, ms in pairs], names=[a for a, _ in pairs])
+    base = LUT.from_json_dict({**repo.load_lut(s, lut_id), "calibration": None}, f"LUT {lut_id}")
+    space = space_for(lut.space)
+    predictor = LUTPredictor(base, space)
+    names = [a for a, _ in pairs]
+    archs, measured = [space.parse(a) for a in names], np.array([ms for _, ms in pairs])
+    # the fit refuses measurements <= 0 ms and degenerate fits before anything is stored (422 naming the model)
+    report: dict[str, Any] | None = None
+    if len(pairs) >= MIN_HOLDOUT:
+        h = holdout(predictor, archs, measured, seed, method, names)
+        cal, report = h.calibration, h.to_dict(predictor.raw(archs), measured)
+    else:
+        cal = fit_calibration(predictor, archs, measured, method, names)
     lut.calibration = cal.to_dict()
     lut.revision += 1
     s.flush()
     st.predictors.invalidate(lut_id)
-    return cal.to_dict()
+    return {"calibration": cal.to_dict(), "method": method, "holdout": report}
 
 
 def validation(st: AppState, s: Session, lut_id: int) -> list[dict[str, Any]]:

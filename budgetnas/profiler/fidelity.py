@@ -1,11 +1,14 @@
 """How well a LUT predicts whole models: measure N random models on the LUT's runner, fit the
-calibration on half, report on the other half.
+calibration, report on held-out models.
 
     report = validate(lut, n_models=100, seed=0)          # FidelityReport
     report.to_dict()   # {"n_models", "n_fit", "n_eval", "raw": {...}, "calibrated": {...}, "calibration", ...}
     plot_fidelity(report, "fidelity.png")
 
-Metrics (fractions, not percents) for raw sums and calibrated predictions of the held-out half:
+The fit is the project's one calibration (``budgetnas.luts.calibration``, the same as the server's
+``/calibrate``): ``calibration`` is fitted on every model (what ``--update-lut`` stores); the
+figures judge the same fit made on a random half against the other half. Metrics (fractions, not
+percents) for raw sums and calibrated predictions of the held-out half:
 ``mape``, ``rmspe``, ``within_5pct``, ``within_10pct`` (share with |error| <= 5% / 10% of
 measured) and ``kendall_tau``. Whole models run on the same runner (backend, threads, batch,
 exporter) with the same interleaved protocol as the blocks; all N models share the same rounds, and
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from budgetnas.core.errors import DataFileError, InvalidArgumentError, MissingKeysError
+from budgetnas.luts.calibration import DEFAULT_METHOD, Holdout, check_method, holdout, metrics
 from budgetnas.luts.lut import LUT, Calibration, LUTPredictor
 from budgetnas.profiler.protocol import Measurement, Protocol, measure_many
 from budgetnas.profiler.reference import session_ratio
@@ -41,14 +45,7 @@ MIN_MODELS = 4
 MAX_LIVE_MODELS = 24  # whole models kept loaded at once; beyond, each visit reloads (bounded memory)
 
 
-def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
-    from scipy.stats import kendalltau
-
-    rel = (np.asarray(predicted, np.float64) - measured) / measured
-    tau = float(kendalltau(predicted, measured).statistic) if len(measured) > 1 else float("nan")
-    return {"mape": float(np.mean(np.abs(rel))), "rmspe": float(np.sqrt(np.mean(rel**2))),
-            "within_5pct": float(np.mean(np.abs(rel) <= 0.05)), "within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
-            "kendall_tau": tau}
+__all__ = ["metrics"]  # re-exported: the metrics live with the calibration
 
 
 @dataclass
@@ -56,27 +53,36 @@ class FidelityReport:
     archs: list[str]
     raw_ms: np.ndarray
     measured_ms: np.ndarray
-    fit_idx: np.ndarray
-    eval_idx: np.ndarray
-    calibration: Calibration
+    fit: Holdout
     lut_meta: dict[str, Any]
-    scaled_ms: np.ndarray | None = None  # raw sums with the calibration's group scales (None: none)
     noisy_models: int = 0
     wall_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def calibration(self) -> Calibration:
+        """Fitted on every model: what ``--update-lut`` stores (and the server's ``/calibrate`` would)."""
+        return self.fit.calibration
+
+    @property
+    def fit_idx(self) -> np.ndarray:
+        return self.fit.fit_idx
+
+    @property
+    def eval_idx(self) -> np.ndarray:
+        return self.fit.eval_idx
+
+    @property
     def calibrated_ms(self) -> np.ndarray:
-        return self.calibration.apply(self.raw_ms if self.scaled_ms is None else self.scaled_ms)
+        """Every model's prediction by the fit on the fit half (the held-out ones are judged)."""
+        return self.fit.predicted_ms
 
     def to_dict(self) -> dict[str, Any]:
-        e = self.eval_idx
         return {
-            "n_models": len(self.archs), "n_fit": len(self.fit_idx), "n_eval": len(e),
+            "n_models": len(self.archs), "n_fit": len(self.fit_idx), "n_eval": len(self.eval_idx),
             "space": self.lut_meta.get("space"), "backend": self.lut_meta.get("backend"),
             "threads": self.lut_meta.get("threads"), "batch": self.lut_meta.get("batch"),
-            "raw": metrics(self.raw_ms[e], self.measured_ms[e]),
-            "calibrated": metrics(self.calibrated_ms[e], self.measured_ms[e]),
+            **{k: v for k, v in self.fit.to_dict(self.raw_ms, self.measured_ms).items() if k in ("raw", "calibrated")},
             "calibration": self.calibration.to_dict(),
             "measured_ms_median": float(np.median(self.measured_ms)),
             "noisy_models": self.noisy_models, "wall_seconds": round(self.wall_seconds, 1), **self.extra,
@@ -114,12 +120,13 @@ def measure_models(lut: LUT, n_models: int, seed: int = 0, runner: Runner | None
 
 
 def report_from(lut: LUT, names: list[str], raw: np.ndarray, m: Measurement, seed: int = 0,
-                grouped: bool = True, correct_sessions: bool = True) -> FidelityReport:
-    """Fit the calibration on a random half, keep the other half for the report.
+                method: str = DEFAULT_METHOD, correct_sessions: bool = True) -> FidelityReport:
+    """The calibration (``method``, see ``budgetnas.luts.calibration``) of every model, and its
+    figures fitted on a random half, judged on the other half.
 
     Whole models are summarised with the LUT's own statistic (median, min...), so both sides agree.
-    ``grouped``: the calibration has per-stage scales (``budgetnas.luts.lut.key_group``); the report also
-    gives the plain affine calibration's figures as ``calibrated_affine``, for comparison.
+    Beside a grouped fit the report also gives the plain affine calibration's figures as
+    ``calibrated_affine``, for comparison.
     """
     stat = lut.meta.statistic
     measured = np.array([m.stats[n].value(stat) for n in names])
@@ -127,36 +134,32 @@ def report_from(lut: LUT, names: list[str], raw: np.ndarray, m: Measurement, see
     as_taken = measured
     if correct_sessions and ratio is not None:
         measured = measured / ratio
-    n = len(names)
-    order = np.random.default_rng(seed).permutation(n)
-    fit, ev = np.sort(order[: n // 2]), np.sort(order[n // 2:])
-    affine = Calibration.fit(raw[fit], measured[fit])
-    extra: dict[str, Any] = {"statistic": stat, "overhead_ms": m.overhead.median_ms,
-                             "calibration_method": "grouped" if grouped else "affine",
+    space = space_from_description(lut.meta.space)
+    predictor, archs = LUTPredictor(lut, space), [space.parse(a) for a in names]
+    fit = holdout(predictor, archs, measured, seed, method, names)
+    ev = fit.eval_idx
+    extra: dict[str, Any] = {"statistic": stat, "overhead_ms": m.overhead.median_ms, "calibration_method": method,
                              "reference_ms": {"lut": lut.meta.protocol.get("reference_ms"), "models": m.reference_ms},
                              "session_ratio": ratio, "sessions_corrected": bool(correct_sessions and ratio is not None),
                              "disturbed_models": len(set(m.disturbed) & set(names))}
-    cal, scaled = affine, None
-    if grouped:
-        space = space_from_description(lut.meta.space)
-        g, groups = LUTPredictor(lut, space).group_sums([space.parse(a) for a in names])
-        cal = Calibration.fit(raw[fit], measured[fit], g[fit], groups)
-        scaled = g @ np.array([cal.scale(x) for x in groups])
-        extra["calibrated_affine"] = metrics(affine.apply(raw[ev]), measured[ev])
+    if method != "affine":
+        affine = holdout(predictor, archs, measured, seed, "affine", names)
+        extra["calibrated_affine"] = metrics(affine.predicted_ms[ev], measured[ev])
     if extra["sessions_corrected"]:  # the same fit on the times as taken, for comparison
-        plain = Calibration.fit(raw[fit], as_taken[fit])
+        plain = holdout(predictor, archs, as_taken, seed, "affine", names)
         extra["uncorrected"] = {"raw": metrics(raw[ev], as_taken[ev]),
-                                "calibrated_affine": metrics(plain.apply(raw[ev]), as_taken[ev])}
-    return FidelityReport(names, raw, measured, fit, ev, cal, lut.to_json_dict(samples=False)["meta"],
-                          scaled_ms=scaled, noisy_models=sum(m.stats[k].noisy for k in set(names)),
+                                "calibrated_affine": metrics(plain.predicted_ms[ev], as_taken[ev])}
+    return FidelityReport(names, raw, measured, fit, lut.to_json_dict(samples=False)["meta"],
+                          noisy_models=sum(m.stats[k].noisy for k in set(names)),
                           wall_seconds=m.wall_seconds, extra=extra)
 
 
 def validate(lut: LUT, n_models: int, seed: int = 0, runner: Runner | None = None,
-             protocol: Protocol | None = None, progress: bool = True, grouped: bool = True,
+             protocol: Protocol | None = None, progress: bool = True, method: str = DEFAULT_METHOD,
              correct_sessions: bool = True) -> FidelityReport:
+    check_method(method)  # before any measuring
     names, raw, m = measure_models(lut, n_models, seed, runner, protocol, progress)
-    return report_from(lut, names, raw, m, seed, grouped, correct_sessions)
+    return report_from(lut, names, raw, m, seed, method, correct_sessions)
 
 
 def check_writable(path: str | Path) -> Path:

@@ -16,6 +16,7 @@ from budgetnas.lut_server.params import IdPath, JsonObject, Line, Seed
 from budgetnas.lut_server.service import calibrate, enqueue_campaign, lut_model, store_lut, validation
 from budgetnas.lut_server.state import check_read, require_admin, state_of
 from budgetnas.lut_server.views import lut_object, lut_objects
+from budgetnas.luts.calibration import METHODS as CALIBRATION_METHODS
 from budgetnas.luts.lut import STATISTICS
 
 router = APIRouter(prefix="/v1", tags=["luts"])
@@ -118,13 +119,23 @@ def import_(body: ImportIn, request: Request) -> dict[str, Any]:
         return lut_object(s, lut)
 
 
+class CalibrateIn(BaseModel):
+    """The fit (``budgetnas.luts.calibration``); the seed draws the half that the held-out figures judge."""
+
+    method: Literal["grouped", "affine"] = "grouped"
+    seed: Seed = 0
+
+
+assert set(CALIBRATION_METHODS) == {"grouped", "affine"}  # keep CalibrateIn.method in step with the fit's registry
+
+
 @router.post("/luts/{lut_id}/calibrate")
-def calibrate_lut(lut_id: IdPath, request: Request) -> dict[str, Any]:
+def calibrate_lut(lut_id: IdPath, request: Request, body: CalibrateIn | None = None) -> dict[str, Any]:
     st = state_of(request)
     require_admin(st, request)
+    opts = body or CalibrateIn()
     with st.db.session(write=True) as s:
-        cal = calibrate(st, s, lut_id)
-        return {"id": lut_id, "calibration": cal}
+        return {"id": lut_id, **calibrate(st, s, lut_id, opts.method, opts.seed)}
 
 
 @router.get("/luts/{lut_id}/validation")

@@ -1,0 +1,136 @@
+"""One calibration fit (``budgetnas.luts.calibration``): the server's ``/calibrate`` and ``budgetnas
+validate`` give the same calibration for the same measurements, and the fit's own contract."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from budgetnas.core.errors import InvalidArgumentError, UnknownNameError
+from budgetnas.luts.calibration import fit_calibration, holdout, metrics, split
+from budgetnas.luts.lut import LUT, LatencyStats, LUTMeta, LUTPredictor
+from budgetnas.profiler.fidelity import report_from
+from budgetnas.profiler.protocol import Measurement, Protocol
+from budgetnas.spaces import get_space
+from tests.server_support import *  # noqa: F403
+from tests.server_support import ADMIN_H
+
+N_MODELS = 12
+
+
+def nb201_lut(seed: int = 0) -> LUT:
+    """Every nb201 block key at its own latency, so the stages' shares differ between models."""
+    sp = get_space("nb201")
+    rng = np.random.default_rng(seed)
+    return LUT(LUTMeta(space=sp.describe(), device="dev1", backend="ort-cpu"),
+               {k: LatencyStats.from_samples(list(rng.uniform(0.01, 0.2, 3))) for k in sp.all_block_keys()})
+
+
+def stage_weighted(lut: LUT) -> Any:
+    """A 'device' on which each stage runs at its own speed relative to the LUT, plus noise."""
+    sp = get_space("nb201")
+    pred = LUTPredictor(lut, sp)
+
+    def measured(arch: str) -> float:
+        g, _ = pred.group_sums([sp.parse(arch)])
+        w = np.linspace(0.8, 1.6, g.shape[1])
+        noise = 1.0 + 0.02 * np.sin(sum(map(ord, arch)))  # deterministic per arch
+        return float(g[0] @ w * noise + 0.05)
+    return measured
+
+
+def serve_measurements(client: Any, lut: LUT, measured: Any) -> tuple[int, list[str]]:
+    """Import the LUT, enqueue whole-model jobs, and post each one's measurement as an agent would."""
+    r = client.post("/v1/luts/import", json={"format": "json", "content": json.dumps(lut.to_json_dict())},
+                    headers=ADMIN_H)
+    assert r.status_code == 201, r.text
+    lut_id = int(r.json()["id"])
+    reg = client.post("/v1/devices", json={"name": "dev1", "facts": {"cpu": "x"}}, headers=ADMIN_H)
+    tok = {"Authorization": f"Bearer {reg.json()['token']}"}
+    r = client.post(f"/v1/luts/{lut_id}/campaign", json={"validation_models": N_MODELS, "seed": 3}, headers=ADMIN_H)
+    assert r.status_code == 201, r.text
+    jobs = client.post("/v1/jobs/lease", json={"device": "dev1", "backend": "ort-cpu", "max_jobs": N_MODELS},
+                       headers=tok).json()["jobs"]
+    assert len(jobs) == N_MODELS
+    for j in jobs:
+        ms = measured(j["arch"])
+        stats = {"count": 3, "mean_ms": ms, "std_ms": 0.0, "median_ms": ms, "min_ms": ms}
+        r = client.post(f"/v1/jobs/{j['id']}/result", json={"idempotency_key": f"k{j['id']}", "stats": stats},
+                        headers=tok)
+        assert r.status_code == 200, r.text
+    return lut_id, [str(j["arch"]) for j in jobs]
+
+
+def as_validate_measured(names: list[str], measured: Any) -> Measurement:
+    """What ``budgetnas validate`` would have measured for these models (same statistic, no sessions)."""
+    stats = {n: LatencyStats.from_samples([measured(n)] * 3) for n in names}
+    return Measurement(stats=stats, overhead=LatencyStats.from_samples([0.0] * 3), protocol=Protocol.quick(),
+                       wall_seconds=0.0)
+
+
+@pytest.mark.parametrize("method", ["grouped", "affine"])
+def test_server_calibrate_and_validate_fit_the_same_calibration(client: Any, method: str) -> None:
+    lut = nb201_lut()
+    measured = stage_weighted(lut)
+    lut_id, names = serve_measurements(client, lut, measured)
+    r = client.post(f"/v1/luts/{lut_id}/calibrate", json={"method": method, "seed": 5}, headers=ADMIN_H)
+    assert r.status_code == 200, r.text
+    served = r.json()
+
+    pred = LUTPredictor(lut, get_space("nb201"))
+    raw = pred.raw([get_space("nb201").parse(n) for n in names])
+    report = report_from(lut, names, raw, as_validate_measured(names, measured), seed=5, method=method)
+    assert served["calibration"] == report.calibration.to_dict()
+    assert served["calibration"]["n_models"] == N_MODELS  # fitted on every model, as validate stores
+    assert (len(served["calibration"].get("group_scales", {})) > 0) == (method == "grouped")
+    # the held-out figures are the same too: same half, same fit, same metrics
+    d = report.to_dict()
+    assert served["holdout"]["n_fit"] == d["n_fit"] and served["holdout"]["n_held_out"] == d["n_eval"]
+    assert served["holdout"]["calibrated"] == d["calibrated"] and served["holdout"]["raw"] == d["raw"]
+    # and the stored LUT now predicts with it
+    assert client.get(f"/v1/luts/{lut_id}").json()["calibration"] == served["calibration"]
+
+
+def test_the_grouped_fit_recovers_stage_speeds_better_than_affine() -> None:
+    """On a device whose stages run at different speeds, the held-out error of the grouped fit is
+    lower than the affine one's (the reason it is the default)."""
+    lut = nb201_lut(1)
+    sp = get_space("nb201")
+    measured = stage_weighted(lut)
+    archs = sp.sample_many(60, 0)
+    y = np.array([measured(sp.format(a)) for a in archs])
+    pred = LUTPredictor(lut, sp)
+    g = holdout(pred, archs, y, seed=0, method="grouped")
+    a = holdout(pred, archs, y, seed=0, method="affine")
+    e = g.eval_idx
+    assert metrics(g.predicted_ms[e], y[e])["rmspe"] < metrics(a.predicted_ms[e], y[e])["rmspe"]
+    assert g.calibration.n_models == 60 and g.half.n_models == 30
+
+
+def test_bad_calibration_requests_are_refused_by_name(client: Any) -> None:
+    lut = nb201_lut()
+    lut_id, _ = serve_measurements(client, lut, stage_weighted(lut))
+    before = client.get(f"/v1/luts/{lut_id}").json()["calibration"]
+    for body, field in (({"method": "cubic"}, "method"), ({"seed": -1}, "seed"), ({"seed": "x"}, "seed"),
+                        ({"method": None}, "method")):
+        r = client.post(f"/v1/luts/{lut_id}/calibrate", json=body, headers=ADMIN_H)
+        assert r.status_code == 422 and field in r.text, (body, r.text)
+    assert client.get(f"/v1/luts/{lut_id}").json()["calibration"] == before  # nothing stored
+
+
+def test_fit_contract() -> None:
+    sp = get_space("nb201")
+    lut = nb201_lut()
+    pred = LUTPredictor(lut, sp)
+    archs = sp.sample_many(6, 0)
+    with pytest.raises(UnknownNameError, match="cubic"):
+        fit_calibration(pred, archs, np.ones(6), method="cubic")
+    with pytest.raises(InvalidArgumentError, match="6 models but 5"):
+        fit_calibration(pred, archs, np.ones(5))
+    with pytest.raises(InvalidArgumentError, match="needs 4"):
+        holdout(pred, archs[:3], np.ones(3))
+    fit, ev = split(7, 0)
+    assert len(fit) == 3 and len(ev) == 4 and set(fit) | set(ev) == set(range(7)) and not set(fit) & set(ev)
