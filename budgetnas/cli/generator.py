@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import io
 import json
 import math
 import zipfile
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -75,25 +79,89 @@ def _space(space: str, width: float | None, resolution: int | None, resolutions:
     return get_space(space, width=width, resolutions=searched)
 
 
-def _problem(space: str, width: float | None, resolution: int | None, lut: str | None, db: str | None,
-             latency_table: str | None, latency_mlp: str | None, accuracy_table: str | None,
-             accuracy_db: str | None, dataset: str | None, max_queries: int, seed: int,
-             explore_share: float = EXPLORE_SHARE, accuracy_predictor: str | None = None, lut_family: str | None = None,
-             resolutions: str | None = None) -> Any:
-    from budgetnas.generator.accuracy import prepare
-    from budgetnas.generator.sources import accuracy_source, latency_oracle, load_lut_family
+@dataclass(frozen=True)
+class ProblemOptions:
+    """What every command that sets up a search problem (``train``, ``search``) is told: the space,
+    where latency and accuracy come from, the query budget and the protocol."""
 
-    if db is not None and lut is None and lut_family is None:
-        raise InvalidArgumentError("--db needs --lut ID or --lut-family IDS")
-    if lut is not None and lut_family is not None:
-        raise InvalidArgumentError("give --lut (one resolution) or --lut-family (resolution searched), not both")
-    family = load_lut_family(lut_family, db) if lut_family is not None else None
-    sp = _space(space, width, resolution, resolutions, family)
-    lat = latency_oracle(sp, lut=lut, db=db, latency_table=latency_table, latency_mlp=latency_mlp, seed=seed,
-                         lut_family=family)
-    acc = accuracy_source(sp, accuracy_table=accuracy_table, accuracy_db=accuracy_db, dataset=dataset,
-                          accuracy_predictor=accuracy_predictor)
-    return prepare(sp, lat, acc, max_queries, seed=seed, explore_share=explore_share)
+    space: str
+    lut: str | None
+    db: str | None
+    latency_table: str | None
+    latency_mlp: str | None
+    accuracy_table: str | None
+    accuracy_db: str | None
+    accuracy_predictor: str | None
+    dataset: str | None
+    max_queries: int
+    budgets: int
+    iterations: int
+    seed: int
+    width: float | None
+    resolution: int | None
+    explore_share: float
+    rounds: int
+    lut_family: str | None
+    resolutions: str | None
+
+    def problem(self) -> Any:
+        from budgetnas.generator.accuracy import prepare
+        from budgetnas.generator.sources import accuracy_source, latency_oracle, load_lut_family
+
+        if self.db is not None and self.lut is None and self.lut_family is None:
+            raise InvalidArgumentError("--db needs --lut ID or --lut-family IDS")
+        if self.lut is not None and self.lut_family is not None:
+            raise InvalidArgumentError("give --lut (one resolution) or --lut-family (resolution searched), not both")
+        family = load_lut_family(self.lut_family, self.db) if self.lut_family is not None else None
+        sp = _space(self.space, self.width, self.resolution, self.resolutions, family)
+        lat = latency_oracle(sp, lut=self.lut, db=self.db, latency_table=self.latency_table,
+                             latency_mlp=self.latency_mlp, seed=self.seed, lut_family=family)
+        acc = accuracy_source(sp, accuracy_table=self.accuracy_table, accuracy_db=self.accuracy_db,
+                              dataset=self.dataset, accuracy_predictor=self.accuracy_predictor)
+        return prepare(sp, lat, acc, self.max_queries, seed=self.seed, explore_share=self.explore_share)
+
+    def search_options(self, **kw: Any) -> Any:
+        from budgetnas.generator.pnag import TrainConfig
+        from budgetnas.generator.search import SearchOptions
+
+        return SearchOptions(train=TrainConfig(iterations=self.iterations, budgets=self.budgets, seed=self.seed),
+                             rounds=self.rounds, **kw)
+
+
+# ProblemOptions' fields as typer options, declared once for every command that takes them
+_PROBLEM_PARAMS = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
+                   for name, ann, default in (
+    ("space", Space, "nb201"), ("lut", Lut, None), ("db", Db, None), ("latency_table", LatTable, None),
+    ("latency_mlp", LatMlp, None), ("accuracy_table", AccTable, None), ("accuracy_db", AccDb, None),
+    ("accuracy_predictor", AccPred, None), ("dataset", Dataset, None), ("max_queries", MaxQ, 1000),
+    ("budgets", K, 10), ("iterations", Iters, 600), ("seed", Seed, 0), ("width", Width, None),
+    ("resolution", Resolution, None), ("explore_share", Explore, EXPLORE_SHARE), ("rounds", Rounds, ROUNDS),
+    ("lut_family", LutFamilyOpt, None), ("resolutions", Resolutions, None))]
+assert [p.name for p in _PROBLEM_PARAMS] == [f.name for f in fields(ProblemOptions)]
+
+
+def with_problem_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` (taking ``opts: ProblemOptions`` beside its own options) with the problem's options
+    added to the signature typer reads, and gathered into one ``ProblemOptions`` when it runs."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "opts"]
+
+    @functools.wraps(command)
+    def run(**kw: Any) -> None:
+        command(opts=ProblemOptions(**{p.name: kw.pop(p.name) for p in _PROBLEM_PARAMS}), **kw)
+
+    params = own + _PROBLEM_PARAMS
+    run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    return run
+
+
+def _checked(opts: ProblemOptions, what: str, method: str, known: Collection[str]) -> Any:
+    """The problem, once ``method`` is known to be one of ``known`` (before any data is read)."""
+    if method not in known:
+        from budgetnas.core.errors import UnknownNameError
+
+        raise UnknownNameError(what, method, list(known))
+    return opts.problem()
 
 
 def bundle_path(out: Path) -> Path:
@@ -101,34 +169,21 @@ def bundle_path(out: Path) -> Path:
 
 
 @app.command("train")
+@with_problem_options
 def train_cmd(
     out: Annotated[Path, typer.Option("--out", help="checkpoint to write; the torch-free bundle goes beside it")],
-    space: Space = "nb201", lut: Lut = None, db: Db = None, latency_table: LatTable = None,
-    latency_mlp: LatMlp = None, accuracy_table: AccTable = None, accuracy_db: AccDb = None,
-    accuracy_predictor: AccPred = None, dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10,
-    iterations: Iters = 600, seed: Seed = 0,
-    width: Width = None, resolution: Resolution = None, explore_share: Explore = EXPLORE_SHARE,
-    rounds: Rounds = ROUNDS,
-    lut_family: LutFamilyOpt = None, resolutions: Resolutions = None,
+    opts: ProblemOptions,
     method: Annotated[str, typer.Option("--method", help="pnag (ours), pnag-paper (Algorithm 1: a frozen learned "
                                                           "evaluator), mnas, tunas, pareto-noacc")] = "pnag",
 ) -> None:
     """Train the PNAG generator; write OUT (torch) and OUT with suffix .bundle (numpy)."""
     import torch
 
-    from budgetnas.generator.pnag import TrainConfig
-    from budgetnas.generator.search import GENERATORS, SearchOptions, run_method
+    from budgetnas.generator.search import GENERATORS, run_method
 
-    if method not in GENERATORS:
-        from budgetnas.core.errors import UnknownNameError
-
-        raise UnknownNameError("generator method", method, GENERATORS)
-    problem = _problem(space, width, resolution, lut, db, latency_table, latency_mlp, accuracy_table,
-                       accuracy_db, dataset, max_queries, seed, explore_share, accuracy_predictor, lut_family,
-                       resolutions)
+    problem = _checked(opts, "generator method", method, GENERATORS)
     explored = problem.accuracy.used
-    res = run_method(method, problem, [], SearchOptions(train=TrainConfig(iterations=iterations, budgets=budgets,
-                                                                          seed=seed), rounds=rounds))
+    res = run_method(method, problem, [], opts.search_options())
     trained, bundle, final = res.trained, res.bundle, res.problem
     assert trained is not None and bundle is not None and final is not None
     data = bundle.to_bytes()
@@ -142,7 +197,7 @@ def train_cmd(
         raise DataFileError(f"cannot write {out}: {exc.strerror}") from None
     rep = problem.report
     last = trained.history[-1]
-    typer.echo(f"accuracy records read {final.accuracy.used}/{max_queries} ({explored} spread over the latency "
+    typer.echo(f"accuracy records read {final.accuracy.used}/{opts.max_queries} ({explored} spread over the latency "
                f"range, {final.accuracy.used - explored} validating the generator's best); predictor held-out "
                f"kendall_tau={rep.kendall_tau:.3f} rmse={rep.rmse:.3f} (n_test={rep.n_test}, first fit)")
     typer.echo(f"trained {trained.steps} iterations in {trained.seconds:.1f}s ({trained.calls} predictor calls, "
@@ -200,31 +255,19 @@ def generate_cmd(
 
 
 @app.command("search")
+@with_problem_options
 def search_cmd(
     method: Annotated[str, typer.Option("--method", help="pnag, pnag-paper, random, evolution, naive, mnas, "
                                                           "tunas, sgnas, pareto-noacc, independent")],
+    opts: ProblemOptions,
     budget: Annotated[list[float] | None, typer.Option("--budget", help="budget in ms (repeatable)")] = None,
-    space: Space = "nb201", lut: Lut = None, db: Db = None, latency_table: LatTable = None,
-    latency_mlp: LatMlp = None, accuracy_table: AccTable = None, accuracy_db: AccDb = None,
-    accuracy_predictor: AccPred = None, dataset: Dataset = None, max_queries: MaxQ = 1000, budgets: K = 10,
-    iterations: Iters = 600, seed: Seed = 0,
-    width: Width = None, resolution: Resolution = None, explore_share: Explore = EXPLORE_SHARE,
-    rounds: Rounds = ROUNDS,
-    lut_family: LutFamilyOpt = None, resolutions: Resolutions = None,
     generations: Annotated[int, typer.Option("--generations", min=1, help="evolution generations")] = 500,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per budget")] = False,
 ) -> None:
     """Run one method (PNAG or a baseline) for the given budgets (default: 20..100% of the range)."""
-    from budgetnas.generator.pnag import TrainConfig
-    from budgetnas.generator.search import METHOD_NAMES, SearchOptions, run_method
+    from budgetnas.generator.search import METHOD_NAMES, run_method
 
-    if method not in METHOD_NAMES:
-        from budgetnas.core.errors import UnknownNameError
-
-        raise UnknownNameError("search method", method, METHOD_NAMES)
-    problem = _problem(space, width, resolution, lut, db, latency_table, latency_mlp, accuracy_table,
-                       accuracy_db, dataset, max_queries, seed, explore_share, accuracy_predictor, lut_family,
-                       resolutions)
+    problem = _checked(opts, "search method", method, METHOD_NAMES)
     lo, hi = problem.lat_range
     targets = list(budget) if budget else [lo + p * (hi - lo) for p in (0.2, 0.4, 0.6, 0.8, 1.0)]
     for b in targets:  # the same rule as `generate` and the server
@@ -233,9 +276,7 @@ def search_cmd(
         if b < lo:
             raise InvalidArgumentError(f"budget {b:g} ms is below the cheapest architecture ({lo:.4g} ms); "
                                        f"valid budgets are {lo:.4g}..{hi:.4g} ms (larger ones are accepted)")
-    opts = SearchOptions(train=TrainConfig(iterations=iterations, budgets=budgets, seed=seed),
-                         evo_generations=generations, rounds=rounds)
-    res = run_method(method, problem, targets, opts)
+    res = run_method(method, problem, targets, opts.search_options(evo_generations=generations))
     for b, ans in zip(targets, res.answers, strict=True):
         arch = problem.space.format(problem.space.from_tokens(ans.tokens.tolist()))
         row: dict[str, Any] = {"budget_ms": b, "arch": arch, "latency_ms": ans.latency_ms, "accuracy": ans.accuracy}

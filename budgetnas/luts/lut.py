@@ -329,15 +329,21 @@ class LatencyStats:
     @classmethod
     def from_dict(cls, d: Any) -> LatencyStats:
         """Stats from their JSON object (``to_dict``); every field is checked (see the class)."""
-        if not isinstance(d, dict):
-            raise DataFileError("latency stats must be an object of count, mean_ms, std_ms, ...")
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise DataFileError(f"latency stats have unknown fields {sorted(map(str, unknown))[:10]}")
-        missing = [f for f in ("count", "mean_ms", "std_ms") if f not in d]
-        if missing:
-            raise DataFileError(f"latency stats lack {', '.join(missing)}")
-        return cls(**d)
+        return cls(**_fields_of(cls, d, "latency stats", ("count", "mean_ms", "std_ms")))
+
+
+def _fields_of(cls: type, d: Any, what: str, required: tuple[str, ...]) -> dict[str, Any]:
+    """``d`` as the JSON object of the dataclass ``cls``, refused by name when it is not an object,
+    has a field ``cls`` lacks, or lacks a ``required`` one."""
+    if not isinstance(d, dict):
+        raise DataFileError(f"{what} must be an object of {', '.join(required)}, ...")
+    unknown = set(d) - set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    if unknown:
+        raise DataFileError(f"{what}: unknown fields {sorted(map(str, unknown))[:10]}")
+    missing = [f for f in required if f not in d]
+    if missing:
+        raise DataFileError(f"{what} lacks {', '.join(missing)}")
+    return d
 
 
 def key_group(key: str) -> str:
@@ -452,13 +458,7 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: Any) -> Calibration:
-        if not isinstance(d, dict):
-            raise DataFileError("calibration must be an object of slope, intercept, n_models, rel_residual_std")
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        missing = [f for f in ("slope", "intercept", "n_models", "rel_residual_std") if f not in d]
-        if unknown or missing:
-            raise DataFileError(f"calibration: unknown fields {sorted(map(str, unknown))[:10]}" if unknown
-                                else f"calibration lacks {', '.join(missing)}")
+        d = _fields_of(cls, d, "calibration", ("slope", "intercept", "n_models", "rel_residual_std"))
         raw_scales = d.get("group_scales") or {}
         if not isinstance(raw_scales, dict):
             raise DataFileError("calibration.group_scales must be an object of group -> positive number")
