@@ -3,6 +3,7 @@ validate`` give the same calibration for the same measurements, and the fit's ow
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -21,12 +22,22 @@ from tests.server_support import ADMIN_H
 N_MODELS = 12
 
 
+LUT_REFERENCE_MS = 0.40  # the reference workload beside the LUT's blocks (agents time it around every job)
+
+
 def nb201_lut(seed: int = 0) -> LUT:
     """Every nb201 block key at its own latency, so the stages' shares differ between models."""
     sp = get_space("nb201")
     rng = np.random.default_rng(seed)
     return LUT(LUTMeta(space=sp.describe(), device="dev1", backend="ort-cpu"),
-               {k: LatencyStats.from_samples(list(rng.uniform(0.01, 0.2, 3))) for k in sp.all_block_keys()})
+               {k: dataclasses.replace(LatencyStats.from_samples(list(rng.uniform(0.01, 0.2, 3))),
+                                       reference_ms=LUT_REFERENCE_MS * rng.uniform(0.98, 1.02))
+                for k in sp.all_block_keys()})
+
+
+def model_reference(arch: str) -> float:
+    """The models' session ran ~1.3x slower than the LUT's (another job on the machine)."""
+    return LUT_REFERENCE_MS * 1.3 * (1.0 + 0.01 * np.cos(sum(map(ord, arch))))
 
 
 def stage_weighted(lut: LUT) -> Any:
@@ -57,7 +68,8 @@ def serve_measurements(client: Any, lut: LUT, measured: Any) -> tuple[int, list[
     assert len(jobs) == N_MODELS
     for j in jobs:
         ms = measured(j["arch"])
-        stats = {"count": 3, "mean_ms": ms, "std_ms": 0.0, "median_ms": ms, "min_ms": ms}
+        stats = {"count": 3, "mean_ms": ms, "std_ms": 0.0, "median_ms": ms, "min_ms": ms,
+                 "reference_ms": model_reference(j["arch"])}
         r = client.post(f"/v1/jobs/{j['id']}/result", json={"idempotency_key": f"k{j['id']}", "stats": stats},
                         headers=tok)
         assert r.status_code == 200, r.text
@@ -66,28 +78,37 @@ def serve_measurements(client: Any, lut: LUT, measured: Any) -> tuple[int, list[
 
 def as_validate_measured(names: list[str], measured: Any) -> Measurement:
     """What ``budgetnas validate`` would have measured for these models (same statistic, no sessions)."""
-    stats = {n: LatencyStats.from_samples([measured(n)] * 3) for n in names}
+    stats = {n: dataclasses.replace(LatencyStats.from_samples([measured(n)] * 3), reference_ms=model_reference(n))
+             for n in names}
     return Measurement(stats=stats, overhead=LatencyStats.from_samples([0.0] * 3), protocol=Protocol.quick(),
                        wall_seconds=0.0)
 
 
-@pytest.mark.parametrize("method", ["grouped", "affine"])
-def test_server_calibrate_and_validate_fit_the_same_calibration(client: Any, method: str) -> None:
+@pytest.mark.parametrize("method,correct", [("grouped", True), ("affine", True), ("grouped", False)])
+def test_server_calibrate_and_validate_fit_the_same_calibration(client: Any, method: str, correct: bool) -> None:
     lut = nb201_lut()
     measured = stage_weighted(lut)
     lut_id, names = serve_measurements(client, lut, measured)
-    r = client.post(f"/v1/luts/{lut_id}/calibrate", json={"method": method, "seed": 5}, headers=ADMIN_H)
+    r = client.post(f"/v1/luts/{lut_id}/calibrate", json={"method": method, "seed": 5, "correct_sessions": correct},
+                    headers=ADMIN_H)
     assert r.status_code == 200, r.text
     served = r.json()
 
     pred = LUTPredictor(lut, get_space("nb201"))
     raw = pred.raw([get_space("nb201").parse(n) for n in names])
-    report = report_from(lut, names, raw, as_validate_measured(names, measured), seed=5, method=method)
+    report = report_from(lut, names, raw, as_validate_measured(names, measured), seed=5, method=method,
+                         correct_sessions=correct)
     assert served["calibration"] == report.calibration.to_dict()
+    # both compared the sessions alike: the models' ran ~1.3x slower, divided out when asked
+    d = report.to_dict()
+    for k in ("reference_ms", "session_ratio", "models_with_reference", "sessions_corrected"):
+        assert served["sessions"][k] == pytest.approx(d[k]), k
+    assert served["sessions"]["session_ratio"] == pytest.approx(1.3, rel=0.03)
+    assert served["sessions"]["sessions_corrected"] is correct
+    assert served["sessions"]["models_with_reference"] == N_MODELS
     assert served["calibration"]["n_models"] == N_MODELS  # fitted on every model, as validate stores
     assert (len(served["calibration"].get("group_scales", {})) > 0) == (method == "grouped")
     # the held-out figures are the same too: same half, same fit, same metrics
-    d = report.to_dict()
     assert served["holdout"]["n_fit"] == d["n_fit"] and served["holdout"]["n_held_out"] == d["n_eval"]
     assert served["holdout"]["calibrated"] == d["calibrated"] and served["holdout"]["raw"] == d["raw"]
     # and the stored LUT now predicts with it

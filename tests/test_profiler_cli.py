@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
@@ -101,12 +102,19 @@ def test_session_drift_is_divided_out(small_lut_file: Path) -> None:
     names, raw, m = measure_models(lut, 6, seed=2, protocol=Protocol.quick(), progress=False)
     as_taken = report_from(lut, names, raw, m, correct_sessions=False)
     assert as_taken.extra["sessions_corrected"] is False and "uncorrected" not in as_taken.extra
-    assert m.reference_ms is not None
-    lut.meta.protocol["reference_ms"] = m.reference_ms / 2  # as if the LUT's session ran twice as fast
+    refs = [m.stats[n].reference_ms for n in names]  # every model timed the reference beside its visits
+    assert all(r is not None and r > 0 for r in refs)
+    lut.meta.protocol["reference_ms"] = float(np.median(refs)) / 2  # as if the LUT's session ran twice as fast
     fixed = report_from(lut, names, raw, m)
     assert fixed.extra["session_ratio"] == pytest.approx(2.0) and fixed.extra["sessions_corrected"] is True
     np.testing.assert_allclose(fixed.measured_ms, as_taken.measured_ms / 2)
-    del lut.meta.protocol["reference_ms"]  # a LUT profiled before the reference existed: nothing to compare
+    del lut.meta.protocol["reference_ms"]  # a LUT built by agents: its entries' median reference stands in
+    entries = report_from(lut, names, raw, m)
+    lut_refs = [e.reference_ms for e in lut.entries.values()]
+    assert entries.extra["reference_ms"]["lut"] == pytest.approx(float(np.median(lut_refs)))
+    assert entries.extra["sessions_corrected"] is True
+    # a LUT profiled before the reference existed: nothing to compare
+    lut.entries = {k: dataclasses.replace(e, reference_ms=None) for k, e in lut.entries.items()}
     old = report_from(lut, names, raw, m)
     assert old.extra["session_ratio"] is None and old.extra["sessions_corrected"] is False
     np.testing.assert_allclose(old.measured_ms, as_taken.measured_ms)

@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from budgetnas.cli.server import DEFAULT_VALIDATION_MODELS
 from budgetnas.luts.calibration import MIN_HOLDOUT
 
 DEVICE = "this-cpu"
@@ -51,7 +52,7 @@ class Settings:
     out: Path
     resolution: int = 128
     width: float = 1.0
-    validation_models: int = 24
+    validation_models: int = DEFAULT_VALIDATION_MODELS
     quick: bool = False
     supernet_epochs: int = 1
     supernet_max_batches: int = 24
@@ -392,7 +393,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p.add_argument("--out", type=Path, default=None, help="work directory (default runs/demo-<time>)")
     p.add_argument("--resolution", type=int, default=128)
     p.add_argument("--width", type=float, default=1.0)
-    p.add_argument("--validation-models", type=int, default=24)
+    p.add_argument("--validation-models", type=int, default=DEFAULT_VALIDATION_MODELS)
     p.add_argument("--quick", action="store_true", help="short measurement protocol (rougher numbers)")
     p.add_argument("--iterations", type=int, default=600, help="generator training iterations")
     p.add_argument("--seed", type=int, default=0)

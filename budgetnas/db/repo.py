@@ -219,6 +219,17 @@ def model_measurements(s: Session, lut_id: int) -> list[tuple[str, float]]:
     return [(str(a), float(v)) for a, v in rows]
 
 
+def model_references(s: Session, lut_id: int) -> list[float | None]:
+    """Each whole-model measurement's ``reference_ms`` (None: not timed), in ``model_measurements``' order."""
+    rows = s.execute(select(ModelMeasurement.stats).where(ModelMeasurement.lut_id == lut_id)
+                     .order_by(ModelMeasurement.id))
+    out: list[float | None] = []
+    for (stats,) in rows:
+        ref = stats.get("reference_ms") if isinstance(stats, dict) else None
+        out.append(float(ref) if isinstance(ref, int | float) and not isinstance(ref, bool) and ref > 0 else None)
+    return out
+
+
 def add_model_measurement(s: Session, lut_id: int, arch: str, stats: dict[str, Any], latency_ms: float,
                           job_id: int | None = None, source: str = "job") -> None:
     s.add(ModelMeasurement(lut_id=lut_id, arch=arch, stats={k: v for k, v in stats.items() if k != "samples_ms"},

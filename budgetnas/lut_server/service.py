@@ -14,7 +14,7 @@ from budgetnas.db.models import Lut
 from budgetnas.lut_server.convert import space_for
 from budgetnas.lut_server.predictor import Prepared
 from budgetnas.lut_server.state import AppState
-from budgetnas.luts.calibration import DEFAULT_METHOD, MIN_HOLDOUT, check_method, fit_calibration, holdout
+from budgetnas.luts.calibration import DEFAULT_METHOD, MIN_HOLDOUT, check_method, fit_calibration, holdout, sessions
 from budgetnas.luts.calibration_design import calibration_archs
 from budgetnas.luts.lut import LUT, LUTPredictor
 
@@ -82,10 +82,13 @@ def enqueue_campaign(s: Session, lut: Lut, validation_models: int, seed: int) ->
     return created
 
 
-def calibrate(st: AppState, s: Session, lut_id: int, method: str = DEFAULT_METHOD, seed: int = 0) -> dict[str, Any]:
+def calibrate(st: AppState, s: Session, lut_id: int, method: str = DEFAULT_METHOD, seed: int = 0,
+              correct_sessions: bool = True) -> dict[str, Any]:
     """Fit the LUT's calibration on every stored whole-model measurement (the project's one fit,
     ``budgetnas.luts.calibration``: the same measurements give ``budgetnas validate``'s calibration)
-    and store it; with 4 or more models also the held-out figures of the same fit on a random half."""
+    and store it; with 4 or more models also the held-out figures of the same fit on a random half.
+    ``sessions`` says how the models' session compared with the LUT's by the reference workload
+    (divided out with ``correct_sessions``, as ``validate`` does)."""
     check_method(method)
     lut = repo.get_lut(s, lut_id, lock=True)
     pairs = repo.model_measurements(s, lut_id)
@@ -96,7 +99,9 @@ def calibrate(st: AppState, s: Session, lut_id: int, method: str = DEFAULT_METHO
     space = space_for(lut.space)
     predictor = LUTPredictor(base, space)
     names = [a for a, _ in pairs]
-    archs, measured = [space.parse(a) for a in names], np.array([ms for _, ms in pairs])
+    archs = [space.parse(a) for a in names]
+    measured, sess = sessions(base, repo.model_references(s, lut_id), np.array([ms for _, ms in pairs]),
+                              correct_sessions)
     # the fit refuses measurements <= 0 ms and degenerate fits before anything is stored (422 naming the model)
     report: dict[str, Any] | None = None
     if len(pairs) >= MIN_HOLDOUT:
@@ -108,7 +113,7 @@ def calibrate(st: AppState, s: Session, lut_id: int, method: str = DEFAULT_METHO
     lut.revision += 1
     s.flush()
     st.predictors.invalidate(lut_id)
-    return {"calibration": cal.to_dict(), "method": method, "holdout": report}
+    return {"calibration": cal.to_dict(), "method": method, "holdout": report, "sessions": sess.to_dict()}
 
 
 def validation(st: AppState, s: Session, lut_id: int) -> list[dict[str, Any]]:

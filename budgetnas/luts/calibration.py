@@ -10,6 +10,12 @@ they are fitted (a test holds the server and ``validate`` to it).
 The stored calibration is fitted on every model; the held-out figures come from the same fit on a
 random half, judged on the other half, so they estimate (slightly pessimistically) how well the
 stored one predicts models it has not seen.
+
+Sessions: the LUT's blocks and the whole models are measured at different times, maybe under
+different load. Both record the reference workload (``budgetnas.profiler.reference``): the LUT's
+session by its meta's ``protocol.reference_ms`` (a profiled LUT) or else the median of its entries'
+``reference_ms`` (a LUT built by agents), the models' by the median of theirs. :func:`sessions`
+compares them; with ``correct`` the models' times are divided by the ratio before anything is fitted.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from budgetnas.core.errors import InvalidArgumentError, UnknownNameError
-from budgetnas.luts.lut import Calibration, LUTPredictor
+from budgetnas.luts.lut import LUT, Calibration, LUTPredictor
 
 DEFAULT_METHOD = "grouped"
 
@@ -67,6 +73,55 @@ def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
     return {"mape": float(np.mean(np.abs(rel))), "rmspe": float(np.sqrt(np.mean(rel**2))),
             "within_5pct": float(np.mean(np.abs(rel) <= 0.05)), "within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
             "kendall_tau": tau}
+
+
+def session_ratio(measured_ms: float | None, baseline_ms: float | None) -> float | None:
+    """How much slower the machine ran in one session than in another, by their reference medians
+    (None when either session has no reference)."""
+    if not measured_ms or not baseline_ms:
+        return None
+    return float(measured_ms) / float(baseline_ms)
+
+
+def lut_reference_ms(lut: LUT) -> float | None:
+    """The LUT's session reference: its meta's (``budgetnas profile`` writes it), else the median of its
+    entries' (agents time it around every job)."""
+    ref = lut.meta.protocol.get("reference_ms")
+    if ref:
+        return float(ref)
+    refs = [e.reference_ms for e in lut.entries.values() if e.reference_ms]
+    return float(np.median(refs)) if refs else None
+
+
+@dataclass(frozen=True)
+class Sessions:
+    """How comparable the LUT's session and the whole models' were, and whether times were divided by it."""
+
+    lut_ms: float | None
+    models_ms: float | None
+    models_with_reference: int
+    corrected: bool
+
+    @property
+    def ratio(self) -> float | None:
+        return session_ratio(self.models_ms, self.lut_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference_ms": {"lut": self.lut_ms, "models": self.models_ms}, "session_ratio": self.ratio,
+                "models_with_reference": self.models_with_reference, "sessions_corrected": self.corrected}
+
+
+def sessions(lut: LUT, model_reference_ms: Sequence[float | None], measured_ms: np.ndarray,
+             correct: bool = True) -> tuple[np.ndarray, Sessions]:
+    """The models' times to fit (divided by the session ratio with ``correct``, when both sessions
+    timed the reference) and the comparison, from each model's ``reference_ms`` (None: not timed)."""
+    refs = [float(r) for r in model_reference_ms if r]
+    models = float(np.median(refs)) if refs else None
+    out = Sessions(lut_reference_ms(lut), models, len(refs), False)
+    ratio = out.ratio
+    if not correct or ratio is None:
+        return np.asarray(measured_ms, np.float64), out
+    return np.asarray(measured_ms, np.float64) / ratio, Sessions(out.lut_ms, models, len(refs), True)
 
 
 def split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,10 +15,11 @@ exporter) with the same interleaved protocol as the blocks; all N models share t
 the fit/eval split is random, so neither half is measured in a different period than the other.
 
 Sessions: the LUT's blocks and the whole models are measured at different times, maybe under
-different load. Both record the reference workload's median (``budgetnas.profiler.reference``); their
-ratio is reported as ``session_ratio`` (1.0: equally quiet) and, with ``correct_sessions``, the
-whole models' times are divided by it before anything is fitted or compared, so the report
-judges the LUT, not the difference between the two sessions. ``uncorrected`` keeps the
+different load. Both record the reference workload (``budgetnas.profiler.reference``); the ratio of
+the models' median reference to the LUT's is reported as ``session_ratio`` (1.0: equally quiet) and,
+with ``correct_sessions``, the whole models' times are divided by it before anything is fitted or
+compared (``budgetnas.luts.calibration.sessions``, the server's rule too), so the report judges the
+LUT, not the difference between the two sessions. ``uncorrected`` keeps the
 calibrated figures without that division; ``disturbed_models`` counts models the protocol flagged.
 """
 
@@ -33,10 +34,9 @@ from typing import Any
 import numpy as np
 
 from budgetnas.core.errors import DataFileError, InvalidArgumentError, MissingKeysError
-from budgetnas.luts.calibration import DEFAULT_METHOD, Holdout, check_method, holdout, metrics
+from budgetnas.luts.calibration import DEFAULT_METHOD, Holdout, check_method, holdout, metrics, sessions
 from budgetnas.luts.lut import LUT, Calibration, LUTPredictor
 from budgetnas.profiler.protocol import Measurement, Protocol, measure_many
-from budgetnas.profiler.reference import session_ratio
 from budgetnas.profiler.runners import Runner, get_runner
 from budgetnas.profiler.targets import model_target
 from budgetnas.spaces import space_from_description
@@ -129,19 +129,14 @@ def report_from(lut: LUT, names: list[str], raw: np.ndarray, m: Measurement, see
     ``calibrated_affine``, for comparison.
     """
     stat = lut.meta.statistic
-    measured = np.array([m.stats[n].value(stat) for n in names])
-    ratio = session_ratio(m.reference_ms, lut.meta.protocol.get("reference_ms"))
-    as_taken = measured
-    if correct_sessions and ratio is not None:
-        measured = measured / ratio
+    as_taken = np.array([m.stats[n].value(stat) for n in names])
+    measured, sess = sessions(lut, [m.stats[n].reference_ms for n in names], as_taken, correct_sessions)
     space = space_from_description(lut.meta.space)
     predictor, archs = LUTPredictor(lut, space), [space.parse(a) for a in names]
     fit = holdout(predictor, archs, measured, seed, method, names)
     ev = fit.eval_idx
     extra: dict[str, Any] = {"statistic": stat, "overhead_ms": m.overhead.median_ms, "calibration_method": method,
-                             "reference_ms": {"lut": lut.meta.protocol.get("reference_ms"), "models": m.reference_ms},
-                             "session_ratio": ratio, "sessions_corrected": bool(correct_sessions and ratio is not None),
-                             "disturbed_models": len(set(m.disturbed) & set(names))}
+                             **sess.to_dict(), "disturbed_models": len(set(m.disturbed) & set(names))}
     if method != "affine":
         affine = holdout(predictor, archs, measured, seed, "affine", names)
         extra["calibrated_affine"] = metrics(affine.predicted_ms[ev], measured[ev])

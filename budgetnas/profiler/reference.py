@@ -5,7 +5,7 @@ what is being measured, so it makes interference visible: within a session, a vi
 reference ran much slower than usual was disturbed (``Protocol.disturbed_ratio``); across
 sessions, the ratio of their reference medians says how comparable they were and is divided out
 when whole models measured in one session are compared with a LUT measured in another
-(``budgetnas.profiler.fidelity``). The workload is small (two 3x3 convolutions at 28x28x32, ~15 MFLOP at
+(``budgetnas.luts.calibration.sessions``). The workload is small (two 3x3 convolutions at 28x28x32, ~15 MFLOP at
 batch 1) so that timing it a few times per visit costs a few percent at most.
 """
 
@@ -32,11 +32,3 @@ class _Reference(nn.Module):
 def reference_target(batch: int) -> Target:
     torch.manual_seed(0)  # fixed weights: the same artifact in every session
     return module_target(_Reference(), torch.zeros(batch, 32, 28, 28), REFERENCE_NAME)
-
-
-def session_ratio(measured_ms: float | None, baseline_ms: float | None) -> float | None:
-    """How much slower the machine ran in one session than in another, by their reference medians
-    (None when either session has no reference)."""
-    if not measured_ms or not baseline_ms:
-        return None
-    return float(measured_ms) / float(baseline_ms)

@@ -124,6 +124,7 @@ class CalibrateIn(BaseModel):
 
     method: Literal["grouped", "affine"] = "grouped"
     seed: Seed = 0
+    correct_sessions: bool = True  # divide the models' times by their session's reference ratio to the LUT's
 
 
 assert set(CALIBRATION_METHODS) == {"grouped", "affine"}  # keep CalibrateIn.method in step with the fit's registry
@@ -135,7 +136,7 @@ def calibrate_lut(lut_id: IdPath, request: Request, body: CalibrateIn | None = N
     require_admin(st, request)
     opts = body or CalibrateIn()
     with st.db.session(write=True) as s:
-        return {"id": lut_id, **calibrate(st, s, lut_id, opts.method, opts.seed)}
+        return {"id": lut_id, **calibrate(st, s, lut_id, opts.method, opts.seed, opts.correct_sessions)}
 
 
 @router.get("/luts/{lut_id}/validation")
