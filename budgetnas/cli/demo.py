@@ -38,6 +38,9 @@ from typing import Any
 import httpx
 import numpy as np
 
+from budgetnas.core.errors import ServerError
+from budgetnas.core.http import RestClient
+
 DEVICE = "this-cpu"
 BACKEND = "ort-cpu"
 SUPERNET_INPUT = 32
@@ -74,6 +77,7 @@ class Demo:
     steps: list[Step] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     url: str = ""
+    transport: httpx.BaseTransport | None = None  # tests: the server in process instead of the network
 
     # ---- plumbing --------------------------------------------------------------------------------
     @contextmanager
@@ -114,11 +118,24 @@ class Demo:
         self.procs.clear()
 
     def api(self, method: str, path: str, **kw: Any) -> Any:
-        r = httpx.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {self.admin}"},
-                          timeout=120, **kw)
-        if r.status_code >= 400:
-            raise SystemExit(f"demo: {method} {path} -> {r.status_code}: {r.text[:300]}")
-        return r.json()
+        """One admin call to the demo's server; an error answer (or none) ends the demo with its message."""
+        try:
+            with RestClient(self.url, self.admin, timeout=120, transport=self.transport) as client:
+                return client.request(method, path, **kw)
+        except ServerError as exc:
+            raise SystemExit(f"demo: {exc}") from None
+
+    def wait_healthy(self, timeout_s: float = 120.0) -> bool:
+        """Poll ``/healthz`` until the server answers it (True) or ``timeout_s`` passed (False)."""
+        deadline = time.monotonic() + timeout_s
+        with RestClient(self.url, timeout=2, transport=self.transport) as probe:
+            while time.monotonic() < deadline:
+                try:
+                    probe.request("GET", "/healthz")
+                    return True
+                except ServerError:
+                    time.sleep(0.3)
+        return False
 
     @property
     def db_url(self) -> str:
@@ -134,16 +151,10 @@ class Demo:
         self.url = f"http://127.0.0.1:{port}"
         self.background("server.log", "serve", "--db", self.db_url, "--host", "127.0.0.1", "--port", str(port),
                         "--log-level", "warning")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    print(f"   LUT server on {self.url} (SQLite {self.cfg.out / 'budgetnas.db'})")
-                    print(f"   dashboard: {self.url}/dashboard/")
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        raise SystemExit(f"demo: the LUT server did not start; see {self.cfg.out / 'server.log'}")
+        if not self.wait_healthy():
+            raise SystemExit(f"demo: the LUT server did not start; see {self.cfg.out / 'server.log'}")
+        print(f"   LUT server on {self.url} (SQLite {self.cfg.out / 'budgetnas.db'})")
+        print(f"   dashboard: {self.url}/dashboard/")
 
     def profile(self) -> int:
         token = self.cli("device", "register", "--server", self.url, "--token", self.admin,
