@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from budgetnas.core.errors import ConflictError
 from budgetnas.db import repo
@@ -15,7 +16,7 @@ from budgetnas.lut_server.convert import ImportOptions, import_lut, space_for
 from budgetnas.lut_server.params import IdPath, JsonObject, Line, Seed
 from budgetnas.lut_server.service import calibrate, enqueue_campaign, lut_model, store_lut, validation
 from budgetnas.lut_server.state import check_read, require_admin, state_of
-from budgetnas.lut_server.views import lut_object, lut_objects
+from budgetnas.lut_server.views import LutFileMetaOut, LutOut, StatsOut, lut_object, lut_objects
 from budgetnas.luts.lut import STATISTICS
 
 router = APIRouter(prefix="/v1", tags=["luts"])
@@ -51,10 +52,62 @@ class CampaignIn(BaseModel):
     seed: Seed = 0
 
 
+class LutsOut(TypedDict):
+    luts: list[LutOut]
+
+
+class _Keyed(TypedDict):
+    key: str
+
+
+class EntryOut(_Keyed, StatsOut):
+    """An entry: its key first, then its stats (``samples_ms`` with ``?samples=true``)."""
+
+
+class EntriesOut(TypedDict):
+    entries: Annotated[list[EntryOut], Field(description="sorted by key")]
+
+
+class LutFileOut(TypedDict):
+    """The LUT file of ``budgetnas/luts/lut.py`` (``LUT.to_json_dict``), what ``export?format=json`` answers."""
+
+    format: str
+    version: int
+    meta: LutFileMetaOut
+    entries: Annotated[dict[str, StatsOut], Field(description="block key -> its stats, samples included")]
+    calibration: dict[str, Any] | None
+
+
+EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {
+    "application/yaml": {"schema": {"type": "string", "description": "format=ofa-yaml: Once-for-All's YAML LUT"}}}}}
+
+
+class CalibrateOut(TypedDict):
+    id: int
+    calibration: Annotated[dict[str, Any], Field(description="budgetnas.luts.lut.Calibration.to_dict()")]
+
+
+class ValidationModelOut(TypedDict):
+    arch: str
+    measured_ms: float
+    raw_ms: float
+    predicted_ms: float
+
+
+class ValidationOut(TypedDict):
+    models: Annotated[list[ValidationModelOut], Field(description="measured whole models beside their predictions")]
+
+
+class CampaignOut(TypedDict):
+    lut_id: int
+    jobs_created: int
+    status: Annotated[str, Field(description="the LUT's: building or complete")]
+
+
 assert set(STATISTICS) == {"median", "mean", "min", "p90"}  # keep LutIn.statistic in step with budgetnas.luts.lut
 
 
-@router.post("/luts", status_code=201)
+@router.post("/luts", status_code=201, response_model=LutOut)
 def create_lut(body: LutIn, request: Request) -> dict[str, Any]:
     st = state_of(request)
     require_admin(st, request)
@@ -67,7 +120,7 @@ def create_lut(body: LutIn, request: Request) -> dict[str, Any]:
         return lut_object(s, lut)
 
 
-@router.get("/luts")
+@router.get("/luts", response_model=LutsOut)
 def list_luts(request: Request) -> dict[str, Any]:
     st = state_of(request)
     check_read(st, request)
@@ -75,7 +128,7 @@ def list_luts(request: Request) -> dict[str, Any]:
         return {"luts": lut_objects(s, repo.list_luts(s))}
 
 
-@router.get("/luts/{lut_id}")
+@router.get("/luts/{lut_id}", response_model=LutOut)
 def show_lut(lut_id: IdPath, request: Request) -> dict[str, Any]:
     st = state_of(request)
     check_read(st, request)
@@ -83,7 +136,7 @@ def show_lut(lut_id: IdPath, request: Request) -> dict[str, Any]:
         return lut_object(s, repo.get_lut(s, lut_id))
 
 
-@router.get("/luts/{lut_id}/entries")
+@router.get("/luts/{lut_id}/entries", response_model=EntriesOut)
 def entries(lut_id: IdPath, request: Request, samples: bool = False) -> dict[str, Any]:
     st = state_of(request)
     check_read(st, request)
@@ -93,7 +146,7 @@ def entries(lut_id: IdPath, request: Request, samples: bool = False) -> dict[str
     return {"entries": [{"key": k, **v} for k, v in rows.items()]}
 
 
-@router.get("/luts/{lut_id}/export")
+@router.get("/luts/{lut_id}/export", response_model=LutFileOut, responses=EXPORT_RESPONSES)
 def export(lut_id: IdPath, request: Request, format: Literal["json", "ofa-yaml"] = Query("json")) -> Response:
     st = state_of(request)
     check_read(st, request)
@@ -106,7 +159,7 @@ def export(lut_id: IdPath, request: Request, format: Literal["json", "ofa-yaml"]
                     headers={"Content-Disposition": f'attachment; filename="lut-{lut_id}.yaml"'})
 
 
-@router.post("/luts/import", status_code=201)
+@router.post("/luts/import", status_code=201, response_model=LutOut)
 def import_(body: ImportIn, request: Request) -> dict[str, Any]:
     st = state_of(request)
     require_admin(st, request)
@@ -118,7 +171,7 @@ def import_(body: ImportIn, request: Request) -> dict[str, Any]:
         return lut_object(s, lut)
 
 
-@router.post("/luts/{lut_id}/calibrate")
+@router.post("/luts/{lut_id}/calibrate", response_model=CalibrateOut)
 def calibrate_lut(lut_id: IdPath, request: Request) -> dict[str, Any]:
     st = state_of(request)
     require_admin(st, request)
@@ -127,7 +180,7 @@ def calibrate_lut(lut_id: IdPath, request: Request) -> dict[str, Any]:
         return {"id": lut_id, "calibration": cal}
 
 
-@router.get("/luts/{lut_id}/validation")
+@router.get("/luts/{lut_id}/validation", response_model=ValidationOut)
 def validation_models(lut_id: IdPath, request: Request) -> dict[str, Any]:
     st = state_of(request)
     check_read(st, request)
@@ -139,7 +192,7 @@ class CampaignCreateIn(LutIn, CampaignIn):
     """A LUT (created, or the building one reused) and its campaign in one request."""
 
 
-@router.post("/campaigns", status_code=201)
+@router.post("/campaigns", status_code=201, response_model=CampaignOut)
 def create_campaign(body: CampaignCreateIn, request: Request) -> dict[str, Any]:
     """Create (or reuse) the LUT of this identity and enqueue its missing keys."""
     st = state_of(request)
@@ -162,7 +215,7 @@ def create_campaign(body: CampaignCreateIn, request: Request) -> dict[str, Any]:
         return {"lut_id": lut.id, "jobs_created": n, "status": lut.status}
 
 
-@router.post("/luts/{lut_id}/campaign", status_code=201)
+@router.post("/luts/{lut_id}/campaign", status_code=201, response_model=CampaignOut)
 def lut_campaign(lut_id: IdPath, request: Request, body: CampaignIn | None = None) -> dict[str, Any]:
     st = state_of(request)
     require_admin(st, request)
