@@ -2,7 +2,7 @@
 
 Client commands speak REST v1 (docs/rest.md) through :class:`budgetnas.core.http.RestClient`; an
 error answer (or no answer) becomes the usual one-line ``error:`` and exit status 2. Heavy imports
-(FastAPI, uvicorn, SQLAlchemy) stay in bodies.
+(httpx, FastAPI, uvicorn, SQLAlchemy) stay in bodies.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Annotated, Any
 import typer
 
 from budgetnas.cli.util import json_object_option
-from budgetnas.core.http import RestClient
 
 app = typer.Typer(help="The LUT server and its clients.")
 campaign_app = typer.Typer(help="Measurement campaigns on the LUT server.", no_args_is_help=True)
@@ -29,6 +28,8 @@ AsJson = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 def call(method: str, server: str, path: str, token: str | None = None, timeout: float = 120.0,
          **kw: Any) -> Any:
     """One REST call; returns the parsed JSON (or text for non-JSON answers)."""
+    from budgetnas.core.http import RestClient  # httpx: only for the commands that call the server
+
     with RestClient(server, token, timeout) as client:
         return client.request(method, path, **kw)
 
