@@ -31,7 +31,8 @@ ADMIN_H = {"Authorization": f"Bearer {ADMIN}"}
 PG_ENV = "BUDGETNAS_TEST_PG_URL"
 _pg_migrated: list[str] = []
 
-__all__ = ["ADMIN", "ADMIN_H", "client", "db_url", "live", "make_client", "pg_url", "start_live", "tiny_nb201_bundle"]
+__all__ = ["ADMIN", "ADMIN_H", "app_transport", "client", "db_url", "live", "make_client", "pg_url", "start_live",
+           "tiny_nb201_bundle"]
 
 
 def _empty_pg(url: str) -> None:
@@ -71,6 +72,17 @@ def pg_url() -> str:
 
 def make_client(url: str, **settings: Any) -> TestClient:
     return TestClient(create_app(Settings(db_url=url, admin_token=ADMIN, **settings)))
+
+
+def app_transport(app_client: TestClient) -> httpx.MockTransport:
+    """The app in process as an httpx transport: a REST client under test without a live server."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        r = app_client.request(request.method, str(request.url), headers=request.headers, content=request.content)
+        headers = [(k, v) for k, v in r.headers.multi_items() if k.lower() not in ("content-encoding", "content-length")]
+        return httpx.Response(r.status_code, headers=headers, content=r.content)
+
+    return httpx.MockTransport(handle)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from budgetnas.cli.demo import distinct_fitting, parse_args, shared_answers
+from budgetnas.cli.demo import distinct_fitting, parse_args, session_line, shared_answers
 
 
 def test_distinct_fitting_counts_archs_within_the_budget_asked() -> None:
@@ -26,3 +26,9 @@ def test_too_few_validation_models_is_refused_before_anything_runs(tmp_path, cap
         parse_args(["--out", str(tmp_path / "d"), "--validation-models", "3"])
     assert e.value.code == 2 and "--validation-models must be >= 4" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()  # refused before the work directory is made
+
+
+def test_session_line_says_whether_the_sessions_were_compared() -> None:
+    assert "x1.250 the LUT's (divided out" in session_line({"session_ratio": 1.25, "sessions_corrected": True})
+    assert "not corrected" in session_line({"session_ratio": 0.9, "sessions_corrected": False})
+    assert "not compared" in session_line({"session_ratio": None}) and "not compared" in session_line(None)

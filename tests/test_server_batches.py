@@ -12,13 +12,13 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from budgetnas.core.errors import DeviceUnavailableError
+from budgetnas.core.errors import DeviceUnavailableError, ServerRefusedError
 from budgetnas.db.models import Job, LutEntry, ModelMeasurement
 from budgetnas.db.queue import MAX_BATCH
 from budgetnas.db.session import Database
 from budgetnas.device_agents.agent import Agent, AgentConfig
 from budgetnas.device_agents.backends import Backend, BackendOptions, JobSpec, Measured
-from budgetnas.device_agents.rest import HTTPStatusError, Rest
+from budgetnas.device_agents.rest import Rest
 from budgetnas.device_agents.spool import Spool
 from budgetnas.luts.lut import LatencyStats
 from budgetnas.spaces import get_space
@@ -248,11 +248,11 @@ class _CountingRest(Rest):
         self.calls: Counter[str] = Counter()
         self.batches = batches
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         route = "/".join("{id}" if p.isdigit() else p for p in path.split("/"))
         self.calls[route] += 1
         if not self.batches and route in ("/v1/jobs/results", "/v1/jobs/heartbeat"):
-            raise HTTPStatusError(f"{method} {path}: HTTP 404: Not Found", 404)
+            raise ServerRefusedError(f"{method} {path}: HTTP 404: Not Found", 404)
         return super().call(method, path, body)
 
 

@@ -39,6 +39,8 @@ import httpx
 import numpy as np
 
 from budgetnas.cli.server import DEFAULT_VALIDATION_MODELS
+from budgetnas.core.errors import ServerError
+from budgetnas.core.http import RestClient
 from budgetnas.luts.calibration import MIN_HOLDOUT
 
 DEVICE = "this-cpu"
@@ -77,6 +79,7 @@ class Demo:
     steps: list[Step] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     url: str = ""
+    transport: httpx.BaseTransport | None = None  # tests: the server in process instead of the network
 
     # ---- plumbing --------------------------------------------------------------------------------
     @contextmanager
@@ -117,11 +120,24 @@ class Demo:
         self.procs.clear()
 
     def api(self, method: str, path: str, **kw: Any) -> Any:
-        r = httpx.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {self.admin}"},
-                          timeout=120, **kw)
-        if r.status_code >= 400:
-            raise SystemExit(f"demo: {method} {path} -> {r.status_code}: {r.text[:300]}")
-        return r.json()
+        """One admin call to the demo's server; an error answer (or none) ends the demo with its message."""
+        try:
+            with RestClient(self.url, self.admin, timeout=120, transport=self.transport) as client:
+                return client.request(method, path, **kw)
+        except ServerError as exc:
+            raise SystemExit(f"demo: {exc}") from None
+
+    def wait_healthy(self, timeout_s: float = 120.0) -> bool:
+        """Poll ``/healthz`` until the server answers it (True) or ``timeout_s`` passed (False)."""
+        deadline = time.monotonic() + timeout_s
+        with RestClient(self.url, timeout=2, transport=self.transport) as probe:
+            while time.monotonic() < deadline:
+                try:
+                    probe.request("GET", "/healthz")
+                    return True
+                except ServerError:
+                    time.sleep(0.3)
+        return False
 
     @property
     def db_url(self) -> str:
@@ -137,16 +153,10 @@ class Demo:
         self.url = f"http://127.0.0.1:{port}"
         self.background("server.log", "serve", "--db", self.db_url, "--host", "127.0.0.1", "--port", str(port),
                         "--log-level", "warning")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    print(f"   LUT server on {self.url} (SQLite {self.cfg.out / 'budgetnas.db'})")
-                    print(f"   dashboard: {self.url}/dashboard/")
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        raise SystemExit(f"demo: the LUT server did not start; see {self.cfg.out / 'server.log'}")
+        if not self.wait_healthy():
+            raise SystemExit(f"demo: the LUT server did not start; see {self.cfg.out / 'server.log'}")
+        print(f"   LUT server on {self.url} (SQLite {self.cfg.out / 'budgetnas.db'})")
+        print(f"   dashboard: {self.url}/dashboard/")
 
     def profile(self) -> int:
         token = self.cli("device", "register", "--server", self.url, "--token", self.admin,
@@ -192,8 +202,9 @@ class Demo:
         """The server's one calibration fit (the same as ``budgetnas validate``'s) on every measured model,
         stored in the LUT; its figures come from the same fit on a random half, judged on the other half."""
         out = self.api("POST", f"/v1/luts/{lut_id}/calibrate", json={"method": "grouped", "seed": self.cfg.seed})
-        report: dict[str, Any] = {**out["holdout"], "calibration": out["calibration"],
+        report: dict[str, Any] = {**out["holdout"], "calibration": out["calibration"], "sessions": out["sessions"],
                                   "models": self.api("GET", f"/v1/luts/{lut_id}/validation")["models"]}
+        print(f"   {session_line(out['sessions'])}")
         for kind in ("raw", "calibrated"):
             m = report[kind]
             print(f"   {kind:>10} on {report['n_held_out']} held-out models: MAPE {100 * m['mape']:.2f}%  "
@@ -371,7 +382,7 @@ returned architecture was measured on this CPU with the LUT's runner.</p>
 <h2>LUT fidelity</h2>
 <p>The stored calibration (the server's grouped fit, as <code>budgetnas validate</code> fits it) uses all
 {len(models)} measured whole models; the figures are the same fit made on {fidelity['n_fit']} of them, judged on
-the {fidelity['n_held_out']} others.</p>
+the {fidelity['n_held_out']} others. {escape(session_line(fidelity.get("sessions")))}</p>
 <table><tr><th></th><th>MAPE</th><th>RMSPE</th><th>within ±5%</th><th>within ±10%</th><th>Kendall tau</th></tr>
 {fm}</table>
 <img src="data:image/png;base64,{fid_png}">
@@ -380,6 +391,15 @@ the {fidelity['n_held_out']} others.</p>
 <h2>Time per step</h2><table>{steps}</table>
 </body></html>"""
     path.write_text(html)
+
+
+def session_line(sessions: dict[str, Any] | None) -> str:
+    """How the models' session compared with the LUT's (the reference workload), for people."""
+    ratio = (sessions or {}).get("session_ratio")
+    if ratio is None:
+        return "Sessions: not compared (a session did not time the reference workload)."
+    done = "divided out before the fit" if sessions and sessions.get("sessions_corrected") else "not corrected"
+    return f"Sessions: the models' reference workload ran at x{ratio:.3f} the LUT's ({done})."
 
 
 def _free_port() -> int:

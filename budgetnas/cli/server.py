@@ -1,7 +1,8 @@
 """``budgetnas serve``, ``predict``, ``campaign create``, ``device register``: the LUT server and its clients.
 
-Client commands speak REST v1 (docs/rest.md) with httpx; a 4xx from the server becomes the usual
-one-line ``error:`` and exit status 2. Heavy imports (FastAPI, uvicorn, SQLAlchemy) stay in bodies.
+Client commands speak REST v1 (docs/rest.md) through :class:`budgetnas.core.http.RestClient`; an
+error answer (or no answer) becomes the usual one-line ``error:`` and exit status 2. Heavy imports
+(httpx, FastAPI, uvicorn, SQLAlchemy) stay in bodies.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from typing import Annotated, Any
 import typer
 
 from budgetnas.cli.util import json_object_option
-from budgetnas.core.errors import ServerError
-from budgetnas.core.http import error_detail
 
 app = typer.Typer(help="The LUT server and its clients.")
 campaign_app = typer.Typer(help="Measurement campaigns on the LUT server.", no_args_is_help=True)
@@ -30,19 +29,10 @@ AsJson = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 def call(method: str, server: str, path: str, token: str | None = None, timeout: float = 120.0,
          **kw: Any) -> Any:
     """One REST call; returns the parsed JSON (or text for non-JSON answers)."""
-    import httpx
+    from budgetnas.core.http import RestClient  # httpx: only for the commands that call the server
 
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    url = server.rstrip("/") + path
-    try:
-        r = httpx.request(method, url, headers=headers, timeout=timeout, **kw)
-    except httpx.HTTPError as exc:
-        raise ServerError(f"cannot reach {url}: {exc}") from None
-    if r.status_code >= 400:
-        raise ServerError(f"{method} {path}: HTTP {r.status_code}: {error_detail(r)}")
-    if r.headers.get("content-type", "").startswith("application/json"):
-        return r.json()
-    return r.text
+    with RestClient(server, token, timeout) as client:
+        return client.request(method, path, **kw)
 
 
 @app.command("serve")

@@ -83,5 +83,17 @@ class ServerError(BudgetNASError):
     """The LUT server could not be reached or refused a client's request (the message has its detail)."""
 
 
+class ServerUnreachableError(ServerError):
+    """The server did not answer (refused connection, timeout) or answered 5xx: the request may be retried as is."""
+
+
+class ServerRefusedError(ServerError):
+    """A final 4xx answer: ``status`` is its HTTP status, ``detail`` the server's reason."""
+
+    def __init__(self, message: str, status: int, detail: str = "") -> None:
+        super().__init__(message)
+        self.status, self.detail = status, detail
+
+
 class DatabaseUnavailableError(BudgetNASError):
     """The database named by a URL cannot be opened or reached (a missing directory, a refused connection)."""

@@ -39,10 +39,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from budgetnas.core.errors import BudgetNASError, ServerError
+from budgetnas.core.errors import BudgetNASError, ServerError, ServerRefusedError, ServerUnreachableError
 from budgetnas.core.text import make_printable
 from budgetnas.device_agents.backends import Backend, JobSpec
-from budgetnas.device_agents.rest import HTTPStatusError, Rest, Unreachable
+from budgetnas.device_agents.rest import Rest
 from budgetnas.device_agents.spool import Spool
 
 log = logging.getLogger("budgetnas.agent")
@@ -86,11 +86,11 @@ class _LeaseKeeper(threading.Thread):
             try:
                 self.rest.job_heartbeat(self.job_id, self.lease_seconds, self.lease_id)
                 self.beats += 1
-            except HTTPStatusError as exc:
+            except ServerRefusedError as exc:
                 if not self.lost:
                     log.warning("job %s: lease lost (%s); the result is still sent", self.job_id, exc)
                 self.lost = True
-            except Unreachable:
+            except ServerUnreachableError:
                 pass  # the result goes to the spool anyway
 
     def stop(self) -> None:
@@ -132,14 +132,14 @@ class _BatchLeaseKeeper(threading.Thread):
                         self._lose(int(out["id"]), str(out["lost"]))
                 agent.batches = True
                 leases = [(j, lid) for j, lid in leases if lid is None]
-            except HTTPStatusError as exc:
+            except ServerRefusedError as exc:
                 if exc.status not in NO_BATCHES:
                     raise
                 agent.batches = False
         for job_id, lease_id in leases:
             try:
                 rest.job_heartbeat(job_id, self.lease_seconds, lease_id)
-            except HTTPStatusError as exc:
+            except ServerRefusedError as exc:
                 self._lose(job_id, str(exc))
 
     def run(self) -> None:
@@ -147,9 +147,9 @@ class _BatchLeaseKeeper(threading.Thread):
             try:
                 self._beat()
                 self.beats += 1
-            except HTTPStatusError as exc:
+            except ServerRefusedError as exc:
                 log.warning("lease heartbeat refused: %s", exc)
-            except Unreachable:
+            except ServerUnreachableError:
                 pass  # the results go to the spool anyway
 
     def stop(self) -> None:
@@ -211,9 +211,9 @@ class Agent:
                     log.info("device %s registered", self.config.name)
                 self._backoff = 0.0
                 return
-            except Unreachable as exc:
+            except ServerUnreachableError as exc:
                 self._wait_backoff(str(exc))
-            except HTTPStatusError as exc:
+            except ServerRefusedError as exc:
                 if exc.status in (401, 403):
                     raise ServerError(f"device {self.config.name!r}: the token is not accepted ({exc}); "
                                       "register the device with the admin token (`budgetnas device register`) "
@@ -221,7 +221,7 @@ class Agent:
                 raise
 
     # ---- the spool ---------------------------------------------------------------------------------
-    def _refused(self, exc: HTTPStatusError) -> ServerError:
+    def _refused(self, exc: ServerRefusedError) -> ServerError:
         """The error that stops an agent whose token the server no longer accepts (what is spooled stays)."""
         n = len(self.spool.pending())
         kept = f"; {n} record(s) stay in the spool {self.spool.path} and are sent first" if n else ""
@@ -238,9 +238,9 @@ class Agent:
                 b = rec["body"]  # spooled without a lease_id (an older agent): 422, dropped; the lease expires
                 out = self.rest.fail(rec["job"], b["error"], b.get("output", ""), b.get("lease_id"))
                 log.info("job %s: failure reported (now %s)", rec["job"], out.get("state"))
-        except Unreachable:
+        except ServerUnreachableError:
             return False
-        except HTTPStatusError as exc:
+        except ServerRefusedError as exc:
             if exc.status in (401, 403):  # the token was refused, not the record: keep it for valid credentials
                 log.error("job %s: %s kept unsent in the spool %s: the token was refused (%s)",
                           rec["job"], rec["kind"], self.spool.path, exc)
@@ -357,9 +357,9 @@ class Agent:
         if self.batches is not False and len(recs) > 1:
             try:
                 outs = self.rest.results([(r["job"], r["body"]) for r in recs])
-            except Unreachable:
+            except ServerUnreachableError:
                 return False
-            except HTTPStatusError as exc:
+            except ServerRefusedError as exc:
                 if exc.status in (401, 403):
                     log.error("%d result(s) kept unsent in the spool %s: the token was refused (%s)", len(recs),
                               self.spool.path, exc)
@@ -397,10 +397,10 @@ class Agent:
                         last_beat = now
                     jobs = self.rest.lease(self.config.name, self.config.backend, self.config.lease_seconds,
                                            max_jobs=self.config.lease_batch)
-                except Unreachable as exc:
+                except ServerUnreachableError as exc:
                     self._wait_backoff(str(exc))
                     continue
-                except HTTPStatusError as exc:
+                except ServerRefusedError as exc:
                     if exc.status in (401, 403):
                         raise self._refused(exc) from None
                     raise

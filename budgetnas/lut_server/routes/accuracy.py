@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from budgetnas.core.errors import InvalidArchitectureError
 from budgetnas.db import repo
@@ -29,7 +30,26 @@ class AccuracyIn(BaseModel):
     records: list[RecordIn] = Field(min_length=1, max_length=100_000)
 
 
-@router.post("")
+class UpsertOut(TypedDict):
+    inserted: int
+    updated: int
+
+
+class RecordOut(TypedDict):
+    space: str
+    arch: str
+    dataset: str
+    metric: str
+    value: float
+    source: str
+
+
+class RecordsOut(TypedDict):
+    records: list[RecordOut]
+    total: Annotated[int, Field(description="records matching the filters, before limit and offset")]
+
+
+@router.post("", response_model=UpsertOut)
 def upsert(body: AccuracyIn, request: Request) -> dict[str, Any]:
     st = state_of(request)
     require_admin(st, request)
@@ -46,7 +66,7 @@ def upsert(body: AccuracyIn, request: Request) -> dict[str, Any]:
     return {"inserted": inserted, "updated": updated}
 
 
-@router.get("")
+@router.get("", response_model=RecordsOut)
 def query(request: Request, space: Line | None = None, dataset: Line | None = None, metric: Line | None = None,
           source: Line | None = None, limit: int = Query(1000, ge=1, le=100_000),
           offset: int = Query(0, ge=0, le=2**31 - 1)) -> dict[str, Any]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import Response
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from budgetnas.db import repo
 from budgetnas.lut_server.state import agent_first, check_read, state_of
@@ -16,7 +18,18 @@ router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 Sha = Path(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256 of the content")
 
 
-@router.put("/{sha256}", status_code=201, dependencies=[Depends(agent_first)], openapi_extra=BINARY_BODY)
+class ArtifactOut(TypedDict):
+    sha256: str
+    size: Annotated[int, Field(description="bytes")]
+    created: Annotated[bool, Field(description="false when the content was already stored")]
+
+
+BYTES: dict[int | str, dict[str, Any]] = {200: {"content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+@router.put("/{sha256}", status_code=201, dependencies=[Depends(agent_first)], openapi_extra=BINARY_BODY,
+            response_model=ArtifactOut)
 async def put(request: Request, sha256: str = Sha) -> dict[str, Any]:
     st = state_of(request)
     content, actual = await read_body(request)  # only once the token was accepted
@@ -31,7 +44,7 @@ async def put(request: Request, sha256: str = Sha) -> dict[str, Any]:
     return {"sha256": sha256, "size": len(content), "created": created}
 
 
-@router.get("/{sha256}")
+@router.get("/{sha256}", response_class=Response, responses=BYTES)
 def get(request: Request, sha256: str = Sha) -> Response:
     st = state_of(request)
     check_read(st, request)

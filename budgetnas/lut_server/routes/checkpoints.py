@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from budgetnas.core.errors import DataFileError
 from budgetnas.core.jsonlimits import check_json, shown_json
@@ -35,6 +36,35 @@ class GenerateIn(BaseModel):
     seed: Seed | None = None
 
 
+class CheckpointOut(TypedDict):
+    id: int
+    name: str
+    meta: Annotated[dict[str, Any], Field(description="the bundle's meta (space, budget_range, training, ...)")]
+
+
+class CheckpointListedOut(CheckpointOut):
+    created: str | None
+
+
+class CheckpointsOut(TypedDict):
+    checkpoints: list[CheckpointListedOut]
+
+
+class SampleOut(TypedDict):
+    arch: str
+    latency_ms: float | None
+
+
+class GenerateOut(TypedDict):
+    """``GeneratorBundle.generate`` of budgetnas.generator.bundle: ``warning`` and ``samples`` only where given."""
+
+    arch: str
+    latency_ms: float
+    accuracy: float
+    warning: NotRequired[str]
+    samples: NotRequired[Annotated[list[SampleOut], Field(description="with samples > 0")]]
+
+
 def _load(data: bytes) -> GeneratorBundle:
     try:
         return GeneratorBundle.from_bytes(data)
@@ -43,7 +73,7 @@ def _load(data: bytes) -> GeneratorBundle:
 
 
 @router.post("/checkpoints", status_code=201, dependencies=[Depends(admin_first)],
-             openapi_extra=json_body_schema(CheckpointIn))
+             openapi_extra=json_body_schema(CheckpointIn), response_model=CheckpointOut)
 async def create(request: Request) -> dict[str, Any]:
     st = state_of(request)
     raw, _ = await read_body(request)  # only once the admin token was accepted (budgetnas.lut_server.uploads)
@@ -62,7 +92,7 @@ def _store(st: AppState, body: CheckpointIn) -> dict[str, Any]:
         return {"id": ck.id, "name": ck.name, "meta": ck.meta}
 
 
-@router.get("/checkpoints")
+@router.get("/checkpoints", response_model=CheckpointsOut)
 def list_checkpoints(request: Request) -> dict[str, Any]:
     st = state_of(request)
     check_read(st, request)
@@ -89,7 +119,7 @@ def _bundle(st: AppState, ref: int | str) -> Any:
     return bundle
 
 
-@router.post("/generate")
+@router.post("/generate", response_model=GenerateOut)
 def generate(body: GenerateIn, request: Request) -> dict[str, Any]:
     st = state_of(request)
     check_read(st, request)

@@ -7,13 +7,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from budgetnas.core.jsonlimits import check_json
 from budgetnas.db import repo
 from budgetnas.db.models import NAME_LEN
 from budgetnas.lut_server.params import JsonObject, Line
 from budgetnas.lut_server.state import check_read, require_admin, require_agent, state_of
-from budgetnas.lut_server.views import device_object
+from budgetnas.lut_server.views import DeviceOut, device_object
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 DeviceName = Annotated[Line, Path(min_length=1, max_length=NAME_LEN)]
@@ -28,7 +29,20 @@ class HeartbeatIn(BaseModel):
     facts: JsonObject | None = None
 
 
-@router.post("", status_code=201)
+class RegisteredOut(DeviceOut):
+    token: Annotated[str, Field(description="the agent token, shown once (stored hashed)")]
+
+
+class DevicesOut(TypedDict):
+    devices: list[DeviceOut]
+
+
+class HeartbeatOut(TypedDict):
+    name: str
+    last_heartbeat: str | None
+
+
+@router.post("", status_code=201, response_model=RegisteredOut)
 def register(body: DeviceIn, request: Request) -> dict[str, Any]:
     st = state_of(request)
     require_admin(st, request)
@@ -38,7 +52,7 @@ def register(body: DeviceIn, request: Request) -> dict[str, Any]:
         return {**device_object(dev), "token": token}
 
 
-@router.get("")
+@router.get("", response_model=DevicesOut)
 def list_devices(request: Request) -> dict[str, Any]:
     st = state_of(request)
     check_read(st, request)
@@ -46,7 +60,7 @@ def list_devices(request: Request) -> dict[str, Any]:
         return {"devices": [device_object(d) for d in repo.list_devices(s)]}
 
 
-@router.post("/{name}/heartbeat")
+@router.post("/{name}/heartbeat", response_model=HeartbeatOut)
 def heartbeat(name: DeviceName, request: Request, body: HeartbeatIn | None = None) -> dict[str, Any]:
     st = state_of(request)
     with st.db.session(write=True) as s:

@@ -3,18 +3,19 @@ results of several jobs per call (``/v1/jobs/heartbeat``, ``/v1/jobs/results``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from budgetnas.core.errors import ConflictError, DataFileError
 from budgetnas.db import queue, repo
 from budgetnas.db.models import BACKEND_LEN, NAME_LEN, Job, Lut
 from budgetnas.lut_server.params import IdField, IdPath, JsonObject, Line, StatsObject, Text
 from budgetnas.lut_server.state import require_agent, state_of
-from budgetnas.lut_server.views import job_object
+from budgetnas.lut_server.views import JobOut, StatsOut, job_object
 from budgetnas.luts.lut import LatencyStats
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -52,12 +53,47 @@ class FailIn(BaseModel):
     lease_id: Line | None = LeaseId
 
 
+class LeaseOut(TypedDict):
+    jobs: Annotated[list[JobOut], Field(description="empty when nothing is queued")]
+
+
+class LeaseKeptOut(TypedDict):
+    id: int
+    lease_expires: str | None
+
+
+class LeaseLostOut(TypedDict):
+    id: int
+    lost: Annotated[str, Field(description="why the lease is lost")]
+
+
+class ResultOut(TypedDict):
+    id: int
+    state: Annotated[str, Field(description="done (a result of a job done before: stored false)")]
+    stored: bool
+    stats: StatsOut | None
+
+
+class ResultsOut(TypedDict):
+    results: Annotated[list[ResultOut], Field(description="in request order")]
+
+
+class HeartbeatsOut(TypedDict):
+    leases: Annotated[list[LeaseKeptOut | LeaseLostOut], Field(description="in request order")]
+
+
+class JobStateOut(TypedDict):
+    id: int
+    state: Annotated[str, Field(description="queued or failed")]
+    attempts: int
+
+
 def _lease_seconds(request: Request, asked: float | None) -> float:
     st = state_of(request).settings
     return min(asked or st.default_lease_seconds, st.max_lease_seconds)
 
 
-@router.post("/lease")
+@router.post("/lease", response_model=LeaseOut)
 def lease(body: LeaseIn, request: Request) -> dict[str, Any]:
     st = state_of(request)
     with st.db.session(write=True) as s:
@@ -68,7 +104,7 @@ def lease(body: LeaseIn, request: Request) -> dict[str, Any]:
         return {"jobs": [job_object(j, lut) for j, lut in got]}
 
 
-@router.post("/{job_id}/heartbeat")
+@router.post("/{job_id}/heartbeat", response_model=LeaseKeptOut)
 def heartbeat(job_id: IdPath, request: Request, body: JobHeartbeatIn | None = None) -> dict[str, Any]:
     st = state_of(request)
     with st.db.session(write=True) as s:
@@ -113,7 +149,7 @@ def _result_object(job: Job, stored: bool) -> dict[str, Any]:
     return {"id": job.id, "state": job.state, "stored": stored, "stats": (job.result or {}).get("stats")}
 
 
-@router.post("/{job_id}/result")
+@router.post("/{job_id}/result", response_model=ResultOut)
 def result(job_id: IdPath, body: ResultIn, request: Request) -> dict[str, Any]:
     st = state_of(request)
     stats = _parsed_stats(body.stats, "stats")
@@ -133,7 +169,7 @@ class ResultsIn(BaseModel):
     results: list[ResultItemIn] = Field(min_length=1, max_length=queue.MAX_BATCH)
 
 
-@router.post("/results")
+@router.post("/results", response_model=ResultsOut)
 def results(body: ResultsIn, request: Request) -> dict[str, Any]:
     """Several results in one transaction: all stored or none (an error names ``results[i]``), in request order."""
     st = state_of(request)
@@ -157,7 +193,7 @@ class HeartbeatsIn(BaseModel):
     lease_seconds: float | None = Field(default=None, gt=0)
 
 
-@router.post("/heartbeat")
+@router.post("/heartbeat", response_model=HeartbeatsOut)
 def heartbeats(body: HeartbeatsIn, request: Request) -> dict[str, Any]:
     """Extend several leases of this device; each answers its new expiry, or why its lease is lost."""
     st = state_of(request)
@@ -169,7 +205,7 @@ def heartbeats(body: HeartbeatsIn, request: Request) -> dict[str, Any]:
                            else {"id": job.id, "lost": lost} for job, lost in out]}
 
 
-@router.post("/{job_id}/fail")
+@router.post("/{job_id}/fail", response_model=JobStateOut)
 def fail(job_id: IdPath, body: FailIn, request: Request) -> dict[str, Any]:
     st = state_of(request)
     with st.db.session(write=True) as s:
@@ -179,7 +215,7 @@ def fail(job_id: IdPath, body: FailIn, request: Request) -> dict[str, Any]:
         return {"id": job.id, "state": job.state, "attempts": job.attempts}
 
 
-@router.post("/{job_id}/release")
+@router.post("/{job_id}/release", response_model=JobStateOut)
 def release(job_id: IdPath, request: Request, body: ReleaseIn | None = None) -> dict[str, Any]:
     st = state_of(request)
     with st.db.session(write=True) as s:

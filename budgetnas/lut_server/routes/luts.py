@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from budgetnas.core.errors import ConflictError
 from budgetnas.db import repo
@@ -15,7 +16,7 @@ from budgetnas.lut_server.convert import ImportOptions, import_lut, space_for
 from budgetnas.lut_server.params import IdPath, JsonObject, Line, Seed
 from budgetnas.lut_server.service import calibrate, enqueue_campaign, lut_model, store_lut, validation
 from budgetnas.lut_server.state import check_read, require_admin, state_of
-from budgetnas.lut_server.views import lut_object, lut_objects
+from budgetnas.lut_server.views import LutFileMetaOut, LutOut, StatsOut, lut_object, lut_objects
 from budgetnas.luts.calibration import METHODS as CALIBRATION_METHODS
 from budgetnas.luts.lut import STATISTICS
 
@@ -52,10 +53,95 @@ class CampaignIn(BaseModel):
     seed: Seed = 0
 
 
+class LutsOut(TypedDict):
+    luts: list[LutOut]
+
+
+class _Keyed(TypedDict):
+    key: str
+
+
+class EntryOut(_Keyed, StatsOut):
+    """An entry: its key first, then its stats (``samples_ms`` with ``?samples=true``)."""
+
+
+class EntriesOut(TypedDict):
+    entries: Annotated[list[EntryOut], Field(description="sorted by key")]
+
+
+class LutFileOut(TypedDict):
+    """The LUT file of ``budgetnas/luts/lut.py`` (``LUT.to_json_dict``), what ``export?format=json`` answers."""
+
+    format: str
+    version: int
+    meta: LutFileMetaOut
+    entries: Annotated[dict[str, StatsOut], Field(description="block key -> its stats, samples included")]
+    calibration: dict[str, Any] | None
+
+
+EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {
+    "application/yaml": {"schema": {"type": "string", "description": "format=ofa-yaml: Once-for-All's YAML LUT"}}}}}
+
+
+class FidelityOut(TypedDict):
+    """Relative errors (fractions) of predictions against measurements (``budgetnas.luts.calibration.metrics``)."""
+
+    mape: float
+    rmspe: float
+    within_5pct: float
+    within_10pct: float
+    kendall_tau: float
+
+
+class HoldoutOut(TypedDict):
+    n_fit: int
+    n_held_out: int
+    raw: FidelityOut
+    calibrated: FidelityOut
+
+
+class ReferencesOut(TypedDict):
+    lut: float | None
+    models: float | None
+
+
+class SessionsOut(TypedDict):
+    reference_ms: ReferencesOut
+    session_ratio: float | None
+    models_with_reference: int
+    sessions_corrected: bool
+
+
+class CalibrateOut(TypedDict):
+    id: int
+    calibration: Annotated[dict[str, Any], Field(description="budgetnas.luts.lut.Calibration.to_dict()")]
+    method: Literal["grouped", "affine"]
+    holdout: Annotated[HoldoutOut | None, Field(description="the same fit on a random half, judged on the other "
+                                                            "half (null with fewer than 4 models)")]
+    sessions: SessionsOut
+
+
+class ValidationModelOut(TypedDict):
+    arch: str
+    measured_ms: float
+    raw_ms: float
+    predicted_ms: float
+
+
+class ValidationOut(TypedDict):
+    models: Annotated[list[ValidationModelOut], Field(description="measured whole models beside their predictions")]
+
+
+class CampaignOut(TypedDict):
+    lut_id: int
+    jobs_created: int
+    status: Annotated[str, Field(description="the LUT's: building or complete")]
+
+
 assert set(STATISTICS) == {"median", "mean", "min", "p90"}  # keep LutIn.statistic in step with budgetnas.luts.lut
 
 
-@router.post("/luts", status_code=201)
+@router.post("/luts", status_code=201, response_model=LutOut)
 def create_lut(body: LutIn, request: Request) -> dict[str, Any]:
     st = state_of(request)
     require_admin(st, request)
@@ -68,7 +154,7 @@ def create_lut(body: LutIn, request: Request) -> dict[str, Any]:
         return lut_object(s, lut)
 
 
-@router.get("/luts")
+@router.get("/luts", response_model=LutsOut)
 def list_luts(request: Request) -> dict[str, Any]:
     st = state_of(request)
     check_read(st, request)
@@ -76,7 +162,7 @@ def list_luts(request: Request) -> dict[str, Any]:
         return {"luts": lut_objects(s, repo.list_luts(s))}
 
 
-@router.get("/luts/{lut_id}")
+@router.get("/luts/{lut_id}", response_model=LutOut)
 def show_lut(lut_id: IdPath, request: Request) -> dict[str, Any]:
     st = state_of(request)
     check_read(st, request)
@@ -84,7 +170,7 @@ def show_lut(lut_id: IdPath, request: Request) -> dict[str, Any]:
         return lut_object(s, repo.get_lut(s, lut_id))
 
 
-@router.get("/luts/{lut_id}/entries")
+@router.get("/luts/{lut_id}/entries", response_model=EntriesOut)
 def entries(lut_id: IdPath, request: Request, samples: bool = False) -> dict[str, Any]:
     st = state_of(request)
     check_read(st, request)
@@ -94,7 +180,7 @@ def entries(lut_id: IdPath, request: Request, samples: bool = False) -> dict[str
     return {"entries": [{"key": k, **v} for k, v in rows.items()]}
 
 
-@router.get("/luts/{lut_id}/export")
+@router.get("/luts/{lut_id}/export", response_model=LutFileOut, responses=EXPORT_RESPONSES)
 def export(lut_id: IdPath, request: Request, format: Literal["json", "ofa-yaml"] = Query("json")) -> Response:
     st = state_of(request)
     check_read(st, request)
@@ -107,7 +193,7 @@ def export(lut_id: IdPath, request: Request, format: Literal["json", "ofa-yaml"]
                     headers={"Content-Disposition": f'attachment; filename="lut-{lut_id}.yaml"'})
 
 
-@router.post("/luts/import", status_code=201)
+@router.post("/luts/import", status_code=201, response_model=LutOut)
 def import_(body: ImportIn, request: Request) -> dict[str, Any]:
     st = state_of(request)
     require_admin(st, request)
@@ -130,7 +216,7 @@ class CalibrateIn(BaseModel):
 assert set(CALIBRATION_METHODS) == {"grouped", "affine"}  # keep CalibrateIn.method in step with the fit's registry
 
 
-@router.post("/luts/{lut_id}/calibrate")
+@router.post("/luts/{lut_id}/calibrate", response_model=CalibrateOut)
 def calibrate_lut(lut_id: IdPath, request: Request, body: CalibrateIn | None = None) -> dict[str, Any]:
     st = state_of(request)
     require_admin(st, request)
@@ -139,7 +225,7 @@ def calibrate_lut(lut_id: IdPath, request: Request, body: CalibrateIn | None = N
         return {"id": lut_id, **calibrate(st, s, lut_id, opts.method, opts.seed, opts.correct_sessions)}
 
 
-@router.get("/luts/{lut_id}/validation")
+@router.get("/luts/{lut_id}/validation", response_model=ValidationOut)
 def validation_models(lut_id: IdPath, request: Request) -> dict[str, Any]:
     st = state_of(request)
     check_read(st, request)
@@ -151,7 +237,7 @@ class CampaignCreateIn(LutIn, CampaignIn):
     """A LUT (created, or the building one reused) and its campaign in one request."""
 
 
-@router.post("/campaigns", status_code=201)
+@router.post("/campaigns", status_code=201, response_model=CampaignOut)
 def create_campaign(body: CampaignCreateIn, request: Request) -> dict[str, Any]:
     """Create (or reuse) the LUT of this identity and enqueue its missing keys."""
     st = state_of(request)
@@ -174,7 +260,7 @@ def create_campaign(body: CampaignCreateIn, request: Request) -> dict[str, Any]:
         return {"lut_id": lut.id, "jobs_created": n, "status": lut.status}
 
 
-@router.post("/luts/{lut_id}/campaign", status_code=201)
+@router.post("/luts/{lut_id}/campaign", status_code=201, response_model=CampaignOut)
 def lut_campaign(lut_id: IdPath, request: Request, body: CampaignIn | None = None) -> dict[str, Any]:
     st = state_of(request)
     require_admin(st, request)

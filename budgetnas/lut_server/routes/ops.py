@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import Field
 from sqlalchemy import func, select, text
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from budgetnas.db.models import Job
 from budgetnas.lut_server.state import check_read, state_of
@@ -12,7 +16,12 @@ from budgetnas.lut_server.state import check_read, state_of
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz")
+class HealthOut(TypedDict):
+    status: Annotated[str, Field(description="ok, or degraded (HTTP 503)")]
+    db: Annotated[str, Field(description="ok, or error: <its type>")]
+
+
+@router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut, "description": "degraded"}})
 def healthz(request: Request) -> Response:
     st = state_of(request)
     try:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from budgetnas.db.models import BACKEND_LEN, NAME_LEN
 from budgetnas.lut_server.params import IdField, Line, Seed
@@ -29,7 +30,14 @@ class TransferIn(BaseModel):
     seed: Seed = 0
 
 
-@router.post("/transfers", status_code=201)
+class TransferOut(TypedDict):
+    lut_id: int
+    jobs_created: int
+    archs: Annotated[list[str], Field(description="the whole models the device's agent is to measure")]
+    sources: list[int]
+
+
+@router.post("/transfers", status_code=201, response_model=TransferOut)
 def transfer(body: TransferIn, request: Request) -> dict[str, Any]:
     """Create (or reuse) the device's LUT as a transfer target and enqueue the N whole models to measure."""
     st = state_of(request)
