@@ -271,23 +271,49 @@ def upsert_accuracy(s: Session, space: str, records: Iterable[dict[str, Any]]) -
     return len(new), updated
 
 
-def accuracy_records(s: Session, space: str | None = None, dataset: str | None = None, metric: str | None = None,
-                     source: str | None = None, limit: int | None = None, offset: int = 0
-                     ) -> tuple[list[dict[str, Any]], int]:
-    """Records as ``{"space", "arch", "dataset", "metric", "value", "source"}`` (by id) and the total
-    that matches the filters (before ``limit``/``offset``)."""
-    conds = [c for c in (
+def _accuracy_filters(space: str | None = None, dataset: str | None = None, metric: str | None = None,
+                      source: str | None = None) -> list[Any]:
+    return [c for c in (
         AccuracyRecord.space == space if space is not None else None,
         AccuracyRecord.dataset == dataset if dataset is not None else None,
         AccuracyRecord.metric == metric if metric is not None else None,
         AccuracyRecord.source == source if source is not None else None,
     ) if c is not None]
+
+
+def accuracy_records(s: Session, space: str | None = None, dataset: str | None = None, metric: str | None = None,
+                     source: str | None = None, limit: int | None = None, offset: int = 0
+                     ) -> tuple[list[dict[str, Any]], int]:
+    """Records as ``{"space", "arch", "dataset", "metric", "value", "source"}`` (by id) and the total
+    that matches the filters (before ``limit``/``offset``)."""
+    conds = _accuracy_filters(space, dataset, metric, source)
     total = int(s.scalar(select(func.count()).select_from(AccuracyRecord).where(*conds)) or 0)
     q = select(*(getattr(AccuracyRecord, f) for f in ACCURACY_FIELDS)).where(*conds).order_by(AccuracyRecord.id)
     q = q.offset(offset)
     if limit is not None:
         q = q.limit(limit)
     return [dict(zip(ACCURACY_FIELDS, row, strict=True)) for row in s.execute(q)], total
+
+
+ARCHS_PER_QUERY = 500  # bound on one IN (...) list, well under both databases' parameter limits
+
+
+def accuracy_values(s: Session, space: str, archs: list[str], dataset: str | None = None) -> dict[str, list[float]]:
+    """Every record's value of just these archs (several per arch when datasets, metrics or sources differ),
+    so a reader sees no record it did not ask for."""
+    found: dict[str, list[float]] = {}
+    for i in range(0, len(archs), ARCHS_PER_QUERY):
+        q = select(AccuracyRecord.arch, AccuracyRecord.value).where(
+            *_accuracy_filters(space, dataset), AccuracyRecord.arch.in_(archs[i:i + ARCHS_PER_QUERY]))
+        for arch, value in s.execute(q):
+            found.setdefault(str(arch), []).append(float(value))
+    return found
+
+
+def accuracy_archs(s: Session, space: str, dataset: str | None = None) -> list[str]:
+    """The distinct archs with a record (of ``dataset``, when given)."""
+    q = select(AccuracyRecord.arch).where(*_accuracy_filters(space, dataset)).distinct()
+    return [str(a) for a in s.scalars(q)]
 
 
 # ---- artifacts and checkpoints -------------------------------------------------------------------

@@ -13,8 +13,7 @@ import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
 from budgetnas.core.errors import BudgetNASError, DataFileError, InvalidArgumentError, UnknownNameError
-from budgetnas.db.models import AccuracyRecord
-from budgetnas.db.repo import load_lut
+from budgetnas.db import repo
 from budgetnas.db.session import Database
 from budgetnas.generator.accuracy import AccuracySource, TableAccuracy
 from budgetnas.generator.latency import CostModelOracle, LatencyOracle, MLPOracle, TableOracle
@@ -47,7 +46,7 @@ def lut_from_db(url: str, lut_id: str) -> LUT:
     database = _database(url)
     try:
         with database.session() as s:
-            return LUT.from_json_dict(load_lut(s, int(lut_id)), f"LUT {lut_id} of {url}")
+            return LUT.from_json_dict(repo.load_lut(s, int(lut_id)), f"LUT {lut_id} of {url}")
     except SQLAlchemyError as exc:
         raise DataFileError(f"cannot read LUT {lut_id} from {url}: {exc.__class__.__name__}: "
                             f"{str(exc).splitlines()[0]}") from None
@@ -111,20 +110,10 @@ class DBAccuracy(AccuracySource):
         self.database = _database(url)
 
     def lookup(self, tokens: np.ndarray) -> np.ndarray:
-        from sqlalchemy import select
-
-        rec = AccuracyRecord
         archs = [self.space.format(self.space.from_tokens(t.tolist())) for t in canonical_tokens(self.space, tokens)]
-        found: dict[str, list[float]] = {}
         try:
             with self.database.session() as s:
-                for i in range(0, len(archs), 500):
-                    q = select(rec.arch, rec.value).where(rec.space == self.space.name,
-                                                          rec.arch.in_(archs[i:i + 500]))
-                    if self.dataset is not None:
-                        q = q.where(rec.dataset == self.dataset)
-                    for arch, value in s.execute(q):
-                        found.setdefault(str(arch), []).append(float(value))
+                found = repo.accuracy_values(s, self.space.name, archs, self.dataset)
         except SQLAlchemyError as exc:
             raise DataFileError(f"cannot read accuracy records: {str(exc).splitlines()[0]}") from None
         many = sorted(a for a, v in found.items() if len(v) > 1)
@@ -134,15 +123,9 @@ class DBAccuracy(AccuracySource):
         return np.asarray([found[a][0] if a in found else np.nan for a in archs], np.float64)
 
     def available(self) -> np.ndarray:
-        from sqlalchemy import select
-
-        rec = AccuracyRecord
-        q = select(rec.arch).where(rec.space == self.space.name).distinct()
-        if self.dataset is not None:
-            q = q.where(rec.dataset == self.dataset)
         try:
             with self.database.session() as s:
-                names = [str(a) for a in s.scalars(q)]
+                names = repo.accuracy_archs(s, self.space.name, self.dataset)
         except SQLAlchemyError as exc:
             raise DataFileError(f"cannot read accuracy records: {str(exc).splitlines()[0]}") from None
         rows = []
