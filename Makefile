@@ -7,7 +7,7 @@ PACKAGES := budgetnas
 
 TFLITE := $(VENV)/.tflite-stamp
 
-.PHONY: install install-tflite demo test lint typecheck contracts pytest clean
+.PHONY: install install-tflite demo test lint typecheck contracts pytest extras clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ pytest: $(STAMP) $(TFLITE)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck contracts pytest
+
+# each torch-free deployable (base, server) installed alone in a fresh virtualenv and run (CI, after test)
+extras:
+	PYTHON=$(PYTHON) bash tools/check_extras.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
