@@ -1,4 +1,4 @@
-"""Architecture features from token matrices (``token_features`` lives in budgetnas.luts.token_cost, numpy
+"""Architecture features from token matrices (``token_features``: the space's own encoding, numpy
 only, for the torch-free server) and the soft version used by the differentiable (SGNAS) baseline:
 the same encoding computed from per-decision probability vectors, so a predictor trained on
 one-hots accepts relaxed archs.

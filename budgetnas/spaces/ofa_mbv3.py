@@ -14,6 +14,10 @@ Resolution is a space parameter (``resolution=224``: every arch has it) or, with
 decision, placed *last* in the token row so the unit layout (``u * STEP``) is the same in both
 variants. The canonical string is the same (it always names the resolution).
 
+Tokens per unit: its depth, then (kernel, expand) per layer slot, the slots past the depth gated
+off (:class:`Gate`). Features: per layer slot a kernel and an expand one-hot (zeros past the
+unit's depth; the depth itself is not a feature), then the searched resolution's one-hot.
+
 FLOPs are multiply-accumulates of convolutions and linear layers without biases (what
 ``torch.utils.flop_counter`` counts, halved); params count every weight, bias and BN affine.
 """
