@@ -175,6 +175,28 @@ def test_soft_features_on_one_hots_are_the_features(toy: ToyChain) -> None:
     np.testing.assert_allclose(soft[8:], 0.5 / len(OPS))  # op3 exists with the depth token's probability 1/2
 
 
+def test_gates_chain(toy: ToyChain) -> None:
+    """A decision gated by a gated decision is used only where both gates are on."""
+    class Chained(ToyChain):
+        def __init__(self) -> None:
+            super().__init__()
+            self._decisions = (*self._decisions[:2], Decision("depth", (2, 3), Gate(1, 1), in_features=False),
+                               self._decisions[3])
+
+    sp = Chained()
+    tok = _every_token_row(sp)
+    used = (tok[:, 1] >= 1) & (tok[:, 2] >= 1)
+    canon = sp.canonical_tokens(tok)
+    assert (canon[~used, 3] == 0).all() and (canon[used, 3] == tok[used, 3]).all()
+    assert (canon[:, 2] == np.where(tok[:, 1] >= 1, tok[:, 2], 0)).all()
+    np.testing.assert_array_equal(sp.token_features(tok)[:, 8:].sum(1), used)
+    torch = pytest.importorskip("torch")
+    from budgetnas.generator.features import soft_features
+
+    half = [torch.full((1, len(d.choices)), 1.0 / len(d.choices), dtype=torch.float64) for d in sp.decisions]
+    np.testing.assert_allclose(soft_features(sp, half).numpy()[0, 8:], 0.75 * 0.5 / len(OPS))
+
+
 def test_a_gate_must_point_back_at_a_token_that_can_switch_it_off(toy: ToyChain) -> None:
     class Forward(ToyChain):
         def __init__(self) -> None:

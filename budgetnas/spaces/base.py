@@ -229,12 +229,11 @@ class SearchSpace(abc.ABC, Generic[A]):
         return np.asarray([self.to_tokens(a) for a in archs], dtype=np.int64).reshape(-1, len(self.decisions))
 
     # ---- token matrices: (n, decisions), vectorised -------------------------------------------
-    def token_active(self, tokens: np.ndarray) -> np.ndarray:
-        """Per row and decision, whether the arch uses that token: its gate (if any) is on and the
-        gate's own decision is active."""
+    def _gate_masks(self, tok: np.ndarray) -> dict[int, np.ndarray]:
+        """Per gated decision, the rows that use its token: its gate is on and the gate's own
+        decision is used (ungated decisions are used by every row)."""
         decs = self.decisions
-        tok = np.asarray(tokens, np.int64).reshape(-1, len(decs))
-        on = np.ones(tok.shape, bool)
+        on: dict[int, np.ndarray] = {}
         for i, d in enumerate(decs):
             g = d.gate
             if g is None:
@@ -243,13 +242,17 @@ class SearchSpace(abc.ABC, Generic[A]):
                 raise InvalidArgumentError(
                     f"{self.name}: decision {i} ({d.name}) has gate {g}: its position must come before it "
                     f"and its min be a token 1.. of that decision")
-            on[:, i] = on[:, g.pos] & (tok[:, g.pos] >= g.min)
+            on[i] = tok[:, g.pos] >= g.min
+            if g.pos in on:
+                on[i] &= on[g.pos]
         return on
 
     def canonical_tokens(self, tokens: np.ndarray) -> np.ndarray:
         """A copy with the tokens archs ignore set to 0, so equal archs have equal rows."""
         tok = np.array(tokens, np.int64, copy=True)
-        tok[~self.token_active(tok).reshape(tok.shape)] = 0
+        rows = tok.reshape(-1, len(self.decisions))  # a view: zeroing it zeroes ``tok``
+        for i, used in self._gate_masks(rows).items():
+            rows[~used, i] = 0
         return tok
 
     @property
@@ -260,12 +263,12 @@ class SearchSpace(abc.ABC, Generic[A]):
         """The features (float32): per decision ``in_features``, in order, a one-hot of its token,
         all zeros where the arch ignores it."""
         tok = np.asarray(tokens, np.int64).reshape(-1, len(self.decisions))
-        on = self.token_active(tok)
+        on = self._gate_masks(tok)
         out = np.zeros((len(tok), self.feature_dim), np.float32)
         rows, off = np.arange(len(tok)), 0
         for i, d in enumerate(self.decisions):
             if d.in_features:
-                out[rows, off + tok[:, i]] = on[:, i]
+                out[rows, off + tok[:, i]] = on.get(i, 1.0)
                 off += len(d.choices)
         return out
 
