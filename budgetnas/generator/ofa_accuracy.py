@@ -28,6 +28,8 @@ from budgetnas.spaces import SearchSpace
 
 N_FEATURES = 128
 _LAYERS = ("0", "2", "4", "6")  # the torch Sequential's Linear indices, as OFA saved them
+_SLOTS, _CHOICES = 20, 3  # layer slots (5 units x 4), and kernels = expand ratios per slot
+_SLOT_FEATURES = 2 * _SLOTS * _CHOICES  # 120: kernel one-hots (0..59), then expand one-hots (60..119)
 _RES_BASE, _RES_STEP, _RES_SLOTS = 112, 16, 8
 
 
@@ -66,27 +68,21 @@ def load_weights(path: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def ofa_features(space: SearchSpace[Any], tokens: np.ndarray, resolution: int | np.ndarray) -> np.ndarray:
-    """OFA's 128-feature encoding of ``ofa-mbv3`` token rows at ``resolution`` (one or per row)."""
-    from budgetnas.spaces.ofa_mbv3 import DEPTHS, EXPANDS, KERNELS, MAX_DEPTH, N_UNITS
+    """OFA's 128-feature encoding of ``ofa-mbv3`` token rows at ``resolution`` (one or per row).
 
+    The space's own features hold the same one-hots slot by slot (kernel then expand, zeros past a
+    unit's depth); OFA lists every slot's kernel first, then every slot's expand."""
     tok = np.asarray(tokens, np.int64).reshape(-1, len(space.decisions))
-    n, step = len(tok), 1 + 2 * MAX_DEPTH
+    n = len(tok)
     out = np.zeros((n, N_FEATURES))
-    rows = np.arange(n)
-    depths = np.asarray(DEPTHS)
-    for u in range(N_UNITS):
-        depth = depths[tok[:, u * step]]
-        for li in range(MAX_DEPTH):
-            live = rows[depth > li]
-            slot = u * MAX_DEPTH + li
-            out[live, len(KERNELS) * slot + tok[live, u * step + 1 + 2 * li]] = 1.0
-            out[live, 60 + len(EXPANDS) * slot + tok[live, u * step + 2 + 2 * li]] = 1.0
+    per_slot = space.token_features(tok)[:, :_SLOT_FEATURES].reshape(n, _SLOTS, 2, _CHOICES)
+    out[:, :_SLOT_FEATURES] = per_slot.transpose(0, 2, 1, 3).reshape(n, _SLOT_FEATURES)
     res = np.broadcast_to(np.asarray(resolution, np.int64), (n,))
     slot_r = (res - _RES_BASE) // _RES_STEP
     if ((slot_r < 0) | (slot_r >= _RES_SLOTS)).any():
         raise InvalidArgumentError(f"Once-for-All's accuracy predictor covers resolutions {_RES_BASE}.."
                                    f"{_RES_BASE + _RES_STEP * _RES_SLOTS - 1}, got {sorted(set(res.tolist()))}")
-    out[rows, 120 + slot_r] = 1.0
+    out[np.arange(n), _SLOT_FEATURES + slot_r] = 1.0
     return out
 
 
@@ -112,5 +108,5 @@ class OFAPredictorAccuracy(AccuracySource):
     def lookup(self, tokens: np.ndarray) -> np.ndarray:
         tok = canonical_tokens(self.space, tokens)
         # per row: the space's resolution, or each row's searched one (its last token)
-        res = self.space.token_resolutions(tok)  # type: ignore[attr-defined]
+        res = self.space.token_resolutions(tok)
         return 100.0 * forward(self.layers, ofa_features(self.space, tok, res))

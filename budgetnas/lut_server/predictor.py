@@ -27,7 +27,7 @@ import orjson
 from budgetnas.core.errors import InvalidArchitectureError, MissingKeysError
 from budgetnas.db.changes import ChangeWatch
 from budgetnas.luts.lut import LUT
-from budgetnas.spaces import SearchSpace, space_from_description
+from budgetnas.spaces import SearchSpace, UnitGrammar, space_from_description
 
 ARCH_CACHE_SIZE = 20_000  # canonical archs per LUT (about 0.6 KB each); the fast path makes misses cheap
 ANSWER_CACHE_SIZE = 20_000  # encoded answers per LUT (about 0.25 KB each) of small requests
@@ -67,8 +67,7 @@ class Prepared:
         cal = lut.calibration
         if cal is not None and cal.group_scales:
             prep.scaled = prep.values * cal.key_scales(keys)
-        indexer = FAST_INDEXERS.get(space.name)
-        prep.fast = indexer.build(space, index) if indexer is not None else None
+        prep.fast = UnitIndexer.build(space, index)
         return prep
 
     def rows(self, archs: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -227,8 +226,9 @@ class PredictorCache:
 
 
 class UnitIndexer:
-    """LUT rows of an ofa-mbv3 arch string from small caches: no parse and no walk per arch.
+    """LUT rows of an arch string of units (ofa-mbv3) from small caches: no parse and no walk per arch.
 
+    For spaces whose canonical strings split into units of layer tokens (``space.unit_grammar()``).
     Relies on the walk being (fixed stem blocks, one block per layer unit by unit, fixed tail
     blocks) with a layer's block depending only on its unit, whether it is the unit's first layer
     and its own token (how budgetnas/spaces/ofa_mbv3.py caches its walk). ``build`` learns every piece from
@@ -239,15 +239,12 @@ class UnitIndexer:
     unit strings at most): nothing a client sends can grow them beyond that.
     """
 
-    MAX_DEPTH = 16  # depths above this are not learnt (the walk rejects them)
+    MAX_LEARNT_DEPTH = 16  # depths above this are not learnt (the walk rejects them)
 
-    REF = "k3e3"
-
-    def __init__(self, space: SearchSpace[Any], index: dict[str, int], n_units: int) -> None:
-        self.space, self.index, self.n_units = space, index, n_units
-        sp: Any = space
-        self.head = f"w{sp.width:.1f}_r{sp.resolution}"
-        ref = self._arch([[self.REF] * 2] * n_units)
+    def __init__(self, space: SearchSpace[Any], index: dict[str, int], grammar: UnitGrammar, n_units: int) -> None:
+        self.space, self.index, self.grammar, self.n_units = space, index, grammar, n_units
+        self.ref, self.other = grammar.probes
+        ref = self._arch([[self.ref] * 2] * n_units)
         keys = space.block_keys(ref)
         self.n_stem = self._stem_length()
         self.stem = [index.get(k, -1) for k in keys[:self.n_stem]]
@@ -259,21 +256,21 @@ class UnitIndexer:
         self.lock = threading.Lock()
 
     def _arch(self, units: list[list[str]]) -> Any:
-        return self.space.parse("|".join([self.head, *(",".join(u) for u in units)]))
+        return self.space.parse(self.grammar.join(units))
 
     def _stem_length(self) -> int:
         """Where unit 1's first layer sits in the walk: the first key that changing it moves."""
-        base = [[self.REF] * 2 for _ in range(self.n_units)]
+        base = [[self.ref] * 2 for _ in range(self.n_units)]
         a = self.space.block_keys(self._arch(base))
-        b = self.space.block_keys(self._arch([["k5e3", self.REF], *base[1:]]))
+        b = self.space.block_keys(self._arch([[self.other, self.ref], *base[1:]]))
         return next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
 
     def _depth_ok(self, u: int, depth: int) -> bool:
-        if depth > self.MAX_DEPTH:
+        if depth > self.MAX_LEARNT_DEPTH:
             return False
         if (u, depth) not in self.depths:
-            units = [[self.REF] * 2 for _ in range(self.n_units)]
-            units[u] = [self.REF] * depth
+            units = [[self.ref] * 2 for _ in range(self.n_units)]
+            units[u] = [self.ref] * depth
             try:
                 self._arch(units)
                 ok = True
@@ -287,15 +284,17 @@ class UnitIndexer:
         key = (u, min(li, 1), tok)
         if key in self.layers:
             return self.layers[key]
-        units = [[self.REF] * 2 for _ in range(self.n_units)]
+        units = [[self.ref] * 2 for _ in range(self.n_units)]
         units[u][min(li, 1)] = tok
         got: tuple[str, int] | None
         try:
-            arch = self.space.parse("|".join([self.head, *(",".join(x) for x in units)]))
+            arch = self._arch(units)
         except InvalidArchitectureError:
             got = None
         else:
-            canon = self.space.format(arch).split("|")[u + 1].split(",")[min(li, 1)]
+            pieces = self.grammar.units(self.space.format(arch))
+            assert pieces is not None  # the space's own canonical string has the grammar's head
+            canon = pieces[u].split(self.grammar.layer_sep)[min(li, 1)]
             got = (canon, self.index.get(self.space.block_keys(arch)[self.n_stem + 2 * u + min(li, 1)], -1))
         if got is None or got[0] != tok:
             return None  # not canonical: the walk parses it (or names what is wrong with it)
@@ -308,7 +307,7 @@ class UnitIndexer:
         hit = self.units.get(key)
         if hit is not None:
             return hit
-        toks = text.split(",")
+        toks = text.split(self.grammar.layer_sep)
         if not self._depth_ok(u, len(toks)):
             return None
         layers, rows = self.layers, []
@@ -325,12 +324,12 @@ class UnitIndexer:
 
     def rows(self, text: str) -> tuple[str, list[int]] | None:
         """``text`` (canonical: every unit found is its own canonical form) and its LUT rows, or None."""
-        parts = text.split("|")
-        if len(parts) != self.n_units + 1 or parts[0] != self.head:
+        parts = self.grammar.units(text)
+        if parts is None or len(parts) != self.n_units:
             return None
         idx, units = list(self.stem), self.units
-        for u in range(self.n_units):
-            hit = units.get((u, parts[u + 1])) or self._unit(u, parts[u + 1])
+        for u, part in enumerate(parts):
+            hit = units.get((u, part)) or self._unit(u, part)
             if hit is None:
                 return None
             idx += hit[1]
@@ -341,9 +340,15 @@ class UnitIndexer:
 
     @classmethod
     def build(cls, space: SearchSpace[Any], index: dict[str, int]) -> UnitIndexer | None:
+        """The fast path of ``space``, or None where it has no unit grammar or the fast rows are not the walk's."""
+        grammar = space.unit_grammar()
+        if grammar is None:
+            return None
         try:
-            n_units = len(space.format(space.sample_many(1, seed=0)[0]).split("|")) - 1
-            fast = cls(space, index, n_units)
+            units = grammar.units(space.format(space.sample_many(1, seed=0)[0]))
+            if units is None:
+                return None
+            fast = cls(space, index, grammar, len(units))
             for arch in space.sample_many(64, seed=1):  # the fast rows must be the walk's rows
                 text = space.format(arch)
                 got = fast.rows(text)
@@ -354,5 +359,3 @@ class UnitIndexer:
             return None
         return fast
 
-
-FAST_INDEXERS: dict[str, type[UnitIndexer]] = {"ofa-mbv3": UnitIndexer}

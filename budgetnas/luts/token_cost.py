@@ -1,13 +1,10 @@
 """Vectorised latency from token matrices: a LUT folded into per-decision cost tables.
 
-A LUT prediction is a sum of block entries. In both spaces each block is decided by a few
-tokens, so the sum becomes ``base + Σ_terms gate(tokens) * table[tokens[positions]]``:
-
-- ``nb201``: latency = fixed blocks (stem, reductions, head) + Σ over the *live* edges
-  (``budgetnas.spaces.nb201.live_edges``) of the edge's op cost summed over the stages (× cells). Whether an
-  edge is live depends on the other edges, so it is one term over all six edges: a 5^6 table.
-- ``ofa-mbv3``: a layer's block depends only on (unit, first layer or not, kernel, expand) and is
-  active iff the layer index < the unit's depth. One term per layer slot, gated by its depth token.
+A LUT prediction is a sum of block entries. Each block is decided by a few tokens, so the sum
+becomes ``base + Σ_terms gate(tokens) * table[tokens[positions]]``; the space itself folds its walk
+into such terms (``SearchSpace.cost_terms``: nb201 one term over its six edges, because whether an
+edge is live depends on the others; ofa-mbv3 one per layer slot, gated by its unit's depth token).
+A searched resolution (the last token) is folded here from one model per resolution.
 
 Evaluating a token matrix is then a handful of numpy gathers (millions of archs per second),
 with the same numbers as :class:`budgetnas.luts.lut.LUTPredictor` (tested). Numpy only: the LUT server
@@ -18,25 +15,19 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from budgetnas.core.errors import DataFileError, InvalidArgumentError, MissingKeysError, UnknownNameError
+from budgetnas.core.errors import DataFileError, InvalidArgumentError, MissingKeysError
 from budgetnas.luts.lut import key_group
 from budgetnas.spaces.base import SearchSpace
+from budgetnas.spaces.layout import CostTerm
 
-
-@dataclass(frozen=True)
-class CostTerm:
-    """``table[tokens[:, positions]]``, counted only where ``tokens[:, gate_pos] >= gate_min``."""
-
-    positions: tuple[int, ...]
-    table: np.ndarray  # shape = choices of each position
-    gate_pos: int = -1  # -1: always active
-    gate_min: int = 0
+__all__ = ["CostTerm", "TokenCostModel", "canonical_tokens", "cost_model_from_costs", "cost_model_from_lut",
+           "cost_model_from_lut_family", "lut_family_resolution", "token_features"]
 
 
 @dataclass
@@ -142,78 +133,14 @@ class TokenCostModel:
         return cls(float(meta["base"]), terms, float(meta["slope"]), float(meta["intercept"]))
 
 
-# ---- builders: walk the space once per (slot, choice) through its public ``blocks`` ---------------
-KeyCost = Callable[[str], float]
-
-
-def _nb201_model(space: SearchSpace[Any], cost: KeyCost) -> tuple[float, list[CostTerm]]:
-    from budgetnas.spaces.nb201 import EDGES, live_edges
-
-    ops = space.decisions[0].choices
-    n_edges = len(space.decisions)
-    none_tok = [0] * n_edges  # token 0 is 'none': the arch with no edge blocks is the fixed part
-    base = sum(cost(k) for k in space.block_keys(space.from_tokens(none_tok)))
-    # an op's blocks cost the same on every live edge; probe them with edge 3<-0, live on its own
-    probe = EDGES.index((3, 0))
-    per_op = np.zeros(len(ops))
-    for o in range(1, len(ops)):
-        toks = list(none_tok)
-        toks[probe] = o
-        per_op[o] = sum(cost(b.key_str) for b in space.blocks(space.from_tokens(toks)) if b.key.op == ops[o])
-    # liveness depends only on which edges are 'none': one live_edges call per such pattern
-    grid = np.indices((len(ops),) * n_edges).reshape(n_edges, -1).T  # every token vector, C order
-    weights = 1 << np.arange(n_edges)
-    live = np.array([live_edges([ops[1] if p >> e & 1 else ops[0] for e in range(n_edges)])
-                     for p in range(1 << n_edges)])
-    table = (live[(grid != 0) @ weights] * per_op[grid]).sum(1)
-    return base, [CostTerm(tuple(range(n_edges)), table.reshape((len(ops),) * n_edges))]
-
-
-def _ofa_model(space: SearchSpace[Any], cost: KeyCost) -> tuple[float, list[CostTerm]]:
-    from budgetnas.spaces.ofa_mbv3 import DEPTHS, EXPANDS, KERNELS, MAX_DEPTH, N_UNITS
-
-    step = 1 + 2 * MAX_DEPTH
-    shallow = space.blocks(space.from_tokens([0] * len(space.decisions)))
-    n_fixed_head = 2  # stem + first block; the walk then lists the units' layers, then 4 tail blocks
-    base = sum(cost(b.key_str) for b in shallow[:n_fixed_head] + shallow[-4:])
-    tables = np.zeros((N_UNITS, MAX_DEPTH, len(KERNELS), len(EXPANDS)))
-    deep = [len(DEPTHS) - 1 if i % step == 0 else 0 for i in range(len(space.decisions))]
-    for ki in range(len(KERNELS)):
-        for ei in range(len(EXPANDS)):
-            toks = [t if i % step == 0 else (ki if (i % step) % 2 == 1 else ei) for i, t in enumerate(deep)]
-            layers = space.blocks(space.from_tokens(toks))[n_fixed_head:-4]
-            for u in range(N_UNITS):
-                for li in range(MAX_DEPTH):
-                    tables[u, li, ki, ei] = cost(layers[u * MAX_DEPTH + li].key_str)
-    terms = []
-    for u in range(N_UNITS):
-        for li in range(MAX_DEPTH):
-            pk, pe = u * step + 1 + 2 * li, u * step + 2 + 2 * li
-            always = li + 1 <= DEPTHS[0]
-            gate_min = next(i for i, d in enumerate(DEPTHS) if d >= li + 1)
-            terms.append(CostTerm((pk, pe), tables[u, li].copy(), -1 if always else u * step, gate_min))
-    return base, terms
-
-
-_BUILDERS: dict[str, Callable[[SearchSpace[Any], KeyCost], tuple[float, list[CostTerm]]]] = {
-    "nb201": _nb201_model,
-    "ofa-mbv3": _ofa_model,
-}
-
-
-def _searched_resolutions(space: SearchSpace[Any]) -> tuple[int, ...] | None:
-    """The resolutions an ofa-mbv3 space searches (its last decision), None when it fixes one."""
-    return getattr(space, "resolutions", None) if space.name == "ofa-mbv3" else None
-
-
 def _fold_resolutions(space: SearchSpace[Any], models: Sequence[TokenCostModel]) -> TokenCostModel:
-    """One model over a searched-resolution ofa-mbv3 space from one fixed-resolution model per
+    """One model over a searched-resolution space from one fixed-resolution model per
     resolution (in the space's order): every term also reads the resolution token (the last), and
     each resolution's calibration is folded in (tables x slope, a base term slope x base +
     intercept), so a row at resolution r costs what resolution r's own model says."""
     pos = len(space.decisions) - 1
     terms = [CostTerm((pos,), np.asarray([m.slope * m.base + m.intercept for m in models], np.float64))]
-    for i, t in enumerate(models[0].terms):  # one builder made them all: the same terms, in order
+    for i, t in enumerate(models[0].terms):  # one cost_terms made them all: the same terms, in order
         table = np.stack([m.slope * np.asarray(m.terms[i].table, np.float64) for m in models], axis=-1)
         terms.append(CostTerm((*t.positions, pos), table, t.gate_pos, t.gate_min))
     return TokenCostModel(0.0, terms)
@@ -223,18 +150,14 @@ def cost_model_from_costs(space: SearchSpace[Any], key_cost: dict[str, float], s
                           intercept: float = 0.0) -> TokenCostModel:
     """Fold {block key -> ms} into a :class:`TokenCostModel`; a key the space needs but the
     mapping lacks raises :class:`MissingKeysError` naming every such key."""
-    searched = _searched_resolutions(space)
+    searched = space.resolutions
     if searched is not None:  # one mapping holding every resolution's keys
-        return _fold_resolutions(space, [cost_model_from_costs(space.at_resolution(r), key_cost, slope,  # type: ignore[attr-defined]
-                                                               intercept) for r in searched])
-    try:
-        builder = _BUILDERS[space.name]
-    except KeyError:
-        raise UnknownNameError("space with a token cost model", space.name, sorted(_BUILDERS)) from None
+        return _fold_resolutions(space, [cost_model_from_costs(space.at_resolution(r), key_cost, slope, intercept)
+                                         for r in searched])
     missing = sorted(set(space.all_block_keys()) - set(key_cost))
     if missing:
         raise MissingKeysError(missing)
-    base, terms = builder(space, lambda k: float(key_cost[k]))
+    base, terms = space.cost_terms(lambda k: float(key_cost[k]))
     return TokenCostModel(base, terms, slope, intercept)
 
 
@@ -265,7 +188,7 @@ def cost_model_from_lut_family(space: SearchSpace[Any], luts: Sequence[tuple[str
     pairs; names are for errors). Refused, naming what is wrong: a searched resolution without a
     LUT, two LUTs of one resolution, LUTs of other widths or classes, or of different devices,
     backends, batch sizes, threads or runtimes. LUTs of resolutions not searched are not used."""
-    searched = _searched_resolutions(space)
+    searched = space.resolutions
     if searched is None:
         raise InvalidArgumentError(f"a LUT family needs a space that searches resolution, got {space.describe()}")
     if not luts:
@@ -280,7 +203,7 @@ def cost_model_from_lut_family(space: SearchSpace[Any], luts: Sequence[tuple[str
             a, b = getattr(first.meta, f), getattr(lut.meta, f)
             if a != b:
                 raise DataFileError(f"LUT family: LUTs of different {f}: {first_name} has {a!r}, {name} {b!r}")
-        want = {**space.at_resolution(res).describe(), "resolution": res}  # type: ignore[attr-defined]
+        want = {**space.at_resolution(res).describe(), "resolution": res}
         got = {**want, **lut.meta.space}
         differ = sorted(k for k in want if got[k] != want[k])
         if differ or set(got) != set(want):
@@ -295,53 +218,18 @@ def cost_model_from_lut_family(space: SearchSpace[Any], luts: Sequence[tuple[str
     for r in searched:
         name, lut = by_res[r]
         try:
-            models.append(cost_model_from_lut(space.at_resolution(r), lut, calibrated))  # type: ignore[attr-defined]
+            models.append(cost_model_from_lut(space.at_resolution(r), lut, calibrated))
         except MissingKeysError as exc:
             raise DataFileError(f"LUT family: {name} (resolution {r}): {exc}") from None
     return _fold_resolutions(space, models)
 
 
-# ---- canonical token matrices: zero the tokens an arch ignores ---------------------------------------
+# ---- the space's token layout, for callers holding a space and a token matrix ---------------------------
 def canonical_tokens(space: SearchSpace[Any], tokens: np.ndarray) -> np.ndarray:
-    """Set ignored tokens (layers past an ofa-mbv3 unit's depth) to 0, so equal archs have equal rows."""
-    tok = np.array(tokens, np.int64, copy=True)
-    if space.name == "ofa-mbv3":
-        from budgetnas.spaces.ofa_mbv3 import DEPTHS, MAX_DEPTH, N_UNITS
-
-        step = 1 + 2 * MAX_DEPTH
-        for u in range(N_UNITS):
-            depth = np.asarray(DEPTHS)[tok[:, u * step]]
-            for li in range(MAX_DEPTH):
-                off = ~(li < depth)
-                tok[off, u * step + 1 + 2 * li] = 0
-                tok[off, u * step + 2 + 2 * li] = 0
-    return tok
+    """Set the tokens archs ignore (layers past an ofa-mbv3 unit's depth) to 0, so equal archs have equal rows."""
+    return space.canonical_tokens(tokens)
 
 
-# ---- features from token matrices (equal to ``space.features_many``) ----------------------------------
 def token_features(space: SearchSpace[Any], tokens: np.ndarray) -> np.ndarray:
-    tok = np.asarray(tokens, np.int64)
-    n = tok.shape[0]
-    out = np.zeros((n, space.feature_dim), np.float32)
-    rows = np.arange(n)
-    if space.name == "nb201":
-        width = len(space.decisions[0].choices)
-        for i in range(tok.shape[1]):
-            out[rows, i * width + tok[:, i]] = 1.0
-        return out
-    if space.name == "ofa-mbv3":
-        from budgetnas.spaces.ofa_mbv3 import DEPTHS, EXPANDS, KERNELS, MAX_DEPTH, N_UNITS
-
-        step, per = 1 + 2 * MAX_DEPTH, len(KERNELS) + len(EXPANDS)
-        for u in range(N_UNITS):
-            depth = np.asarray(DEPTHS)[tok[:, u * step]]
-            for li in range(MAX_DEPTH):
-                on = (li < depth).astype(np.float32)
-                base = (u * MAX_DEPTH + li) * per
-                out[rows, base + tok[:, u * step + 1 + 2 * li]] = on
-                out[rows, base + len(KERNELS) + tok[:, u * step + 2 + 2 * li]] = on
-        if _searched_resolutions(space):  # the resolution one-hot after the layer slots
-            out[rows, N_UNITS * MAX_DEPTH * per + tok[:, -1]] = 1.0
-        return out
-    # any other space: its own (per-arch) encoding
-    return space.features_many(space.from_tokens(t) for t in tok)
+    """The space's features of every row (equal to ``space.features_many``)."""
+    return space.token_features(tokens)

@@ -1,4 +1,5 @@
-"""Whole models of both spaces, composed exactly of the modules of their block keys."""
+"""Whole models of a space, composed exactly of the modules of their block keys, shaped by the space's
+``graph`` (a chain, or blocks and cells)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from budgetnas.core.errors import InvalidArgumentError
 from budgetnas.profiler.blocks import build_block
-from budgetnas.spaces import NASBench201, NB201Arch, SearchSpace
-from budgetnas.spaces.nb201 import EDGES, live_edges
+from budgetnas.spaces import Block, Cell, SearchSpace
 
 
 class BlockSequence(nn.Sequential):
@@ -19,31 +20,36 @@ class BlockSequence(nn.Sequential):
         return list(self.children())
 
 
-class NB201Cell(nn.Module):
-    """A cell DAG; ``ops`` holds one module per live edge (``budgetnas.spaces.nb201.live_edges``), in edge order.
+class DAGCell(nn.Module):
+    """A cell DAG (``budgetnas.spaces.base.Cell``); ``ops`` holds one module per edge, in edge order
+    (nb201: its live edges, ``budgetnas.spaces.nb201.live_edges``).
 
     Dead edges are not built, so neither eager torch nor an exported graph runs them. A node with
-    no live input is never read, except the output of a cell with no live edge: that is
-    ``x * 0``, NB201's own ``none``, which depends on ``x`` so that no graph optimiser folds the
-    rest of the network into a constant (the next cells still run and are charged).
+    no input edge is never read, except the output of a cell with no edge: that is ``x * 0``,
+    NB201's own ``none``, which depends on ``x`` so that no graph optimiser folds the rest of the
+    network into a constant (the next cells still run and are charged).
     """
 
-    def __init__(self, ops: list[tuple[int, int, nn.Module]]) -> None:
+    def __init__(self, ops: list[tuple[int, int, nn.Module]], nodes: int = 4) -> None:
         super().__init__()
+        self.nodes = nodes
         self.edges = [(j, i) for j, i, _ in ops]
         self.ops = nn.ModuleList(m for _, _, m in ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nodes = {0: x}  # a live edge reads only nodes the input reaches, so only those are made
-        for j in (1, 2, 3):
+        nodes = {0: x}  # an edge reads only nodes the input reaches, so only those are made
+        for j in range(1, self.nodes):
             for (to, frm), op in zip(self.edges, self.ops, strict=True):
                 if to == j:
                     y = op(nodes[frm])
                     nodes[j] = nodes[j] + y if j in nodes else y
-        return nodes[3] if 3 in nodes else x.mul(0.0)
+        out = self.nodes - 1
+        return nodes[out] if out in nodes else x.mul(0.0)
 
 
-class NB201Network(nn.Module):
+class CellNetwork(nn.Module):
+    """A model with cells: its first block, the body (blocks and cells), its last block."""
+
     def __init__(self, stem: nn.Module, body: list[nn.Module], head: nn.Module) -> None:
         super().__init__()
         self.stem, self.body, self.head = stem, nn.ModuleList(body), head
@@ -57,24 +63,27 @@ class NB201Network(nn.Module):
     def block_modules(self) -> list[nn.Module]:
         out: list[nn.Module] = [self.stem]
         for m in self.body:
-            out += list(m.ops) if isinstance(m, NB201Cell) else [m]
+            out += list(m.ops) if isinstance(m, DAGCell) else [m]
         return [*out, self.head]
 
 
+NB201Cell, NB201Network = DAGCell, CellNetwork  # the names nb201's tests and callers know
+
+
+def _module(part: Block | Cell) -> nn.Module:
+    if isinstance(part, Block):
+        return build_block(part.key)
+    return DAGCell([(j, i, build_block(b.key)) for j, i, b in part.edges], part.nodes)
+
+
 def build_model(space: SearchSpace[Any], arch: Any) -> nn.Module:
-    """The whole model; ``model.block_modules()`` lists one module per entry of ``space.blocks(arch)``."""
-    blocks = space.blocks(arch)
-    if not isinstance(space, NASBench201):
-        return BlockSequence(*(build_block(b.key) for b in blocks)).eval()
-    assert isinstance(arch, NB201Arch)
-    it = iter(blocks)
-    stem = build_block(next(it).key)
-    body: list[nn.Module] = []
-    live = [edge for edge, alive in zip(EDGES, live_edges(arch.ops), strict=True) if alive]
-    for stage in range(3):
-        if stage:
-            body.append(build_block(next(it).key))
-        for _ in range(space.cells):
-            body.append(NB201Cell([(j, i, build_block(next(it).key)) for j, i in live]))
-    head = build_block(next(it).key)
-    return NB201Network(stem, body, head).eval()
+    """The whole model of ``space.graph(arch)``; ``model.block_modules()`` lists one module per entry
+    of ``space.blocks(arch)``."""
+    graph = space.graph(arch)
+    chain = [p for p in graph if isinstance(p, Block)]
+    if len(chain) == len(graph):
+        return BlockSequence(*(build_block(b.key) for b in chain)).eval()
+    if len(graph) < 2 or not (isinstance(graph[0], Block) and isinstance(graph[-1], Block)):
+        raise InvalidArgumentError(f"{space.name}: a model with cells must start and end with a block")
+    stem, *body, head = (_module(p) for p in graph)  # in walk order: blocks are built as before
+    return CellNetwork(stem, body, head).eval()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import itertools
 import math
 import numbers
 from collections.abc import Iterable, Sequence
@@ -13,6 +14,7 @@ import numpy as np
 
 from budgetnas.core.errors import InvalidArchitectureError, InvalidArgumentError
 from budgetnas.spaces.blockkey import BlockKey, Shape
+from budgetnas.spaces.layout import CostTerm, Gate, KeyCost, UnitGrammar
 
 A = TypeVar("A")
 
@@ -45,12 +47,22 @@ def number_param(name: str, value: Any) -> float:
     return float(value)
 
 
+DENSE_COST_TABLE = 100_000  # token vectors the default cost_terms walks one by one, at most
+
+
 @dataclass(frozen=True)
 class Decision:
-    """One categorical choice of a space, emitted as one token by a generator."""
+    """One categorical choice of a space, emitted as one token by a generator.
+
+    ``gate``: the decision counts only where an earlier token switches it on (otherwise the arch
+    ignores it: canonical rows hold 0 there, features zeros). ``in_features``: whether its one-hot
+    is part of the features (ofa-mbv3's depths are not: the active layer slots say them).
+    """
 
     name: str
     choices: tuple[Any, ...]
+    gate: Gate | None = None
+    in_features: bool = True
 
     def index(self, value: Any, position: int) -> int:
         try:
@@ -82,15 +94,30 @@ class Block:
         return self.key.output
 
 
+@dataclass(frozen=True)
+class Cell:
+    """A DAG of blocks inside a model: node 0 is its input, node ``nodes - 1`` its output, and each
+    edge ``(to, from, block)`` adds ``block(node[from])`` into node ``to``. An output no edge
+    reaches is zeros."""
+
+    nodes: int
+    edges: tuple[tuple[int, int, Block], ...]
+
+
 class SearchSpace(abc.ABC, Generic[A]):
     """Ordered categorical decisions plus everything derived from an architecture.
 
     ``tokens`` are indices into each decision's choices; an architecture may ignore some
-    tokens (inactive layers of a shallow ofa-mbv3 unit), so ``from_tokens(to_tokens(a)) == a``
-    but not every token vector is distinct.
+    tokens (those a :class:`Gate` switches off: layers past a shallow ofa-mbv3 unit's depth), so
+    ``from_tokens(to_tokens(a)) == a`` but not every token vector is distinct.
+
+    Everything outside ``spaces`` reads a space through this interface only (token layout,
+    features, cost tables, model graph, resolutions), so a new space is one module.
     """
 
     name: str
+    # searched input resolutions (then the *last* decision picks one), None when the space fixes it
+    resolutions: tuple[int, ...] | None = None
 
     @property
     @abc.abstractmethod
@@ -116,14 +143,6 @@ class SearchSpace(abc.ABC, Generic[A]):
     def all_block_keys(self) -> list[str]:
         """Every block key an architecture of this space can produce, sorted."""
 
-    @abc.abstractmethod
-    def features(self, arch: A) -> np.ndarray:
-        """One-hot encoding (float32) of the architecture, length ``feature_dim``."""
-
-    @property
-    @abc.abstractmethod
-    def feature_dim(self) -> int: ...
-
     @property
     @abc.abstractmethod
     def input_shape(self) -> Shape:
@@ -132,6 +151,35 @@ class SearchSpace(abc.ABC, Generic[A]):
     def describe(self) -> dict[str, Any]:
         """Space parameters that change its keys (width, resolution...), for records and checkpoints."""
         return {"space": self.name}
+
+    # ---- overridable: what a space may say about itself ---------------------------------------
+    def cost_terms(self, cost: KeyCost) -> tuple[float, list[CostTerm]]:
+        """Block costs folded into ``(base, terms)``: for every token row, ``base`` plus its terms'
+        entries is ``sum(cost(k) for k in block_keys(from_tokens(row)))``. Called on spaces of
+        one resolution (a searched one is folded from :meth:`at_resolution`'s spaces).
+
+        This default is one table over every token vector, walked one by one (small spaces
+        only); a space whose blocks each depend on a few tokens returns a table per slot."""
+        sizes = [len(d.choices) for d in self.decisions]
+        if math.prod(sizes) > DENSE_COST_TABLE:
+            raise InvalidArgumentError(f"{self.name}: {math.prod(sizes):,} token vectors are too many for one "
+                                       f"cost table; the space must fold its costs per slot (cost_terms)")
+        table = np.asarray([sum(cost(k) for k in self.block_keys(self.from_tokens(t)))
+                            for t in itertools.product(*(range(s) for s in sizes))], np.float64)
+        return 0.0, [CostTerm(tuple(range(len(sizes))), table.reshape(sizes))]
+
+    def graph(self, arch: A) -> list[Block | Cell]:
+        """The model's structure over ``blocks(arch)`` (the same blocks, in order): a chain by
+        default; a space of cells (nb201) groups blocks into :class:`Cell` DAGs."""
+        return list(self.blocks(arch))
+
+    def unit_grammar(self) -> UnitGrammar | None:
+        """How canonical strings split into units of layer tokens, when they do (ofa-mbv3)."""
+        return None
+
+    def at_resolution(self, resolution: int) -> SearchSpace[A]:
+        """The fixed-resolution space of one of the searched ``resolutions`` (its LUT's space)."""
+        raise InvalidArgumentError(f"{self.name} does not search its resolution")
 
     # ---- derived, shared by every space -------------------------------------------------
     def check_tokens(self, tokens: Sequence[int]) -> None:
@@ -177,9 +225,62 @@ class SearchSpace(abc.ABC, Generic[A]):
     def canonical(self, text: str | dict[str, Any]) -> str:
         return self.format(self.parse(text))
 
-    def features_many(self, archs: Iterable[A]) -> np.ndarray:
-        rows = [self.features(a) for a in archs]
-        return np.stack(rows) if rows else np.zeros((0, self.feature_dim), np.float32)
-
     def token_matrix(self, archs: Iterable[A]) -> np.ndarray:
         return np.asarray([self.to_tokens(a) for a in archs], dtype=np.int64).reshape(-1, len(self.decisions))
+
+    # ---- token matrices: (n, decisions), vectorised -------------------------------------------
+    def _gate_masks(self, tok: np.ndarray) -> dict[int, np.ndarray]:
+        """Per gated decision, the rows that use its token: its gate is on and the gate's own
+        decision is used (ungated decisions are used by every row)."""
+        decs = self.decisions
+        on: dict[int, np.ndarray] = {}
+        for i, d in enumerate(decs):
+            g = d.gate
+            if g is None:
+                continue
+            if not (0 <= g.pos < i and 0 < g.min < len(decs[g.pos].choices)):
+                raise InvalidArgumentError(
+                    f"{self.name}: decision {i} ({d.name}) has gate {g}: its position must come before it "
+                    f"and its min be a token 1.. of that decision")
+            on[i] = tok[:, g.pos] >= g.min
+            if g.pos in on:
+                on[i] &= on[g.pos]
+        return on
+
+    def canonical_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        """A copy with the tokens archs ignore set to 0, so equal archs have equal rows."""
+        tok = np.array(tokens, np.int64, copy=True)
+        rows = tok.reshape(-1, len(self.decisions))  # a view: zeroing it zeroes ``tok``
+        for i, used in self._gate_masks(rows).items():
+            rows[~used, i] = 0
+        return tok
+
+    @property
+    def feature_dim(self) -> int:
+        return sum(len(d.choices) for d in self.decisions if d.in_features)
+
+    def token_features(self, tokens: np.ndarray) -> np.ndarray:
+        """The features (float32): per decision ``in_features``, in order, a one-hot of its token,
+        all zeros where the arch ignores it."""
+        tok = np.asarray(tokens, np.int64).reshape(-1, len(self.decisions))
+        on = self._gate_masks(tok)
+        out = np.zeros((len(tok), self.feature_dim), np.float32)
+        rows, off = np.arange(len(tok)), 0
+        for i, d in enumerate(self.decisions):
+            if d.in_features:
+                out[rows, off + tok[:, i]] = on.get(i, 1.0)
+                off += len(d.choices)
+        return out
+
+    def features(self, arch: A) -> np.ndarray:
+        return self.token_features(np.asarray([self.to_tokens(arch)]))[0]
+
+    def features_many(self, archs: Iterable[A]) -> np.ndarray:
+        return self.token_features(self.token_matrix(archs))
+
+    def token_resolutions(self, tokens: np.ndarray) -> np.ndarray:
+        """Each row's input resolution: the searched one (the last token), else the space's."""
+        tok = np.asarray(tokens, np.int64).reshape(-1, len(self.decisions))
+        if self.resolutions is None:
+            return np.full(len(tok), self.input_shape[1], np.int64)
+        return np.asarray(self.resolutions, np.int64)[tok[:, -1]]

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from budgetnas.core.errors import InvalidArchitectureError, InvalidArgumentError
-from budgetnas.spaces.base import Block, Decision, SearchSpace, int_param
+from budgetnas.spaces.base import Block, Cell, Decision, SearchSpace, int_param
 from budgetnas.spaces.blockkey import BlockKey
+from budgetnas.spaces.layout import CostTerm, KeyCost
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # (to_node, from_node) in NB201 string order
@@ -39,7 +40,7 @@ def live_edges(ops: Sequence[str]) -> tuple[bool, ...]:
     input node the cell's input reaches, and whose output node reaches the cell's output, through
     non-``none`` edges. The others are dead: their output is never used, or is computed from a
     zero node alone (a constant). The one definition behind block keys, the built model and the
-    vectorised cost model (``budgetnas.luts.token_cost``); no live edge at all means the cell outputs zeros.
+    cost tables (:meth:`NASBench201.cost_terms`); no live edge at all means the cell outputs zeros.
     """
     on = [op != "none" for op in ops]
     reached = [True, False, False, False]  # from node 0 (the cell input)
@@ -175,12 +176,38 @@ class NASBench201(SearchSpace[NB201Arch]):
         keys.add(str(BlockKey("stem", (r, r, 3), (r, r, c0))))
         return sorted(keys)
 
-    @property
-    def feature_dim(self) -> int:
-        return len(EDGES) * len(OPS)
-
-    def features(self, arch: NB201Arch) -> np.ndarray:
-        out = np.zeros(self.feature_dim, np.float32)
-        for i, op in enumerate(arch.ops):
-            out[i * len(OPS) + OPS.index(op)] = 1.0
+    def graph(self, arch: NB201Arch) -> list[Block | Cell]:
+        """Stem, then per stage (its resblock) ``cells`` cells of the live edges, then head."""
+        live = [edge for edge, alive in zip(EDGES, live_edges(arch.ops), strict=True) if alive]
+        it = iter(self.blocks(arch))
+        out: list[Block | Cell] = [next(it)]
+        for stage in range(len(self._stages())):
+            if stage:
+                out.append(next(it))
+            out += [Cell(4, tuple((j, i, next(it)) for j, i in live)) for _ in range(self.cells)]
+        out.append(next(it))
         return out
+
+    # ---- the walk folded into a cost table ------------------------------------------------
+    def cost_terms(self, cost: KeyCost) -> tuple[float, list[CostTerm]]:
+        """Fixed blocks (stem, reductions, head) + Σ over the *live* edges of the edge's op cost
+        summed over the stages (x cells). Whether an edge is live depends on the other edges, so
+        it is one term over all six edges: a 5^6 table."""
+        ops = self.decisions[0].choices
+        n_edges = len(self.decisions)
+        none_tok = [0] * n_edges  # token 0 is 'none': the arch with no edge blocks is the fixed part
+        base = sum(cost(k) for k in self.block_keys(self.from_tokens(none_tok)))
+        # an op's blocks cost the same on every live edge; probe them with edge 3<-0, live on its own
+        probe = EDGES.index((3, 0))
+        per_op = np.zeros(len(ops))
+        for o in range(1, len(ops)):
+            toks = list(none_tok)
+            toks[probe] = o
+            per_op[o] = sum(cost(b.key_str) for b in self.blocks(self.from_tokens(toks)) if b.key.op == ops[o])
+        # liveness depends only on which edges are 'none': one live_edges call per such pattern
+        grid = np.indices((len(ops),) * n_edges).reshape(n_edges, -1).T  # every token vector, C order
+        weights = 1 << np.arange(n_edges)
+        live = np.array([live_edges([ops[1] if p >> e & 1 else ops[0] for e in range(n_edges)])
+                         for p in range(1 << n_edges)])
+        table = (live[(grid != 0) @ weights] * per_op[grid]).sum(1)
+        return base, [CostTerm(tuple(range(n_edges)), table.reshape((len(ops),) * n_edges))]

@@ -11,8 +11,12 @@ unit's depth are ignored, as in OFA.
 
 Resolution is a space parameter (``resolution=224``: every arch has it) or, with
 ``resolutions=(160, 176, 192, 208, 224)``, a searched decision (Once-for-All searches it): one more
-decision, placed *last* in the token row so the unit layout (``u * (1 + 2 * MAX_DEPTH)``) is the same
-in both variants. The canonical string is the same (it always names the resolution).
+decision, placed *last* in the token row so the unit layout (``u * STEP``) is the same in both
+variants. The canonical string is the same (it always names the resolution).
+
+Tokens per unit: its depth, then (kernel, expand) per layer slot, the slots past the depth gated
+off (:class:`Gate`). Features: per layer slot a kernel and an expand one-hot (zeros past the
+unit's depth; the depth itself is not a feature), then the searched resolution's one-hot.
 
 FLOPs are multiply-accumulates of convolutions and linear layers without biases (what
 ``torch.utils.flop_counter`` counts, halved); params count every weight, bias and BN affine.
@@ -32,6 +36,7 @@ import numpy as np
 from budgetnas.core.errors import InvalidArchitectureError, InvalidArgumentError
 from budgetnas.spaces.base import Block, Decision, SearchSpace, int_param, number_param
 from budgetnas.spaces.blockkey import BlockKey
+from budgetnas.spaces.layout import CostTerm, Gate, KeyCost, UnitGrammar
 
 KERNELS = (3, 5, 7)
 EXPANDS = (3, 4, 6)
@@ -40,6 +45,7 @@ WIDTHS = (1.0, 1.2)
 RESOLUTIONS = tuple(range(128, 225, 4))
 N_UNITS = 4 + 1
 MAX_DEPTH = 4
+STEP = 1 + 2 * MAX_DEPTH  # tokens per unit: depth, then (kernel, expand) per layer slot
 
 # OFA MobileNetV3 stage plan: stem, first block, five units, final expand, feature mix.
 _BASE_WIDTHS = (16, 16, 24, 40, 80, 112, 160, 960, 1280)
@@ -126,10 +132,11 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
         self.num_classes = int_param("num_classes", num_classes)
         decs: list[Decision] = []
         for u in range(N_UNITS):
-            decs.append(Decision(f"unit{u + 1}.depth", DEPTHS))
+            decs.append(Decision(f"unit{u + 1}.depth", DEPTHS, in_features=False))  # the active slots say it
             for layer in range(MAX_DEPTH):
-                decs.append(Decision(f"unit{u + 1}.layer{layer + 1}.kernel", KERNELS))
-                decs.append(Decision(f"unit{u + 1}.layer{layer + 1}.expand", EXPANDS))
+                gate = _layer_gate(u, layer)
+                decs.append(Decision(f"unit{u + 1}.layer{layer + 1}.kernel", KERNELS, gate))
+                decs.append(Decision(f"unit{u + 1}.layer{layer + 1}.expand", EXPANDS, gate))
         self.resolutions: tuple[int, ...] | None = None
         if resolutions is None:
             self.resolution = self._check_resolution(224 if resolution is None else resolution)
@@ -185,13 +192,6 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
         """The fixed-resolution space of one of this space's resolutions (its LUT's space)."""
         return OFAMobileNetV3(self.width, resolution, self.num_classes)
 
-    def token_resolutions(self, tokens: np.ndarray) -> np.ndarray:
-        """Each token row's input resolution (the last token when resolution is searched)."""
-        tok = np.asarray(tokens, np.int64).reshape(-1, len(self._decisions))
-        if self.resolutions is None:
-            return np.full(len(tok), self.resolution, np.int64)
-        return np.asarray(self.resolutions, np.int64)[tok[:, -1]]
-
     def describe(self) -> dict[str, Any]:
         if self.resolutions is not None:
             return {"space": self.name, "width": self.width, "resolutions": list(self.resolutions),
@@ -222,9 +222,8 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
     def from_tokens(self, tokens: Sequence[int]) -> OFAArch:
         self.check_tokens(tokens)
         units = []
-        step = 1 + 2 * MAX_DEPTH
         for u in range(N_UNITS):
-            t = tokens[u * step:(u + 1) * step]
+            t = tokens[u * STEP:(u + 1) * STEP]
             depth = DEPTHS[int(t[0])]
             units.append(tuple((KERNELS[int(t[1 + 2 * i])], EXPANDS[int(t[2 + 2 * i])]) for i in range(depth)))
         res = self.resolution if self.resolutions is None else self.resolutions[int(tokens[-1])]
@@ -353,25 +352,48 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
                     keys.update(str(b.key) for b in self._walk(self.width, res, units))
         return sorted(keys)
 
-    # ---- features -------------------------------------------------------------------------
-    @property
-    def feature_dim(self) -> int:
-        return N_UNITS * MAX_DEPTH * (len(KERNELS) + len(EXPANDS)) + len(self.resolutions or ())
-
-    def features(self, arch: OFAArch) -> np.ndarray:
-        """Per layer slot one-hot kernel and expand, zeros if skipped; then, when resolution is
-        searched, a one-hot of the resolution (so a predictor can tell resolutions apart)."""
-        out = np.zeros(self.feature_dim, np.float32)
+    # ---- the walk folded into cost tables ---------------------------------------------------
+    def cost_terms(self, cost: KeyCost) -> tuple[float, list[CostTerm]]:
+        """A layer's block depends only on (unit, first layer or not, kernel, expand) and counts
+        iff its slot is within the unit's depth: one (kernel, expand) table per layer slot, gated
+        by the unit's depth token, over the fixed blocks (stem, first block, head)."""
         if self.resolutions is not None:
-            out[N_UNITS * MAX_DEPTH * (len(KERNELS) + len(EXPANDS))
-                + self.resolutions.index(self._arch_resolution(arch.resolution))] = 1.0
-        per = len(KERNELS) + len(EXPANDS)
-        for u, unit in enumerate(arch.units):
-            for li, (k, e) in enumerate(unit):
-                base = (u * MAX_DEPTH + li) * per
-                out[base + KERNELS.index(k)] = 1.0
-                out[base + len(KERNELS) + EXPANDS.index(e)] = 1.0
-        return out
+            raise InvalidArgumentError("a searched resolution's cost tables are folded from at_resolution's spaces")
+        shallow = self.blocks(self.from_tokens([0] * len(self.decisions)))
+        n_fixed_head = 2  # stem + first block; the walk then lists the units' layers, then 4 tail blocks
+        base = sum(cost(b.key_str) for b in shallow[:n_fixed_head] + shallow[-4:])
+        tables = np.zeros((N_UNITS, MAX_DEPTH, len(KERNELS), len(EXPANDS)))
+        deep = [len(DEPTHS) - 1 if i % STEP == 0 else 0 for i in range(len(self.decisions))]
+        for ki in range(len(KERNELS)):
+            for ei in range(len(EXPANDS)):
+                toks = [t if i % STEP == 0 else (ki if (i % STEP) % 2 == 1 else ei) for i, t in enumerate(deep)]
+                layers = self.blocks(self.from_tokens(toks))[n_fixed_head:-4]
+                for u in range(N_UNITS):
+                    for li in range(MAX_DEPTH):
+                        tables[u, li, ki, ei] = cost(layers[u * MAX_DEPTH + li].key_str)
+        terms = []
+        for u in range(N_UNITS):
+            for li in range(MAX_DEPTH):
+                pk, pe = u * STEP + 1 + 2 * li, u * STEP + 2 + 2 * li
+                gate = self.decisions[pk].gate
+                terms.append(CostTerm((pk, pe), tables[u, li].copy(), -1 if gate is None else gate.pos,
+                                      0 if gate is None else gate.min))
+        return base, terms
+
+    def unit_grammar(self) -> UnitGrammar | None:
+        """Canonical strings are ``w<width>_r<resolution>|`` and ``|``-joined units of ``,``-joined
+        ``k<kernel>e<expand>`` layers; with a searched resolution the head varies, so None."""
+        if self.resolutions is not None:
+            return None
+        probes = (f"k{KERNELS[0]}e{EXPANDS[0]}", f"k{KERNELS[1]}e{EXPANDS[0]}")
+        return UnitGrammar(f"w{self.width:.1f}_r{self.resolution}", "|", ",", probes)
+
+
+def _layer_gate(u: int, layer: int) -> Gate | None:
+    """Layer slot ``layer`` of unit ``u`` exists iff the unit's depth token picks a depth above it."""
+    if layer < DEPTHS[0]:
+        return None
+    return Gate(u * STEP, next(i for i, d in enumerate(DEPTHS) if d > layer))
 
 
 # ---- cached walk pieces: a layer's block depends only on (width, resolution, unit, first?, k, e) ----
