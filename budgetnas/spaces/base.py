@@ -284,3 +284,19 @@ class SearchSpace(abc.ABC, Generic[A]):
         if self.resolutions is None:
             return np.full(len(tok), self.input_shape[1], np.int64)
         return np.asarray(self.resolutions, np.int64)[tok[:, -1]]
+
+
+class ImageSpace(SearchSpace[A]):
+    """A space of models of one square RGB image of ``resolution`` px whose decisions are fixed when it
+    is built (``_decisions``): what nb201 and ofa-mbv3 share."""
+
+    resolution: int
+    _decisions: tuple[Decision, ...]
+
+    @property
+    def decisions(self) -> tuple[Decision, ...]:
+        return self._decisions
+
+    @property
+    def input_shape(self) -> Shape:
+        return (3, self.resolution, self.resolution)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from budgetnas.core.errors import InvalidArchitectureError, InvalidArgumentError
-from budgetnas.spaces.base import Block, Cell, Decision, SearchSpace, int_param
+from budgetnas.spaces.base import Block, Cell, Decision, ImageSpace, int_param
 from budgetnas.spaces.blockkey import BlockKey
 from budgetnas.spaces.layout import CostTerm, KeyCost
 
@@ -62,7 +62,7 @@ def _conv_cost(h: int, cin: int, cout: int, k: int) -> tuple[int, int]:
     return h * h * cin * cout * k * k, cin * cout * k * k + 2 * cout
 
 
-class NASBench201(SearchSpace[NB201Arch]):
+class NASBench201(ImageSpace[NB201Arch]):
     name = "nb201"
 
     def __init__(self, channels: int = 16, cells: int = 5, resolution: int = 32, num_classes: int = 10) -> None:
@@ -76,14 +76,6 @@ class NASBench201(SearchSpace[NB201Arch]):
     def describe(self) -> dict[str, Any]:
         return {"space": self.name, "channels": self.channels, "cells": self.cells,
                 "resolution": self.resolution, "num_classes": self.num_classes}
-
-    @property
-    def decisions(self) -> tuple[Decision, ...]:
-        return self._decisions
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (3, self.resolution, self.resolution)
 
     def to_tokens(self, arch: NB201Arch) -> list[int]:
         return [OPS.index(o) for o in arch.ops]

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from budgetnas.core.errors import InvalidArchitectureError, InvalidArgumentError
-from budgetnas.spaces.base import Block, Decision, SearchSpace, int_param, number_param
+from budgetnas.spaces.base import Block, Decision, ImageSpace, int_param, number_param
 from budgetnas.spaces.blockkey import BlockKey
 from budgetnas.spaces.layout import CostTerm, Gate, KeyCost, UnitGrammar
 
@@ -123,7 +123,7 @@ _UNIT_RE = re.compile(r"^k(\d{1,4})e(\d{1,4})$", re.ASCII)
 _HEAD_RE = re.compile(r"^w(\d{1,4}(?:\.\d{1,8})?)_r(\d{1,6})$", re.ASCII)
 
 
-class OFAMobileNetV3(SearchSpace[OFAArch]):
+class OFAMobileNetV3(ImageSpace[OFAArch]):
     name = "ofa-mbv3"
 
     def __init__(self, width: float = 1.2, resolution: int | None = None, num_classes: int = 1000,
@@ -198,14 +198,6 @@ class OFAMobileNetV3(SearchSpace[OFAArch]):
                     "num_classes": self.num_classes}
         return {"space": self.name, "width": self.width, "resolution": self.resolution,
                 "num_classes": self.num_classes}
-
-    @property
-    def decisions(self) -> tuple[Decision, ...]:
-        return self._decisions
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (3, self.resolution, self.resolution)
 
     # ---- tokens ---------------------------------------------------------------------------
     def to_tokens(self, arch: OFAArch) -> list[int]:
