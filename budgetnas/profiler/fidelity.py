@@ -45,9 +45,6 @@ MIN_MODELS = 4
 MAX_LIVE_MODELS = 24  # whole models kept loaded at once; beyond, each visit reloads (bounded memory)
 
 
-__all__ = ["metrics"]  # re-exported: the metrics live with the calibration
-
-
 @dataclass
 class FidelityReport:
     archs: list[str]
