@@ -60,6 +60,26 @@ def train_cmd(
                f"{ckpt['train_seconds']:.1f}s training)")
 
 
+@app.command("import-ofa")
+def import_ofa_cmd(
+    path: Annotated[Path, typer.Argument(help="OFA's ofa_mbv3_d234_e346_k357_w1.2 checkpoint (.pth, as OFA "
+                                              "publishes it: a state dict, bare or under 'state_dict')")],
+    out: Annotated[Path, typer.Option("--out", help="our supernet checkpoint, for `supernet eval --checkpoint`")],
+    resolution: Annotated[int, typer.Option("--resolution", help="input resolution of the sub-networks, "
+                                                                 "128..224 step 4")] = 224,
+) -> None:
+    """Import Once-for-All's published ImageNet supernet (width 1.2): its sub-networks without training."""
+    from budgetnas.generator.supernet import checkpoint as ck
+    from budgetnas.generator.supernet.ofa_checkpoint import OFA_NET, as_checkpoint, import_ofa
+
+    if out.exists():
+        raise DataFileError(f"{out} exists: choose another --out")
+    net = import_ofa(path, resolution)
+    ck.save(out, as_checkpoint(net, path))
+    typer.echo(f"wrote {out} ({OFA_NET} from {path}, resolution {resolution}; evaluate with "
+               f"`supernet eval --checkpoint {out} --dataset imagefolder:PATH`)")
+
+
 @app.command("eval")
 def eval_cmd(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="a `supernet train` checkpoint")],
