@@ -10,6 +10,7 @@ a checkpoint and compare the two networks' outputs sub-network by sub-network.
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import sys
@@ -24,6 +25,7 @@ import torch
 from budgetnas.cli.main import run
 from budgetnas.core.errors import DataFileError
 from budgetnas.generator.supernet import checkpoint
+from budgetnas.generator.supernet.data import Preprocess, read_image
 from budgetnas.generator.supernet.network import OFASupernet
 from budgetnas.generator.supernet.ofa_checkpoint import OFA_NET, import_ofa, map_state, ofa_name, ofa_space
 from tests.test_supernet_cli import one_error_line
@@ -188,6 +190,55 @@ def test_import_ofa_writes_our_checkpoint(ofa_file: Path, tmp_path: Path, capsys
     net.load_state_dict(ck["state"])
     assert run(["supernet", "import-ofa", str(ofa_file), "--out", str(out)]) == 2
     one_error_line(capsys, "exists")
+
+
+def _imagenet_like(root: Path) -> Path:
+    """ImageNet's layout in miniature: 1000 class folders under train/ (two with an image), two under val/."""
+    from PIL import Image
+
+    for split, names in (("train", [f"n{i:08d}" for i in range(1000)]), ("val", ["n00000003", "n00000997"])):
+        for i, name in enumerate(names):
+            (root / split / name).mkdir(parents=True)
+            if split == "val" or name in ("n00000003", "n00000997"):
+                Image.new("RGB", (40, 30), (40 * i % 256, 90, 200)).save(root / split / name / "a.png")
+    return root
+
+
+def test_eval_runs_the_imported_supernet_on_an_image_folder(ofa_file: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = tmp_path / "ofa.ckpt"
+    assert run(["supernet", "import-ofa", str(ofa_file), "--out", str(ckpt), "--resolution", "128"]) == 0
+    out = tmp_path / "acc.csv"
+    smallest = "w1.2_r128|" + "|".join(["k3e3,k3e3"] * 5)
+    args = ["supernet", "eval", "--checkpoint", str(ckpt), "--arch", smallest, "--calib-images", "2",
+            "--out", str(out), "--quiet", "--threads", "1"]
+    assert run(args) == 2  # an imported checkpoint names no dataset
+    one_error_line(capsys, "names no dataset", "--dataset imagefolder:PATH")
+    root = _imagenet_like(tmp_path / "imagenet")
+    assert run([*args, "--dataset", f"imagefolder:{root}"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["arch_str"] for r in rows] == [smallest] and 0.0 <= float(rows[0]["accuracy"]) <= 1.0
+
+
+def test_imagenet_preprocess_crops_and_normalises_like_ofa(tmp_path: Path) -> None:
+    from PIL import Image
+
+    # 64x48 image, a 2-pixel red frame: OFA's Resize(ceil(32 / 0.875) = 37) + CenterCrop(32) cuts it off.
+    img = Image.new("RGB", (64, 48), (255, 0, 0))
+    img.paste((0, 128, 255), (2, 2, 62, 46))
+    img.save(tmp_path / "a.png")
+    pre = Preprocess.from_dict({"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "crop": 0.875})
+    x = read_image(tmp_path / "a.png", 32, pre)
+    want = (torch.tensor([0, 128 / 255, 1.0]) - torch.tensor(pre.mean)) / torch.tensor(pre.std)
+    assert x.shape == (3, 32, 32)
+    assert torch.allclose(x[:, 0, 0], want, atol=1e-5) and torch.allclose(x[:, -1, -1], want, atol=1e-5)
+    ours = read_image(tmp_path / "a.png", 32)  # what supernet train feeds: [-1, 1], shorter side = R
+    assert torch.allclose(ours[:, 16, 16], torch.tensor([-1.0, 128 / 255 * 2 - 1, 1.0]), atol=1e-5)
+    assert Preprocess.from_dict(None) == Preprocess()
+    for bad in ({"mean": [0.5], "std": [1, 1, 1]}, {"mean": [0, 0, 0], "std": [1, 0, 1]}, "imagenet",
+                {"mean": [0, 0, 0], "std": [1, 1, 1], "crop": 1.5}):
+        with pytest.raises(DataFileError, match="preprocess"):
+            Preprocess.from_dict(bad)
 
 
 def _bad(path: Path, state: Any) -> Path:

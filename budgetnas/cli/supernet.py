@@ -82,13 +82,15 @@ def import_ofa_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="a `supernet train` checkpoint")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="a `supernet train` or `supernet import-ofa` "
+                                                                  "checkpoint")],
     out: Annotated[Path, typer.Option("--out", help="CSV with columns arch_str,accuracy")],
     archs: Annotated[int, typer.Option("--archs", help="how many uniformly sampled sub-networks")] = 0,
     arch: Annotated[list[str] | None, typer.Option("--arch", help="an architecture to evaluate (repeatable)")] = None,
     seed: Annotated[int, typer.Option("--seed", help="sampling seed")] = 0,
-    dataset: Annotated[str | None, typer.Option("--dataset", help="override the checkpoint's dataset spec")] = None,
-    device: Device = "cpu",
+    dataset: Annotated[str | None, typer.Option("--dataset", help="override the checkpoint's dataset spec "
+                                                                  "(needed for an imported one)")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, or auto (cuda when there is a GPU)")] = "auto",
     threads: Threads = None,
     calib_images: Annotated[int, typer.Option(
         "--calib-images", help="training images for BN recalibration (all of them if fewer)")] = 2000,
@@ -101,7 +103,7 @@ def eval_cmd(
     import torch
 
     from budgetnas.generator.supernet import checkpoint as ck
-    from budgetnas.generator.supernet.data import load_dataset
+    from budgetnas.generator.supernet.data import Preprocess, load_dataset
     from budgetnas.generator.supernet.evaluate import eval_data, evaluate_archs
     from budgetnas.generator.supernet.network import OFASupernet
     from budgetnas.generator.supernet.records import AccuracyClient, make_records, write_csv
@@ -115,6 +117,10 @@ def eval_cmd(
     if threads is not None:
         torch.set_num_threads(threads)
     ckpt = ck.load(checkpoint)
+    if dataset is None and ckpt.get("dataset") is None:
+        raise InvalidArgumentError(f"{checkpoint} names no dataset (imported from {ckpt['config'].get('imported')}): "
+                                   "give --dataset imagefolder:PATH")
+    preprocess = Preprocess.from_dict(ckpt.get("preprocess"))
     space = ck.space_of(ckpt)
     net = OFASupernet(space)
     try:
@@ -128,7 +134,7 @@ def eval_cmd(
     try:
         if client is not None:
             client.check()
-        data = load_dataset(dataset or ckpt["dataset"], int(ckpt["input_size"]))
+        data = load_dataset(dataset or ckpt["dataset"], int(ckpt["input_size"]), preprocess)
         if data.num_classes != space.num_classes:
             raise DataFileError(f"dataset {data.name} has {data.num_classes} classes; the checkpoint "
                                    f"was trained for {space.num_classes}")
