@@ -147,8 +147,9 @@ def map_state(state: dict[str, torch.Tensor], net: OFASupernet) -> dict[str, tor
 
 def import_ofa(path: Path, resolution: int = 224) -> OFASupernet:
     """Our supernet holding the weights of OFA's checkpoint file ``path`` (see :func:`read_state`)."""
+    space = ofa_space(resolution)  # checks the resolution before reading the file
     state = read_state(path)
-    net = OFASupernet(ofa_space(resolution))
+    net = OFASupernet(space)
     try:
         net.load_state_dict(map_state(state, net))
     except DataFileError as exc:
