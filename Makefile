@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed-stamp
 PACKAGES := budgetnas
 
 TFLITE := $(VENV)/.tflite-stamp
+OFA_REF := $(VENV)/ofa-ref
 
-.PHONY: install install-tflite demo test lint typecheck contracts pytest extras clean
+.PHONY: install install-tflite install-ofa-ref demo test lint typecheck contracts pytest extras clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,15 @@ $(TFLITE): $(STAMP) requirements/tflite.txt
 
 install-tflite: $(TFLITE)
 
+# Once-for-All's code, only as the reference of the OFA checkpoint test: outside site-packages,
+# without its deps (see requirements/ofa-ref.txt)
+$(OFA_REF)/.stamp: $(STAMP) requirements/ofa-ref.txt
+	rm -rf $(OFA_REF)
+	$(BIN)/pip install --quiet --no-deps --target $(OFA_REF) -r requirements/ofa-ref.txt
+	touch $(OFA_REF)/.stamp
+
+install-ofa-ref: $(OFA_REF)/.stamp
+
 demo: $(STAMP)
 	$(BIN)/python -m budgetnas.cli.demo
 
@@ -38,7 +48,7 @@ typecheck: $(STAMP)
 contracts: $(STAMP)
 	$(BIN)/python tools/import_contracts.py
 
-pytest: $(STAMP) $(TFLITE)
+pytest: $(STAMP) $(TFLITE) $(OFA_REF)/.stamp
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck contracts pytest

@@ -60,15 +60,37 @@ def train_cmd(
                f"{ckpt['train_seconds']:.1f}s training)")
 
 
+@app.command("import-ofa")
+def import_ofa_cmd(
+    path: Annotated[Path, typer.Argument(help="OFA's ofa_mbv3_d234_e346_k357_w1.2 checkpoint (.pth, as OFA "
+                                              "publishes it: a state dict, bare or under 'state_dict')")],
+    out: Annotated[Path, typer.Option("--out", help="our supernet checkpoint, for `supernet eval --checkpoint`")],
+    resolution: Annotated[int, typer.Option("--resolution", help="input resolution of the sub-networks, "
+                                                                 "128..224 step 4")] = 224,
+) -> None:
+    """Import Once-for-All's published ImageNet supernet (width 1.2): its sub-networks without training."""
+    from budgetnas.generator.supernet import checkpoint as ck
+    from budgetnas.generator.supernet.ofa_checkpoint import OFA_NET, as_checkpoint, import_ofa
+
+    if out.exists():
+        raise DataFileError(f"{out} exists: choose another --out")
+    net = import_ofa(path, resolution)
+    ck.save(out, as_checkpoint(net, path))
+    typer.echo(f"wrote {out} ({OFA_NET} from {path}, resolution {resolution}; evaluate with "
+               f"`supernet eval --checkpoint {out} --dataset imagefolder:PATH`)")
+
+
 @app.command("eval")
 def eval_cmd(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="a `supernet train` checkpoint")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="a `supernet train` or `supernet import-ofa` "
+                                                                  "checkpoint")],
     out: Annotated[Path, typer.Option("--out", help="CSV with columns arch_str,accuracy")],
     archs: Annotated[int, typer.Option("--archs", help="how many uniformly sampled sub-networks")] = 0,
     arch: Annotated[list[str] | None, typer.Option("--arch", help="an architecture to evaluate (repeatable)")] = None,
     seed: Annotated[int, typer.Option("--seed", help="sampling seed")] = 0,
-    dataset: Annotated[str | None, typer.Option("--dataset", help="override the checkpoint's dataset spec")] = None,
-    device: Device = "cpu",
+    dataset: Annotated[str | None, typer.Option("--dataset", help="override the checkpoint's dataset spec "
+                                                                  "(needed for an imported one)")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, or auto (cuda when there is a GPU)")] = "auto",
     threads: Threads = None,
     calib_images: Annotated[int, typer.Option(
         "--calib-images", help="training images for BN recalibration (all of them if fewer)")] = 2000,
@@ -81,7 +103,7 @@ def eval_cmd(
     import torch
 
     from budgetnas.generator.supernet import checkpoint as ck
-    from budgetnas.generator.supernet.data import load_dataset
+    from budgetnas.generator.supernet.data import Preprocess, load_dataset
     from budgetnas.generator.supernet.evaluate import eval_data, evaluate_archs
     from budgetnas.generator.supernet.network import OFASupernet
     from budgetnas.generator.supernet.records import AccuracyClient, make_records, write_csv
@@ -95,6 +117,10 @@ def eval_cmd(
     if threads is not None:
         torch.set_num_threads(threads)
     ckpt = ck.load(checkpoint)
+    if dataset is None and ckpt.get("dataset") is None:
+        raise InvalidArgumentError(f"{checkpoint} names no dataset (imported from {ckpt['config'].get('imported')}): "
+                                   "give --dataset imagefolder:PATH")
+    preprocess = Preprocess.from_dict(ckpt.get("preprocess"))
     space = ck.space_of(ckpt)
     net = OFASupernet(space)
     try:
@@ -108,7 +134,7 @@ def eval_cmd(
     try:
         if client is not None:
             client.check()
-        data = load_dataset(dataset or ckpt["dataset"], int(ckpt["input_size"]))
+        data = load_dataset(dataset or ckpt["dataset"], int(ckpt["input_size"]), preprocess)
         if data.num_classes != space.num_classes:
             raise DataFileError(f"dataset {data.name} has {data.num_classes} classes; the checkpoint "
                                    f"was trained for {space.num_classes}")

@@ -2,8 +2,9 @@
 
 A dataset spec is ``NAME`` or ``NAME:ARGUMENT``: ``digits`` (scikit-learn's bundled 8x8 digits,
 upscaled) or ``imagefolder:PATH`` (``PATH/<class>/<image>``, or ``PATH/train/...`` and
-``PATH/val/...``, read with Pillow). Every dataset yields 3xRxR float tensors normalised to about
-[-1, 1] and has fixed train / validation splits that do not depend on the training seed, so two
+``PATH/val/...``, read with Pillow). Every dataset yields 3xRxR float tensors normalised by a
+:class:`Preprocess` (ours: to about [-1, 1]; an imported checkpoint's: the one it was trained with)
+and has fixed train / validation splits that do not depend on the training seed, so two
 runs evaluate on the same images. Training may read the train split through the dataset's random
 distortion (``DataSplits.train_augmented``); validation and BN-calibration images are never distorted.
 """
@@ -24,6 +25,41 @@ from budgetnas.core.errors import DataFileError, InvalidArgumentError, UnknownNa
 
 SPLIT_SEED = 20240601  # fixed: the validation split must not move with the training seed
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How images become network inputs: ``(pixel - mean) / std`` per channel, pixels in [0, 1];
+    image files are resized so that the centred RxR crop keeps ``crop`` of the shorter side
+    (OFA's ImageNet evaluation: 0.875). The default is what ``supernet train`` trains with."""
+
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    crop: float = 1.0
+
+    @classmethod
+    def from_dict(cls, d: object) -> Preprocess:
+        """From a checkpoint's ``preprocess`` entry (absent: the default)."""
+        if d is None:
+            return cls()
+        bad = DataFileError(f"preprocess {d!r}: expected {{'mean': [3 numbers], 'std': [3 numbers > 0], "
+                            "'crop': a fraction in (0, 1]}}")
+        if not isinstance(d, dict):
+            raise bad
+        try:
+            mean, std = tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"])
+            crop = float(d.get("crop", 1.0))
+        except (KeyError, TypeError, ValueError):
+            raise bad from None
+        if not (len(mean) == len(std) == 3 and min(std) > 0 and 0 < crop <= 1):
+            raise bad
+        return cls(mean, std, crop)  # type: ignore[arg-type]
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """A 3xHxW image of [0, 1] pixels as network input."""
+        mean = torch.tensor(self.mean, dtype=x.dtype)[:, None, None]
+        std = torch.tensor(self.std, dtype=x.dtype)[:, None, None]
+        return ((x - mean) / std).contiguous()
 
 
 @dataclass
@@ -47,7 +83,7 @@ class DataSplits:
 
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
-DatasetFactory = Callable[[str | None, int], DataSplits]
+DatasetFactory = Callable[[str | None, int, Preprocess], DataSplits]
 DATASETS: dict[str, DatasetFactory] = {}
 
 
@@ -58,14 +94,14 @@ def register(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
     return deco
 
 
-def load_dataset(spec: str, resolution: int) -> DataSplits:
+def load_dataset(spec: str, resolution: int, preprocess: Preprocess | None = None) -> DataSplits:
     """Build the dataset named by ``spec`` (``digits``, ``imagefolder:PATH``) at ``resolution``."""
     name, sep, arg = spec.partition(":")
     try:
         factory = DATASETS[name]
     except KeyError:
         raise UnknownNameError("dataset", name, [f"{n}:PATH" if n == "imagefolder" else n for n in DATASETS]) from None
-    return factory(arg if sep else None, resolution)
+    return factory(arg if sep else None, resolution, preprocess or Preprocess())
 
 
 def _split(n: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -117,8 +153,10 @@ class Augmented(Dataset[tuple[torch.Tensor, int]]):
 class TensorImages(Dataset[tuple[torch.Tensor, int]]):
     """Small single-channel images kept at native size, upscaled per item (cheap, saves memory)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, resolution: int) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, resolution: int,
+                 preprocess: Preprocess | None = None) -> None:
         self.images, self.labels, self.resolution = images, labels, resolution
+        self.preprocess = preprocess or Preprocess()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -126,11 +164,11 @@ class TensorImages(Dataset[tuple[torch.Tensor, int]]):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x = F.interpolate(self.images[i][None, None], size=(self.resolution, self.resolution), mode="bilinear",
                           align_corners=False)[0]
-        return ((x - 0.5) / 0.5).expand(3, -1, -1).contiguous(), int(self.labels[i])
+        return self.preprocess.normalise(x.expand(3, -1, -1)), int(self.labels[i])
 
 
 @register("digits")
-def _digits(arg: str | None, resolution: int) -> DataSplits:
+def _digits(arg: str | None, resolution: int, preprocess: Preprocess) -> DataSplits:
     if arg:
         raise InvalidArgumentError(f"dataset 'digits' takes no argument (got 'digits:{arg}')")
     from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
@@ -140,26 +178,28 @@ def _digits(arg: str | None, resolution: int) -> DataSplits:
     labels = torch.from_numpy(d.target.astype(np.int64))
     tr, va = _split(len(labels), 0.2)
     # Handwriting varies in slant, size and position, never in mirror image: no flip.
-    return DataSplits("digits", TensorImages(images[tr], labels[tr], resolution),
-                      TensorImages(images[va], labels[va], resolution), [str(c) for c in d.target_names],
+    return DataSplits("digits", TensorImages(images[tr], labels[tr], resolution, preprocess),
+                      TensorImages(images[va], labels[va], resolution, preprocess), [str(c) for c in d.target_names],
                       RandomAffine(degrees=15, scale=0.1, shift=0.2))
 
 
 # ---- image folders --------------------------------------------------------------------------
 class ImageFiles(Dataset[tuple[torch.Tensor, int]]):
-    """Images read lazily with Pillow: RGB, shorter side resized to R, centre crop RxR."""
+    """Images read lazily with Pillow: RGB, shorter side resized to R / crop, centre crop RxR."""
 
-    def __init__(self, files: Sequence[Path], labels: Sequence[int], resolution: int) -> None:
+    def __init__(self, files: Sequence[Path], labels: Sequence[int], resolution: int,
+                 preprocess: Preprocess | None = None) -> None:
         self.files, self.labels, self.resolution = list(files), list(labels), resolution
+        self.preprocess = preprocess or Preprocess()
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return read_image(self.files[i], self.resolution), self.labels[i]
+        return read_image(self.files[i], self.resolution, self.preprocess), self.labels[i]
 
 
-def read_image(path: Path, resolution: int) -> torch.Tensor:
+def read_image(path: Path, resolution: int, preprocess: Preprocess | None = None) -> torch.Tensor:
     from PIL import Image
 
     try:
@@ -167,14 +207,16 @@ def read_image(path: Path, resolution: int) -> torch.Tensor:
             img = im.convert("RGB")
     except (OSError, ValueError) as exc:
         raise DataFileError(f"cannot read image {path}: {exc}") from None
+    pre = preprocess or Preprocess()
     w, h = img.size
-    scale = resolution / min(w, h)
-    img = img.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))), Image.Resampling.BILINEAR)
+    side = math.ceil(resolution / pre.crop)  # torchvision's Resize(ceil(R / 0.875)) in OFA's evaluation
+    scale = side / min(w, h)
+    img = img.resize((max(side, round(w * scale)), max(side, round(h * scale))), Image.Resampling.BILINEAR)
     w, h = img.size
     left, top = (w - resolution) // 2, (h - resolution) // 2
     img = img.crop((left, top, left + resolution, top + resolution))
     arr = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return ((arr - 0.5) / 0.5).contiguous()
+    return pre.normalise(arr)
 
 
 def _scan(root: Path, classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
@@ -206,7 +248,7 @@ def _check_images(files: Sequence[Path]) -> None:
 
 
 @register("imagefolder")
-def _imagefolder(arg: str | None, resolution: int) -> DataSplits:
+def _imagefolder(arg: str | None, resolution: int, preprocess: Preprocess) -> DataSplits:
     if not arg:
         raise InvalidArgumentError("dataset 'imagefolder' needs a path: imagefolder:PATH")
     root = Path(arg).expanduser()
@@ -226,8 +268,8 @@ def _imagefolder(arg: str | None, resolution: int) -> DataSplits:
         raise DataFileError(f"imagefolder: {root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
                             "for training and validation")
     _check_images(tr_files + va_files)
-    return DataSplits(f"imagefolder:{root.resolve().name}", ImageFiles(tr_files, tr_labels, resolution),
-                      ImageFiles(va_files, va_labels, resolution), classes,
+    return DataSplits(f"imagefolder:{root.resolve().name}", ImageFiles(tr_files, tr_labels, resolution, preprocess),
+                      ImageFiles(va_files, va_labels, resolution, preprocess), classes,
                       RandomAffine(degrees=0, scale=0.15, shift=0.15, flip=True))
 
 

@@ -126,6 +126,9 @@ def distributed(device: str) -> Iterator[Dist]:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``cpu``, ``cuda`` (refused without a GPU) or ``auto``: cuda when there is a GPU, else cpu."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
             raise InvalidArgumentError(
@@ -134,7 +137,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     if name != "cpu":
-        raise InvalidArgumentError(f"device must be cpu or cuda, got {name!r}")
+        raise InvalidArgumentError(f"device must be cpu, cuda or auto, got {name!r}")
     return torch.device("cpu")
 
 
