@@ -155,3 +155,18 @@ def test_fit_contract() -> None:
         holdout(pred, archs[:3], np.ones(3))
     fit, ev = split(7, 0)
     assert len(fit) == 3 and len(ev) == 4 and set(fit) | set(ev) == set(range(7)) and not set(fit) & set(ev)
+
+
+def test_kendall_tau_is_scipys_tau_b() -> None:
+    from scipy.stats import kendalltau
+
+    from budgetnas.luts.calibration import kendall_tau
+
+    rng = np.random.default_rng(0)
+    for n in (2, 7, 600, 1100):  # across the row chunks
+        x = rng.normal(size=n)
+        y = x + rng.normal(size=n)
+        assert kendall_tau(x, y) == pytest.approx(float(kendalltau(x, y).statistic), abs=1e-12)
+    xt, yt = np.round(rng.normal(size=300), 1), np.round(rng.normal(size=300), 1)  # ties in both
+    assert kendall_tau(xt, yt) == pytest.approx(float(kendalltau(xt, yt).statistic), abs=1e-12)
+    assert np.isnan(kendall_tau(np.ones(5), np.arange(5.0)))
