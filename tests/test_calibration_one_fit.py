@@ -170,3 +170,82 @@ def test_kendall_tau_is_scipys_tau_b() -> None:
     xt, yt = np.round(rng.normal(size=300), 1), np.round(rng.normal(size=300), 1)  # ties in both
     assert kendall_tau(xt, yt) == pytest.approx(float(kendalltau(xt, yt).statistic), abs=1e-12)
     assert np.isnan(kendall_tau(np.ones(5), np.arange(5.0)))
+
+
+def test_validation_answers_measurements_on_the_lut_sessions_scale(client: Any) -> None:
+    lut = nb201_lut()
+    lut_id, names = serve_measurements(client, lut, stage_weighted(lut))
+    assert client.post(f"/v1/luts/{lut_id}/calibrate", headers=ADMIN_H).status_code == 200
+    d = client.get(f"/v1/luts/{lut_id}/validation").json()
+    ratio = d["sessions"]["session_ratio"]
+    assert d["sessions"]["sessions_corrected"] is True and ratio == pytest.approx(1.3, rel=0.03)
+    for m in d["models"]:
+        assert m["corrected_ms"] == pytest.approx(m["measured_ms"] / ratio)
+    # the calibration was fitted to the corrected times: its predictions sit on them, not on the times as taken
+    rel = [abs(m["predicted_ms"] / m["corrected_ms"] - 1) for m in d["models"]]
+    assert np.median(rel) < 0.1
+
+
+def test_a_model_without_a_reference_turns_the_correction_off(client: Any) -> None:
+    lut = nb201_lut()
+    measured = stage_weighted(lut)
+    lut_id, names = serve_measurements(client, lut, measured)
+    tok = {"Authorization": f"Bearer {client.post('/v1/devices', json={'name': 'dev1'}, headers=ADMIN_H).json()['token']}"}
+    r = client.post(f"/v1/luts/{lut_id}/campaign", json={"validation_models": N_MODELS + 1, "seed": 3},
+                    headers=ADMIN_H)
+    assert r.status_code == 201 and r.json()["jobs_created"] == 1, r.text  # only the model not measured yet
+    job = client.post("/v1/jobs/lease", json={"device": "dev1", "backend": "ort-cpu", "max_jobs": 5},
+                      headers=tok).json()["jobs"]
+    assert len(job) == 1
+    ms = measured(job[0]["arch"])
+    r = client.post(f"/v1/jobs/{job[0]['id']}/result", headers=tok, json={
+        "idempotency_key": "no-ref", "stats": {"count": 3, "mean_ms": ms, "std_ms": 0.0, "median_ms": ms}})
+    assert r.status_code == 200, r.text
+    out = client.post(f"/v1/luts/{lut_id}/calibrate", headers=ADMIN_H).json()
+    assert out["sessions"]["models_with_reference"] == N_MODELS and out["sessions"]["sessions_corrected"] is False
+
+
+def test_a_campaign_run_again_queues_no_model_twice(client: Any) -> None:
+    lut = nb201_lut()
+    lut_id, _ = serve_measurements(client, lut, stage_weighted(lut))  # N_MODELS measured
+    r = client.post(f"/v1/luts/{lut_id}/campaign", json={"validation_models": N_MODELS, "seed": 3}, headers=ADMIN_H)
+    assert r.status_code == 201 and r.json()["jobs_created"] == 0, r.text
+    r = client.post(f"/v1/luts/{lut_id}/campaign", json={"validation_models": N_MODELS, "seed": 4}, headers=ADMIN_H)
+    created = r.json()["jobs_created"]
+    assert 0 < created <= N_MODELS
+    again = client.post(f"/v1/luts/{lut_id}/campaign", json={"validation_models": N_MODELS, "seed": 4},
+                        headers=ADMIN_H)
+    assert again.json()["jobs_created"] == 0  # queued, not measured yet: still not twice
+
+
+def test_a_half_without_a_slope_keeps_the_calibration_of_every_model(client: Any) -> None:
+    """Four models whose random half holds a falling pair: the fit of all four is stored, the
+    held-out figures are missing with the reason (not a 422 that stores nothing)."""
+    lut = nb201_lut(2)
+    sp = get_space("nb201")
+    pred = LUTPredictor(lut, sp)
+    r = client.post("/v1/luts/import", json={"format": "json", "content": json.dumps(lut.to_json_dict())},
+                    headers=ADMIN_H)
+    lut_id = int(r.json()["id"])
+    tok = {"Authorization": f"Bearer {client.post('/v1/devices', json={'name': 'dev1'}, headers=ADMIN_H).json()['token']}"}
+    r = client.post(f"/v1/luts/{lut_id}/campaign", json={"validation_models": 4, "seed": 3}, headers=ADMIN_H)
+    jobs = client.post("/v1/jobs/lease", json={"device": "dev1", "backend": "ort-cpu", "max_jobs": 4},
+                       headers=tok).json()["jobs"]
+    archs = [j["arch"] for j in jobs]
+    raw = pred.raw([sp.parse(a) for a in archs])
+    fit, _ = split(4, 0)
+    # the held-out models follow their raw sums steeply; the fit half's two sit at their mean, falling
+    measured = {a: 2.0 * float(r) for a, r in zip(archs, raw, strict=True)}
+    lo, hi = sorted(fit, key=lambda i: raw[i])
+    mid = float(np.mean([measured[a] for a in archs]))
+    measured[archs[lo]], measured[archs[hi]] = mid + 0.01 * mid, mid
+    for j in jobs:
+        ms = float(measured[j["arch"]])
+        client.post(f"/v1/jobs/{j['id']}/result", headers=tok, json={
+            "idempotency_key": f"k{j['id']}", "stats": {"count": 3, "mean_ms": ms, "std_ms": 0.0, "median_ms": ms}})
+    out = client.post(f"/v1/luts/{lut_id}/calibrate", json={"method": "affine", "seed": 0}, headers=ADMIN_H)
+    assert out.status_code == 200, out.text
+    d = out.json()
+    assert d["holdout"] is None and "random half" in d["holdout_error"]
+    assert d["calibration"]["n_models"] == 4 and d["calibration"]["slope"] > 0
+    assert client.get(f"/v1/luts/{lut_id}").json()["calibration"] == d["calibration"]

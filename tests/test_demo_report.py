@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from budgetnas.cli.demo import distinct_fitting, parse_args, session_line, shared_answers
+from budgetnas.cli.demo import distinct_fitting, parse_args, shared_answers
+from budgetnas.cli.util import session_line, tau_text
 
 
 def test_distinct_fitting_counts_archs_within_the_budget_asked() -> None:
@@ -29,6 +30,11 @@ def test_too_few_validation_models_is_refused_before_anything_runs(tmp_path, cap
 
 
 def test_session_line_says_whether_the_sessions_were_compared() -> None:
-    assert "x1.250 the LUT's (divided out" in session_line({"session_ratio": 1.25, "sessions_corrected": True})
+    assert "x1.250 the LUT's (divided out)" in session_line({"session_ratio": 1.25, "sessions_corrected": True})
+    assert "; 3 models disturbed" in session_line({"session_ratio": 1.0, "sessions_corrected": True}, 3)
     assert "not corrected" in session_line({"session_ratio": 0.9, "sessions_corrected": False})
     assert "not compared" in session_line({"session_ratio": None}) and "not compared" in session_line(None)
+
+
+def test_tau_text_says_na_for_an_undefined_tau() -> None:
+    assert tau_text(0.51234) == "0.512" and tau_text(None) == "n/a" and tau_text(None, 8) == "     n/a"

@@ -88,9 +88,9 @@ def test_validate_human_output(small_lut_file: Path, capsys: pytest.CaptureFixtu
     capsys.readouterr()
     assert run(["validate", "--lut", str(small_lut_file), "--models", "4", "--quick"]) == 0
     out = capsys.readouterr().out
-    assert "calibrated" in out and "RMSPE" in out and "2 held out" in out
+    assert "calibrated" in out and "RMSPE" in out and "judged on 2 held out" in out
     assert "calibrated_affine" in out  # the grouped default is shown beside the affine fit
-    assert "sessions: the models' reference workload ran at x" in out
+    assert "Sessions: the models' reference workload ran at x" in out
     assert LUT.load(small_lut_file).calibration is None  # only --update-lut writes it
 
 
@@ -104,17 +104,22 @@ def test_session_drift_is_divided_out(small_lut_file: Path) -> None:
     assert as_taken.extra["sessions_corrected"] is False and "uncorrected" not in as_taken.extra
     refs = [m.stats[n].reference_ms for n in names]  # every model timed the reference beside its visits
     assert all(r is not None and r > 0 for r in refs)
-    lut.meta.protocol["reference_ms"] = float(np.median(refs)) / 2  # as if the LUT's session ran twice as fast
+    models_ref = float(np.median(refs))
+    # as if the LUT's session ran twice as fast: each entry's reference (what the LUT's session is read from)
+    lut.entries = {k: dataclasses.replace(e, reference_ms=models_ref / 2) for k, e in lut.entries.items()}
     fixed = report_from(lut, names, raw, m)
     assert fixed.extra["session_ratio"] == pytest.approx(2.0) and fixed.extra["sessions_corrected"] is True
     np.testing.assert_allclose(fixed.measured_ms, as_taken.measured_ms / 2)
-    del lut.meta.protocol["reference_ms"]  # a LUT built by agents: its entries' median reference stands in
-    entries = report_from(lut, names, raw, m)
-    lut_refs = [e.reference_ms for e in lut.entries.values()]
-    assert entries.extra["reference_ms"]["lut"] == pytest.approx(float(np.median(lut_refs)))
-    assert entries.extra["sessions_corrected"] is True
-    # a LUT profiled before the reference existed: nothing to compare
+    # entries without a reference: the meta's session median stands in
     lut.entries = {k: dataclasses.replace(e, reference_ms=None) for k, e in lut.entries.items()}
+    lut.meta.protocol["reference_ms"] = models_ref / 4
+    meta = report_from(lut, names, raw, m)
+    assert meta.extra["session_ratio"] == pytest.approx(4.0) and meta.extra["reference_ms"]["lut"] == models_ref / 4
+    for bad in ("x", [1], -1.0, True, float("nan")):  # a free-form value that is no time: not compared
+        lut.meta.protocol["reference_ms"] = bad
+        assert report_from(lut, names, raw, m).extra["session_ratio"] is None, bad
+    # a LUT profiled before the reference existed: nothing to compare
+    del lut.meta.protocol["reference_ms"]
     old = report_from(lut, names, raw, m)
     assert old.extra["session_ratio"] is None and old.extra["sessions_corrected"] is False
     np.testing.assert_allclose(old.measured_ms, as_taken.measured_ms)

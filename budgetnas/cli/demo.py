@@ -39,6 +39,7 @@ import httpx
 import numpy as np
 
 from budgetnas.cli.server import DEFAULT_VALIDATION_MODELS
+from budgetnas.cli.util import session_line, tau_text
 from budgetnas.core.errors import ServerError
 from budgetnas.core.http import RestClient
 from budgetnas.luts.calibration import MIN_HOLDOUT
@@ -202,6 +203,8 @@ class Demo:
         """The server's one calibration fit (the same as ``budgetnas validate``'s) on every measured model,
         stored in the LUT; its figures come from the same fit on a random half, judged on the other half."""
         out = self.api("POST", f"/v1/luts/{lut_id}/calibrate", json={"method": "grouped", "seed": self.cfg.seed})
+        if out["holdout"] is None:
+            raise SystemExit(f"demo: calibrated, but no held-out figures: {out['holdout_error']}")
         report: dict[str, Any] = {**out["holdout"], "calibration": out["calibration"], "sessions": out["sessions"],
                                   "models": self.api("GET", f"/v1/luts/{lut_id}/validation")["models"]}
         print(f"   {session_line(out['sessions'])}")
@@ -209,7 +212,7 @@ class Demo:
             m = report[kind]
             print(f"   {kind:>10} on {report['n_held_out']} held-out models: MAPE {100 * m['mape']:.2f}%  "
                   f"RMSPE {100 * m['rmspe']:.2f}%  within ±5% {100 * m['within_5pct']:.0f}%  "
-                  f"Kendall tau {m['kendall_tau']:.3f}")
+                  f"Kendall tau {tau_text(m['kendall_tau'])}")
         return report
 
     def supernet(self) -> Path:
@@ -320,7 +323,7 @@ def write_report(path: Path, demo: Demo, fidelity: dict[str, Any], rows: list[di
 
     models = fidelity["models"]
     fig, ax = plt.subplots(figsize=(5, 4.5))
-    meas = [m["measured_ms"] for m in models]
+    meas = [m.get("corrected_ms", m["measured_ms"]) for m in models]  # on the LUT session's scale, as fitted
     ax.scatter(meas, [m["raw_ms"] for m in models], s=14, label="raw LUT sum", alpha=0.7)
     ax.scatter(meas, [m["predicted_ms"] for m in models], s=14, label="calibrated (stored fit)", alpha=0.7)
     lim = [min(meas) * 0.95, max(meas) * 1.05]
@@ -364,7 +367,7 @@ def write_report(path: Path, demo: Demo, fidelity: dict[str, Any], rows: list[di
     fm = "".join(
         f"<tr><td>{k}</td><td>{100 * fidelity[k]['mape']:.2f}%</td><td>{100 * fidelity[k]['rmspe']:.2f}%</td>"
         f"<td>{100 * fidelity[k]['within_5pct']:.0f}%</td><td>{100 * fidelity[k]['within_10pct']:.0f}%</td>"
-        f"<td>{fidelity[k]['kendall_tau']:.3f}</td></tr>" for k in ("raw", "calibrated"))
+        f"<td>{tau_text(fidelity[k]['kendall_tau'])}</td></tr>" for k in ("raw", "calibrated"))
     cfg = demo.cfg
     html = f"""<!doctype html><html><head><meta charset="utf-8"><title>budgetnas demo report</title>
 <style>body{{font:14px system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#1d2330}}
@@ -391,15 +394,6 @@ the {fidelity['n_held_out']} others. {escape(session_line(fidelity.get("sessions
 <h2>Time per step</h2><table>{steps}</table>
 </body></html>"""
     path.write_text(html)
-
-
-def session_line(sessions: dict[str, Any] | None) -> str:
-    """How the models' session compared with the LUT's (the reference workload), for people."""
-    ratio = (sessions or {}).get("session_ratio")
-    if ratio is None:
-        return "Sessions: not compared (a session did not time the reference workload)."
-    done = "divided out before the fit" if sessions and sessions.get("sessions_corrected") else "not corrected"
-    return f"Sessions: the models' reference workload ran at x{ratio:.3f} the LUT's ({done})."
 
 
 def _free_port() -> int:

@@ -67,8 +67,9 @@ def profile_cmd(
 @app.command("validate")
 def validate_cmd(
     lut_path: Annotated[Path, typer.Option("--lut", help="LUT file written by `budgetnas profile`")],
-    models: Annotated[int, typer.Option("--models", help="random whole models to measure (half fit the "
-                                                         "calibration, half are held out)")] = 20,
+    models: Annotated[int, typer.Option("--models", help="random whole models to measure (the calibration is "
+                                                         "fitted on all; its figures on half, judged on the "
+                                                         "other half)")] = 20,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="write predicted-vs-measured PNG here")] = None,
@@ -81,6 +82,7 @@ def validate_cmd(
     quick: Quick = False,
 ) -> None:
     """Measure random whole models on the LUT's runner; report raw and calibrated LUT accuracy."""
+    from budgetnas.cli.util import session_line, tau_text
     from budgetnas.core.errors import InvalidArgumentError
     from budgetnas.luts.calibration import METHODS
     from budgetnas.luts.lut import LUT
@@ -108,22 +110,16 @@ def validate_cmd(
     if as_json:
         typer.echo(json.dumps(d))
         return
-    typer.echo(f"{d['n_models']} models ({d['n_fit']} fit the calibration, {d['n_eval']} held out), "
+    typer.echo(f"{d['n_models']} models (stored calibration: all {d['n_models']}; figures: the same fit on "
+               f"{d['n_fit']}, judged on {d['n_eval']} held out), "
                f"{d['backend']} threads={d['threads']} batch={d['batch']}")
     typer.echo(f"{'':18}{'MAPE':>8}{'RMSPE':>8}{'±5%':>8}{'±10%':>8}{'tau':>8}")
     for name in ("raw", "calibrated", "calibrated_affine"):  # the affine row only beside a grouped fit
         r = d.get(name)
         if r is not None:
             typer.echo(f"{name:18}{r['mape']:8.2%}{r['rmspe']:8.2%}{r['within_5pct']:8.0%}{r['within_10pct']:8.0%}"
-                       f"{r['kendall_tau']:8.3f}")
-    ratio, disturbed = d["session_ratio"], d["disturbed_models"]
-    if ratio is None:
-        typer.echo("sessions: the LUT has no reference workload time (profiled before it was recorded): "
-                   "not compared")
-    else:
-        typer.echo(f"sessions: the models' reference workload ran at x{ratio:.3f} the LUT's "
-                   f"({'divided out' if d['sessions_corrected'] else 'not corrected'})"
-                   + (f"; {disturbed} models disturbed by other load" if disturbed else ""))
+                       f"{tau_text(r['kendall_tau'], 8)}")
+    typer.echo(session_line(d, d["disturbed_models"]))
     c = d["calibration"]
     scales = ", ".join(f"{g.removeprefix('input:')} x{v:.3f}" for g, v in sorted(c.get("group_scales", {}).items()))
     typer.echo(f"calibration: measured = {c['slope']:.4f} * {'scaled ' if scales else ''}raw + "

@@ -13,7 +13,7 @@ try:  # typer >= 0.20 vendors click as typer._click; older ones use click itself
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # type: ignore[assignment,no-redef]
 
-__all__ = ["NoArgsIsHelpError", "json_object_option", "user_error"]
+__all__ = ["NoArgsIsHelpError", "json_object_option", "session_line", "tau_text", "user_error"]
 
 
 def json_object_option(text: str, flag: str) -> dict[str, Any]:
@@ -53,3 +53,18 @@ def user_error(exc: BaseException) -> str | None:
         text = str(getattr(exc, "orig", None) or exc).strip()
         return f"database unavailable: {text.splitlines()[0] if text else type(exc).__name__}"
     return None
+
+
+def tau_text(tau: float | None, width: int = 0) -> str:
+    """Kendall's tau for people: ``n/a`` when it is undefined (either side constant)."""
+    return f"{tau:{width}.3f}" if tau is not None else f"{'n/a':>{width}}"
+
+
+def session_line(sessions: dict[str, Any] | None, disturbed: int = 0) -> str:
+    """How the models' session compared with the LUT's (the reference workload), for people."""
+    ratio = (sessions or {}).get("session_ratio")
+    if ratio is None:
+        return "Sessions: not compared (the LUT's or the models' session did not time the reference workload)."
+    done = "divided out" if sessions and sessions.get("sessions_corrected") else "not corrected"
+    extra = f"; {disturbed} models disturbed by other load" if disturbed else ""
+    return f"Sessions: the models' reference workload ran at x{ratio:.3f} the LUT's ({done}){extra}."

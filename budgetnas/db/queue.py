@@ -47,6 +47,12 @@ def pending_block_keys(s: Session, lut_id: int) -> set[str]:
     return {k for k in s.scalars(q) if k is not None}
 
 
+def pending_model_archs(s: Session, lut_id: int) -> set[str]:
+    """Archs with a whole-model job still queued or leased (not to be enqueued twice)."""
+    q = select(Job.arch).where(Job.lut_id == lut_id, Job.kind == "model", Job.state.in_(("queued", "leased")))
+    return {a for a in s.scalars(q) if a is not None}
+
+
 def reclaim_expired(s: Session, max_attempts: int, now: datetime | None = None) -> int:
     """Expired leases back to the queue, or to ``failed`` when they used every attempt."""
     now = now or utcnow()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -219,14 +220,17 @@ def model_measurements(s: Session, lut_id: int) -> list[tuple[str, float]]:
     return [(str(a), float(v)) for a, v in rows]
 
 
-def model_references(s: Session, lut_id: int) -> list[float | None]:
-    """Each whole-model measurement's ``reference_ms`` (None: not timed), in ``model_measurements``' order."""
-    rows = s.execute(select(ModelMeasurement.stats).where(ModelMeasurement.lut_id == lut_id)
-                     .order_by(ModelMeasurement.id))
-    out: list[float | None] = []
-    for (stats,) in rows:
+def model_measurement_rows(s: Session, lut_id: int) -> list[tuple[str, float, float | None]]:
+    """(arch, latency, the reference workload's ``reference_ms`` beside it or None) of a LUT's whole-model
+    measurements, in one query (so the three line up even while agents write)."""
+    rows = s.execute(select(ModelMeasurement.arch, ModelMeasurement.latency_ms, ModelMeasurement.stats)
+                     .where(ModelMeasurement.lut_id == lut_id).order_by(ModelMeasurement.id))
+    out: list[tuple[str, float, float | None]] = []
+    for arch, ms, stats in rows:
         ref = stats.get("reference_ms") if isinstance(stats, dict) else None
-        out.append(float(ref) if isinstance(ref, int | float) and not isinstance(ref, bool) and ref > 0 else None)
+        if isinstance(ref, bool) or not isinstance(ref, int | float) or not math.isfinite(ref) or ref <= 0:
+            ref = None  # stats are free-form JSON: anything but a positive number means "not timed"
+        out.append((str(arch), float(ms), None if ref is None else float(ref)))
     return out
 
 

@@ -14,7 +14,15 @@ from budgetnas.db.models import Lut
 from budgetnas.lut_server.convert import space_for
 from budgetnas.lut_server.predictor import Prepared
 from budgetnas.lut_server.state import AppState
-from budgetnas.luts.calibration import DEFAULT_METHOD, MIN_HOLDOUT, check_method, fit_calibration, holdout, sessions
+from budgetnas.luts.calibration import (
+    DEFAULT_METHOD,
+    MIN_HOLDOUT,
+    HoldoutError,
+    check_method,
+    fit_calibration,
+    holdout,
+    sessions,
+)
 from budgetnas.luts.calibration_design import calibration_archs
 from budgetnas.luts.lut import LUT, LUTPredictor
 
@@ -77,8 +85,11 @@ def enqueue_campaign(s: Session, lut: Lut, validation_models: int, seed: int) ->
         have = set(repo.lut_entries(s, lut.id)) | queue.pending_block_keys(s, lut.id)
         created += queue.enqueue(s, lut.id, "block", [k for k in space.all_block_keys() if k not in have])
     if validation_models:
+        # a campaign run again measures only the models it has not measured or queued yet (the design is
+        # deterministic in the seed, so the same archs come back)
+        have_models = queue.pending_model_archs(s, lut.id) | {a for a, _, _ in repo.model_measurement_rows(s, lut.id)}
         archs = [space.format(a) for a in calibration_archs(space, validation_models, seed)]
-        created += queue.enqueue(s, lut.id, "model", archs)
+        created += queue.enqueue(s, lut.id, "model", [a for a in archs if a not in have_models])
     return created
 
 
@@ -91,36 +102,45 @@ def calibrate(st: AppState, s: Session, lut_id: int, method: str = DEFAULT_METHO
     (divided out with ``correct_sessions``, as ``validate`` does)."""
     check_method(method)
     lut = repo.get_lut(s, lut_id, lock=True)
-    pairs = repo.model_measurements(s, lut_id)
-    if len(pairs) < 2:
-        raise InvalidArgumentError(f"lut: LUT {lut_id} has {len(pairs)} measured whole model(s); calibration needs 2")
+    rows = repo.model_measurement_rows(s, lut_id)
+    if len(rows) < 2:
+        raise InvalidArgumentError(f"lut: LUT {lut_id} has {len(rows)} measured whole model(s); calibration needs 2")
     # the raw sums need no calibration: one stored before its bounds that no longer reads is replaced, not in the way
     base = LUT.from_json_dict({**repo.load_lut(s, lut_id), "calibration": None}, f"LUT {lut_id}")
     space = space_for(lut.space)
     predictor = LUTPredictor(base, space)
-    names = [a for a, _ in pairs]
+    names = [a for a, _, _ in rows]
     archs = [space.parse(a) for a in names]
-    measured, sess = sessions(base, repo.model_references(s, lut_id), np.array([ms for _, ms in pairs]),
-                              correct_sessions)
+    measured, sess = sessions(base, [r for _, _, r in rows], np.array([ms for _, ms, _ in rows]), correct_sessions)
     # the fit refuses measurements <= 0 ms and degenerate fits before anything is stored (422 naming the model)
+    cal = fit_calibration(predictor, archs, measured, method, names)
     report: dict[str, Any] | None = None
-    if len(pairs) >= MIN_HOLDOUT:
-        h = holdout(predictor, archs, measured, seed, method, names)
-        cal, report = h.calibration, h.to_dict(predictor.raw(archs), measured)
-    else:
-        cal = fit_calibration(predictor, archs, measured, method, names)
+    holdout_error = None if len(rows) >= MIN_HOLDOUT else f"{len(rows)} models; held-out figures need {MIN_HOLDOUT}"
+    if holdout_error is None:
+        try:
+            report = holdout(predictor, archs, measured, seed, method, names).to_dict(predictor.raw(archs), measured)
+        except HoldoutError as exc:  # the calibration of every model stands; only its figures are missing
+            holdout_error = str(exc)
     lut.calibration = cal.to_dict()
     lut.revision += 1
     s.flush()
     st.predictors.invalidate(lut_id)
-    return {"calibration": cal.to_dict(), "method": method, "holdout": report, "sessions": sess.to_dict()}
+    return {"calibration": cal.to_dict(), "method": method, "holdout": report, "holdout_error": holdout_error,
+            "sessions": sess.to_dict()}
 
 
-def validation(st: AppState, s: Session, lut_id: int) -> list[dict[str, Any]]:
-    pairs = repo.model_measurements(s, lut_id)
-    if not pairs:
+def validation(st: AppState, s: Session, lut_id: int) -> dict[str, Any]:
+    """The LUT's measured whole models beside their predictions; ``corrected_ms`` is the measurement on
+    the LUT session's scale (divided by the session ratio, the rule ``/calibrate`` fits by default)."""
+    rows = repo.model_measurement_rows(s, lut_id)
+    if not rows:
         repo.get_lut(s, lut_id)
-        return []
-    preds = prepared(st, s, lut_id).predict([a for a, _ in pairs], calibrated=True)
-    return [{"arch": p["arch"], "measured_ms": ms, "raw_ms": p["raw_ms"], "predicted_ms": p["latency_ms"]}
-            for p, (_, ms) in zip(preds, pairs, strict=True)]
+        return {"models": [], "sessions": None}
+    prep = prepared(st, s, lut_id)
+    measured = np.array([ms for _, ms, _ in rows])
+    corrected, sess = sessions(prep.lut, [r for _, _, r in rows], measured)
+    preds = prep.predict([a for a, _, _ in rows], calibrated=True)
+    return {"models": [{"arch": p["arch"], "measured_ms": ms, "corrected_ms": float(c), "raw_ms": p["raw_ms"],
+                        "predicted_ms": p["latency_ms"]}
+                       for p, (_, ms, _), c in zip(preds, rows, corrected, strict=True)],
+            "sessions": sess.to_dict()}

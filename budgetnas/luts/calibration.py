@@ -12,14 +12,16 @@ random half, judged on the other half, so they estimate (slightly pessimisticall
 stored one predicts models it has not seen.
 
 Sessions: the LUT's blocks and the whole models are measured at different times, maybe under
-different load. Both record the reference workload (``budgetnas.profiler.reference``): the LUT's
-session by its meta's ``protocol.reference_ms`` (a profiled LUT) or else the median of its entries'
-``reference_ms`` (a LUT built by agents), the models' by the median of theirs. :func:`sessions`
-compares them; with ``correct`` the models' times are divided by the ratio before anything is fitted.
+different load. Both record the reference workload (``budgetnas.profiler.reference``): each entry and
+each model keeps the median over its kept visits (``reference_ms``); the LUT's session is the median
+of its entries' (else its meta's ``protocol.reference_ms``), the models' the median of theirs.
+:func:`sessions` compares them; with ``correct`` the models' times are divided by the ratio before
+anything is fitted, so a calibration predicts on the LUT session's scale.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,14 +81,15 @@ def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
     return s / np.sqrt(tx * ty) if tx > 0 and ty > 0 else float("nan")
 
 
-def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float | None]:
     """Relative errors of predictions (fractions, not percents): MAPE, RMSPE, the shares within
     ±5% and ±10% of measured, and Kendall's tau between predicted and measured."""
     rel = (np.asarray(predicted, np.float64) - measured) / measured
     tau = kendall_tau(predicted, measured) if len(measured) > 1 else float("nan")
+    # None, not NaN, when either side is constant: JSON has no NaN
     return {"mape": float(np.mean(np.abs(rel))), "rmspe": float(np.sqrt(np.mean(rel**2))),
             "within_5pct": float(np.mean(np.abs(rel) <= 0.05)), "within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
-            "kendall_tau": tau}
+            "kendall_tau": tau if math.isfinite(tau) else None}
 
 
 def session_ratio(measured_ms: float | None, baseline_ms: float | None) -> float | None:
@@ -97,14 +100,20 @@ def session_ratio(measured_ms: float | None, baseline_ms: float | None) -> float
     return float(measured_ms) / float(baseline_ms)
 
 
+def positive_ms(value: Any) -> float | None:
+    """A reference time as stored in free-form records: a finite number > 0 (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        return None
+    return float(value)
+
+
 def lut_reference_ms(lut: LUT) -> float | None:
-    """The LUT's session reference: its meta's (``budgetnas profile`` writes it), else the median of its
-    entries' (agents time it around every job)."""
-    ref = lut.meta.protocol.get("reference_ms")
-    if ref:
-        return float(ref)
-    refs = [e.reference_ms for e in lut.entries.values() if e.reference_ms]
-    return float(np.median(refs)) if refs else None
+    """The LUT's session reference: the median of its entries' (each the median over that entry's kept
+    visits, as the models' are), else its meta's session median (a LUT whose entries lack them)."""
+    refs = [r for r in (positive_ms(e.reference_ms) for e in lut.entries.values()) if r is not None]
+    if refs:
+        return float(np.median(refs))
+    return positive_ms(lut.meta.protocol.get("reference_ms"))
 
 
 @dataclass(frozen=True)
@@ -127,13 +136,14 @@ class Sessions:
 
 def sessions(lut: LUT, model_reference_ms: Sequence[float | None], measured_ms: np.ndarray,
              correct: bool = True) -> tuple[np.ndarray, Sessions]:
-    """The models' times to fit (divided by the session ratio with ``correct``, when both sessions
-    timed the reference) and the comparison, from each model's ``reference_ms`` (None: not timed)."""
-    refs = [float(r) for r in model_reference_ms if r]
+    """The models' times to fit and the comparison, from each model's ``reference_ms`` (None: not
+    timed). With ``correct`` the times are divided by the session ratio when the LUT and *every* model
+    timed the reference (a model without one may come from another session: nothing is assumed)."""
+    refs = [r for r in (positive_ms(v) for v in model_reference_ms) if r is not None]
     models = float(np.median(refs)) if refs else None
     out = Sessions(lut_reference_ms(lut), models, len(refs), False)
     ratio = out.ratio
-    if not correct or ratio is None:
+    if not correct or ratio is None or len(refs) < len(model_reference_ms):
         return np.asarray(measured_ms, np.float64), out
     return np.asarray(measured_ms, np.float64) / ratio, Sessions(out.lut_ms, models, len(refs), True)
 
@@ -163,6 +173,10 @@ class Holdout:
 MIN_HOLDOUT = 4  # 2 to fit, 2 to judge
 
 
+class HoldoutError(InvalidArgumentError):
+    """The fit on every model worked, the one on the random half did not: no held-out figures."""
+
+
 def holdout(predictor: LUTPredictor, archs: Sequence[Any], measured_ms: Sequence[float] | np.ndarray,
             seed: int = 0, method: str = DEFAULT_METHOD, names: Sequence[str] = ()) -> Holdout:
     """:func:`fit_calibration` on every model, and on a random half judged on the other half."""
@@ -172,7 +186,11 @@ def holdout(predictor: LUTPredictor, archs: Sequence[Any], measured_ms: Sequence
     full = fit_calibration(predictor, archs, y, method, names)
     fit, ev = split(len(archs), seed)
     sub = [archs[i] for i in fit]
-    half = fit_calibration(predictor, sub, y[fit], method, [names[i] for i in fit] if names else ())
+    try:
+        half = fit_calibration(predictor, sub, y[fit], method, [names[i] for i in fit] if names else ())
+    except InvalidArgumentError as exc:  # a few models: their half may hold no usable slope while all do
+        raise HoldoutError(f"the fit on a random half of the {len(archs)} models failed ({exc}); "
+                           "measure more models for held-out figures") from None
     return Holdout(full, fit, ev, half, apply(predictor, half, archs))
 
 

@@ -90,7 +90,7 @@ class FidelityOut(TypedDict):
     rmspe: float
     within_5pct: float
     within_10pct: float
-    kendall_tau: float
+    kendall_tau: float | None  # null when either side is constant
 
 
 class HoldoutOut(TypedDict):
@@ -117,19 +117,25 @@ class CalibrateOut(TypedDict):
     calibration: Annotated[dict[str, Any], Field(description="budgetnas.luts.lut.Calibration.to_dict()")]
     method: Literal["grouped", "affine"]
     holdout: Annotated[HoldoutOut | None, Field(description="the same fit on a random half, judged on the other "
-                                                            "half (null with fewer than 4 models)")]
+                                                            "half (null when it could not be made: see "
+                                                            "holdout_error)")]
+    holdout_error: str | None
     sessions: SessionsOut
 
 
 class ValidationModelOut(TypedDict):
     arch: str
     measured_ms: float
+    corrected_ms: Annotated[float, Field(description="measured_ms on the LUT session's scale (divided by the "
+                                                     "session ratio when every model and the LUT timed the "
+                                                     "reference workload), as /calibrate fits by default")]
     raw_ms: float
     predicted_ms: float
 
 
 class ValidationOut(TypedDict):
     models: Annotated[list[ValidationModelOut], Field(description="measured whole models beside their predictions")]
+    sessions: SessionsOut | None
 
 
 class CampaignOut(TypedDict):
@@ -230,7 +236,7 @@ def validation_models(lut_id: IdPath, request: Request) -> dict[str, Any]:
     st = state_of(request)
     check_read(st, request)
     with st.db.session() as s:
-        return {"models": validation(st, s, lut_id)}
+        return validation(st, s, lut_id)
 
 
 class CampaignCreateIn(LutIn, CampaignIn):

@@ -127,7 +127,10 @@ async function renderFidelity() {
   if (!models.length) { note.textContent = "no measured whole models for this LUT yet"; $("#fidelity").replaceChildren(); return; }
   const lut = await api(`/v1/luts/${id}`);
   note.textContent = `${models.length} measured whole models: predicted (${lut.calibration ? "calibrated" : "raw LUT sum, not calibrated"}) vs measured`;
-  scatter($("#fidelity"), [{ color: "#2f6fde", points: models.map((m) => [m.measured_ms, m.predicted_ms]) }],
+  // corrected_ms: the measurement on the LUT session's scale, what the calibration is fitted to
+  const ratio = data.sessions && data.sessions.sessions_corrected ? data.sessions.session_ratio : null;
+  if (ratio) note.textContent += ` (measurements divided by the session ratio x${ratio.toFixed(3)})`;
+  scatter($("#fidelity"), [{ color: "#2f6fde", points: models.map((m) => [m.corrected_ms ?? m.measured_ms, m.predicted_ms]) }],
     { xLabel: "measured latency (ms)", yLabel: "predicted latency (ms)", diagonal: true });
 }
 
