@@ -174,7 +174,7 @@ def test_kendall_tau_is_scipys_tau_b() -> None:
 
 def test_validation_answers_measurements_on_the_lut_sessions_scale(client: Any) -> None:
     lut = nb201_lut()
-    lut_id, names = serve_measurements(client, lut, stage_weighted(lut))
+    lut_id, _ = serve_measurements(client, lut, stage_weighted(lut))
     assert client.post(f"/v1/luts/{lut_id}/calibrate", headers=ADMIN_H).status_code == 200
     d = client.get(f"/v1/luts/{lut_id}/validation").json()
     ratio = d["sessions"]["session_ratio"]
@@ -189,7 +189,7 @@ def test_validation_answers_measurements_on_the_lut_sessions_scale(client: Any) 
 def test_a_model_without_a_reference_turns_the_correction_off(client: Any) -> None:
     lut = nb201_lut()
     measured = stage_weighted(lut)
-    lut_id, names = serve_measurements(client, lut, measured)
+    lut_id, _ = serve_measurements(client, lut, measured)
     tok = {"Authorization": f"Bearer {client.post('/v1/devices', json={'name': 'dev1'}, headers=ADMIN_H).json()['token']}"}
     r = client.post(f"/v1/luts/{lut_id}/campaign", json={"validation_models": N_MODELS + 1, "seed": 3},
                     headers=ADMIN_H)

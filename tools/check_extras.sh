@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Each torch-free deployable installed alone, from this tree, in a fresh virtualenv, then run:
-#   base   - the CLI's light part (spaces, LUT files, the cost model, the generation bundle, REST commands)
+#   base   - the CLI's light part (spaces, a LUT file and its predictor)
 #   server - the LUT server: migrations, `budgetnas serve`, a LUT imported and predicted over REST
 # and neither may bring torch. (The agent and train extras are the main .venv's `.[all]`, which the whole
 # suite runs in.) Usage: tools/check_extras.sh [base server]; PYTHON picks the interpreter.
@@ -17,10 +17,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-fresh_venv() {  # fresh_venv NAME SPEC: a virtualenv with only SPEC installed (not editable: the built wheel)
+# the tracked files as they are in the working tree, copied out: the wheel is built from them alone (a
+# stale build/ or egg-info of an earlier local build cannot leak into it); the installs need the package index
+SRC="$WORK/src"
+mkdir -p "$SRC"
+git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$SRC"
+
+fresh_venv() {  # fresh_venv NAME EXTRA: a virtualenv with only the project (and EXTRA) installed, not editable
   "$PY" -m venv "$WORK/$1"
   "$WORK/$1/bin/pip" install --quiet --upgrade pip
-  "$WORK/$1/bin/pip" install --quiet "$2"
+  "$WORK/$1/bin/pip" install --quiet "$SRC$2"
   if "$WORK/$1/bin/python" -c "import torch" 2>/dev/null; then
     echo "check_extras: the $1 install brought torch" >&2
     exit 1
@@ -28,7 +34,7 @@ fresh_venv() {  # fresh_venv NAME SPEC: a virtualenv with only SPEC installed (n
 }
 
 check_base() {
-  fresh_venv base .
+  fresh_venv base ""
   local bn="$WORK/base/bin/budgetnas"
   "$bn" --help >/dev/null
   "$bn" spaces sample nb201 --n 3 >/dev/null
@@ -48,7 +54,7 @@ EOF
 }
 
 check_server() {
-  fresh_venv server ".[server]"
+  fresh_venv server "[server]"
   local port
   port="$("$WORK/server/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
   BUDGETNAS_ADMIN_TOKEN=extras-check "$WORK/server/bin/budgetnas" serve --db "sqlite:///$WORK/server.db" \
@@ -79,7 +85,7 @@ arch = sp.format(sp.sample_many(1, 0)[0])
 r = httpx.post(f"{url}/v1/predict", json={"lut": r.json()["id"], "archs": [arch]}, timeout=30)
 assert r.status_code == 200 and r.json()["predictions"][0]["latency_ms"] > 0, r.text
 EOF
-  kill "$SERVER_PID"
+  kill "$SERVER_PID" 2>/dev/null || true  # it may have stopped on its own: the checks above passed
   SERVER_PID=""
   echo "check_extras: server ok"
 }

@@ -174,11 +174,12 @@ _FAMILY_FIELDS = ("device", "backend", "batch", "threads", "runtime_version")
 
 
 def lut_family_resolution(lut: Any, name: str) -> int:
-    """The resolution of one LUT of a family: its space must be a fixed-resolution ofa-mbv3."""
+    """The resolution of one LUT of a family: its space must fix one (which space it is, the family's
+    own check compares with the searched space's ``at_resolution``)."""
     desc = lut.meta.space
     res = desc.get("resolution")
-    if desc.get("space") != "ofa-mbv3" or isinstance(res, bool) or not isinstance(res, int):
-        raise DataFileError(f"LUT family: {name} is a LUT of {desc}, not of one ofa-mbv3 resolution")
+    if isinstance(res, bool) or not isinstance(res, int):
+        raise DataFileError(f"LUT family: {name} is a LUT of {desc}, not of one fixed resolution")
     return res
 
 

@@ -34,14 +34,22 @@ from typing import Any
 import numpy as np
 
 from budgetnas.core.errors import DataFileError, InvalidArgumentError, MissingKeysError
-from budgetnas.luts.calibration import DEFAULT_METHOD, Holdout, check_method, holdout, metrics, sessions
+from budgetnas.luts.calibration import (
+    DEFAULT_METHOD,
+    MIN_HOLDOUT,
+    Holdout,
+    check_method,
+    holdout,
+    metrics,
+    sessions,
+)
 from budgetnas.luts.lut import LUT, Calibration, LUTPredictor
 from budgetnas.profiler.protocol import Measurement, Protocol, measure_many
 from budgetnas.profiler.runners import Runner, get_runner
 from budgetnas.profiler.targets import model_target
 from budgetnas.spaces import space_from_description
 
-MIN_MODELS = 4
+MIN_MODELS = MIN_HOLDOUT  # half fit, half judge
 MAX_LIVE_MODELS = 24  # whole models kept loaded at once; beyond, each visit reloads (bounded memory)
 
 
