@@ -194,3 +194,23 @@ def test_malformed_ensemble_bundle_is_one_error(setup: tuple) -> None:
         m = {**meta, "accuracy": {**meta["accuracy"], **bad}}
         with pytest.raises(DataFileError, match="generator bundle is malformed"):
             GeneratorBundle.from_bytes(pack_bundle(m, arrays)).accuracy(np.zeros((3, 6), np.int64) + 1)
+
+
+def test_the_sampler_calibration_makes_samples_fit_and_leaves_the_policy_alone(setup: tuple) -> None:
+    _, _, bundle = setup
+    cond = GeneratorBundle.from_bytes(bundle.conditioned(target=0.99, grid=8, n=400, seed=0).to_bytes())
+    b, c = cond.a["cond_budget"], cond.a["cond_value"]
+    assert np.all(c <= b + 1e-12) and np.all(np.diff(c) >= -1e-12)  # never above the budget, non-decreasing
+    lo = float(bundle.meta["embedding_range"][0])
+    budgets = np.linspace(0.5, 25, 12)
+    tok = bundle.sample(9.0, 12, np.random.default_rng(0))
+    for x, y in zip(bundle.logits(budgets, tok), cond.logits(budgets, tok), strict=True):
+        np.testing.assert_array_equal(x, y)  # the policy itself is unchanged
+    for bud, val in zip(b, c, strict=True):
+        share = float(np.mean(cond.latency(cond.sample(float(bud), 2000, np.random.default_rng(7))) <= bud))
+        plain = float(np.mean(bundle.latency(bundle.sample(float(bud), 2000, np.random.default_rng(7))) <= bud))
+        # the target where some conditioning reaches it (sampling error allowed), else the lowest conditioning
+        assert share >= 0.97 or val == pytest.approx(min(lo, bud), rel=0.02), (bud, val, share)
+        assert share >= plain - 0.03
+    assert cond.meta["conditioning"]["target"] == 0.99 and cond.condition(float(b[-1]) + 5.0) == float(c[-1])
+    assert "cond_budget" not in bundle.a and bundle.condition(3.0) == 3.0  # a bundle without: unconditioned

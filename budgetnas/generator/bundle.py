@@ -9,6 +9,15 @@ server's ``POST /v1/generate`` both answer through :meth:`GeneratorBundle.genera
 generator's one module the torch-free server may import (docs/layout.md), so it stays numpy only
 and imports only ``spaces``, ``luts`` and ``core``.
 
+Sampler calibration: the shipped policy's samples for a budget ``b`` are drawn conditioned on
+``c(b) <= b`` (:meth:`GeneratorBundle.conditioned`, arrays ``cond_budget``/``cond_value``; absent:
+``c(b) = b``): on a grid of budgets ``g``, the largest conditioning budget at which at least
+``target`` of the samples fit ``g`` on the bundle's own latency; a budget takes the value of the
+grid budget at or below it (a step, not an interpolation: samples that fit ``g`` fit any larger
+budget, while between grid budgets an arch just over the budget may sit). So "samples within
+budget" holds where the budget embedding alone cannot make the step sharp. The policy, its logits
+and the final-pick rule are unchanged.
+
 Budget rule (CLI and server alike): a budget below the cheapest architecture's latency, or one
 that is not a positive finite number, raises :class:`InvalidArgumentError` naming the valid
 range; a budget above the dearest architecture is answered normally, with a ``warning``.
@@ -29,6 +38,8 @@ from budgetnas.luts.token_cost import TokenCostModel, canonical_tokens, token_fe
 from budgetnas.spaces import space_from_description
 
 BUNDLE_FORMAT = "budgetnas-generator"
+# the sampler's calibration (GeneratorBundle.conditioned): fit share aimed at, budgets calibrated, samples each
+COND_TARGET, COND_GRID, COND_SAMPLES, COND_STEPS = 0.995, 48, 1000, 8
 BUNDLE_VERSION = 3  # 2: archive candidates (cand_tokens); 3: the accuracy predictor is an ensemble
 READABLE_VERSIONS = (2, 3)  # a v2 bundle's predictor is one MLP: read as an ensemble of one
 CANDIDATES = 256  # archs sampled per round for one budget
@@ -198,8 +209,45 @@ class GeneratorBundle:
         """Per-step logits with ``tokens`` fed back (to check against the torch generator)."""
         return self._run(budgets, tokens, None)[1]
 
+    def condition(self, budget: float) -> float:
+        """The budget the sampler is conditioned on for ``budget`` (the calibration's, else itself)."""
+        if "cond_budget" not in self.a:
+            return float(budget)
+        grid = self.a["cond_budget"]
+        j = int(np.clip(np.searchsorted(grid, budget, side="right") - 1, 0, len(grid) - 1))
+        return float(min(self.a["cond_value"][j], budget))
+
     def sample(self, budget: float, n: int, rng: np.random.Generator) -> np.ndarray:
-        return self._run(np.full(n, float(budget)), None, rng)[0]
+        return self._run(np.full(n, self.condition(budget)), None, rng)[0]
+
+    def conditioned(self, target: float = COND_TARGET, grid: int = COND_GRID, n: int = COND_SAMPLES,
+                    steps: int = COND_STEPS, seed: int = 0) -> GeneratorBundle:
+        """This bundle with its sampler calibrated (module docstring): on a grid over the budget range,
+        the largest conditioning budget in [the first anchor's, b] whose ``n`` samples fit ``b`` at
+        least ``target`` of the time, by bisection (fit share falls as the conditioning budget rises);
+        then made non-decreasing in ``b`` from the top down, which only lowers it (more samples fit)."""
+        rng = np.random.default_rng(seed)
+        lo_c = float(self.meta["embedding_range"][0])
+        budgets = np.linspace(self.cheapest, self.dearest, grid)
+
+        def share(cond: float, b: float) -> float:
+            return float(np.mean(self.latency(self._run(np.full(n, cond), None, rng)[0]) <= b))
+
+        values = np.empty(grid)
+        for j, b in enumerate(budgets):
+            lo, hi = min(lo_c, b), float(b)
+            if share(hi, b) >= target:
+                values[j] = hi
+                continue
+            for _ in range(steps):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if share(mid, b) >= target else (lo, mid)
+            values[j] = lo
+        values = np.minimum.accumulate(values[::-1])[::-1]
+        arrays = {**self.a, "cond_budget": budgets, "cond_value": values}
+        meta = {k: v for k, v in self.meta.items() if k not in ("format", "version")}
+        meta["conditioning"] = {"target": target, "grid": grid, "samples": n}
+        return GeneratorBundle.from_bytes(pack_bundle(meta, arrays))
 
     # ---- the answer --------------------------------------------------------------------------------
     def check_budget(self, budget: float) -> str | None:

@@ -62,6 +62,7 @@ class TrainConfig:
     feasible_target: float = 0.0  # share of each budget's samples that fit: its penalty rises until it does (0: off)
     polish_target: float = 0.999  # the same for the last fine-tuning, after every query is spent (see generator.search)
     polish_iterations: int = 200  # that fine-tuning's length
+    condition_samples: bool = True  # then calibrate the shipped sampler's conditioning budget (generator.bundle)
     imitation: float = 0.1  # weight of self-imitation of the archive's best fitting arch
     scouts: int = 8  # archs per budget per step drawn at ``scout_temperature``, for the archive only
     scout_temperature: float = 2.0

@@ -164,7 +164,9 @@ class Generator(Method):
             return state
         trained = train(problem, replace(cfg, reward=self.reward, iterations=cfg.polish_iterations,
                                          feasible_target=cfg.polish_target), init=state[0])
-        return trained, make_bundle(problem, trained, self.name)
+        bundle = make_bundle(problem, trained, self.name)
+        # the shipped sampler conditioned so that its samples fit (bundle.GeneratorBundle.conditioned)
+        return trained, bundle.conditioned(seed=cfg.seed) if cfg.condition_samples else bundle
 
     def validation_budgets(self, problem: Problem, budgets: list[float], n: int, opts: SearchOptions) -> np.ndarray:
         if budgets and not opts.validate_range:
