@@ -214,3 +214,18 @@ def test_the_sampler_calibration_makes_samples_fit_and_leaves_the_policy_alone(s
         assert share >= plain - 0.03
     assert cond.meta["conditioning"]["target"] == 0.99 and cond.condition(float(b[-1]) + 5.0) == float(c[-1])
     assert "cond_budget" not in bundle.a and bundle.condition(3.0) == 3.0  # a bundle without: unconditioned
+
+
+@pytest.mark.parametrize("bad", [
+    {"cond_budget": np.array([1.0, 2.0])},  # one without the other
+    {"cond_budget": np.array([1.0, 2.0]), "cond_value": np.array([1.0])},
+    {"cond_budget": np.array([2.0, 1.0]), "cond_value": np.array([1.0, 1.0])},  # not sorted
+    {"cond_budget": np.array([1.0, np.nan]), "cond_value": np.array([1.0, 1.0])},
+    {"cond_budget": np.zeros((2, 2)), "cond_value": np.zeros((2, 2))},
+])
+def test_a_malformed_sampler_calibration_is_refused_on_load(setup: tuple, bad: dict) -> None:
+    _, _, bundle = setup
+    arrays = {k: v for k, v in bundle.a.items() if not k.startswith("cond_")}
+    meta = {k: v for k, v in bundle.meta.items() if k not in ("format", "version")}
+    with pytest.raises(DataFileError, match=r"malformed.*cond_"):
+        GeneratorBundle.from_bytes(pack_bundle(meta, {**arrays, **bad}))

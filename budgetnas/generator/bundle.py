@@ -103,6 +103,13 @@ class GeneratorBundle:
         self.cheapest, self.dearest = (float(v) for v in meta["budget_range"])
         self._known_tok = known.astype(np.int64)
         self._known_lat = self.latency(self._known_tok) if len(known) else np.zeros(0)
+        if ("cond_budget" in arrays) != ("cond_value" in arrays):
+            raise ValueError("the sampler's calibration needs both cond_budget and cond_value")
+        if "cond_budget" in arrays:  # an uploaded bundle's calibration must not break generate later
+            g, v = np.asarray(arrays["cond_budget"]), np.asarray(arrays["cond_value"])
+            if (g.ndim != 1 or g.shape != v.shape or not len(g) or not np.all(np.isfinite(g))
+                    or not np.all(np.isfinite(v)) or np.any(np.diff(g) < 0)):
+                raise ValueError("cond_budget and cond_value must be equal-length, finite, with cond_budget sorted")
         self._cand_tok = arrays["cand_tokens"].astype(np.int64).reshape(-1, len(self.sizes))
         self._cand_lat = self.latency(self._cand_tok) if len(self._cand_tok) else np.zeros(0)
 
