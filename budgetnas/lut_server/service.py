@@ -118,7 +118,8 @@ def calibrate(st: AppState, s: Session, lut_id: int, method: str = DEFAULT_METHO
     holdout_error = None if len(rows) >= MIN_HOLDOUT else f"{len(rows)} models; held-out figures need {MIN_HOLDOUT}"
     if holdout_error is None:
         try:
-            report = holdout(predictor, archs, measured, seed, method, names).to_dict(predictor.raw(archs), measured)
+            h = holdout(predictor, archs, measured, seed, method, names, full=cal)  # the fit above, not twice
+            report = h.to_dict(predictor.raw(archs), measured)
         except HoldoutError as exc:  # the calibration of every model stands; only its figures are missing
             holdout_error = str(exc)
     lut.calibration = cal.to_dict()

@@ -178,12 +178,15 @@ class HoldoutError(InvalidArgumentError):
 
 
 def holdout(predictor: LUTPredictor, archs: Sequence[Any], measured_ms: Sequence[float] | np.ndarray,
-            seed: int = 0, method: str = DEFAULT_METHOD, names: Sequence[str] = ()) -> Holdout:
-    """:func:`fit_calibration` on every model, and on a random half judged on the other half."""
+            seed: int = 0, method: str = DEFAULT_METHOD, names: Sequence[str] = (),
+            full: Calibration | None = None) -> Holdout:
+    """:func:`fit_calibration` on every model (``full`` when the caller has it already), and on a
+    random half judged on the other half."""
     y = np.asarray(measured_ms, np.float64)
     if len(archs) < MIN_HOLDOUT:
         raise InvalidArgumentError(f"calibration: {len(archs)} models; a held-out report needs {MIN_HOLDOUT}")
-    full = fit_calibration(predictor, archs, y, method, names)
+    if full is None:
+        full = fit_calibration(predictor, archs, y, method, names)
     fit, ev = split(len(archs), seed)
     sub = [archs[i] for i in fit]
     try:
