@@ -26,7 +26,7 @@ import orjson
 
 from budgetnas.core.errors import InvalidArchitectureError, MissingKeysError
 from budgetnas.db.changes import ChangeWatch
-from budgetnas.luts.lut import LUT
+from budgetnas.luts.lut import LUT, LUTPredictor
 from budgetnas.spaces import SearchSpace, UnitGrammar, space_from_description
 
 ARCH_CACHE_SIZE = 20_000  # canonical archs per LUT (about 0.6 KB each); the fast path makes misses cheap
@@ -36,39 +36,24 @@ ANSWERED_ARCHS = 32  # requests of at most this many archs keep their answers (b
 
 @dataclass
 class Prepared:
-    """One LUT ready to predict: its values and variances by row, and the per-arch row cache.
-
-    The sum, calibration and error band are those of ``budgetnas.luts.lut.LUTPredictor`` (a test holds
-    them equal); the rows are cached per architecture string, which LUTPredictor does not do.
-    """
+    """One LUT ready to predict: its :class:`LUTPredictor` (whose ``from_rows`` is the one sum,
+    calibration and error band) and the per-arch row cache, keyed by canonical strings."""
 
     revision: int
     lut: LUT
     space: SearchSpace[Any]
-    values: np.ndarray  # LUT value (statistic) per row of the predictors' sorted keys
-    variances: np.ndarray
-    keys: list[str]
-    index: dict[str, int]
+    predictor: LUTPredictor
     arch_rows: OrderedDict[str, tuple[str, tuple[int, ...]]] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     fast: UnitIndexer | None = None
-    scaled: np.ndarray | None = None  # values times the calibration's per-group scales, when it has them
     # (canonical arch, calibrated) -> its prediction as JSON: a warm small request is a few dict lookups
     answers: OrderedDict[tuple[str, bool], bytes] = field(default_factory=OrderedDict)
 
     @classmethod
     def build(cls, lut: LUT, revision: int) -> Prepared:
         space = space_from_description(lut.meta.space)
-        keys = sorted(lut.entries)
-        stat = lut.meta.statistic
-        index = {k: i for i, k in enumerate(keys)}
-        prep = cls(revision, lut, space, np.array([lut.entries[k].value(stat) for k in keys], np.float64),
-                   np.array([lut.entries[k].std_ms ** 2 for k in keys], np.float64), keys, index)
-        cal = lut.calibration
-        if cal is not None and cal.group_scales:
-            prep.scaled = prep.values * cal.key_scales(keys)
-        prep.fast = UnitIndexer.build(space, index)
-        return prep
+        predictor = LUTPredictor(lut, space)
+        return cls(revision, lut, space, predictor, fast=UnitIndexer.build(space, predictor.index))
 
     def rows(self, archs: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Canonical strings, concatenated LUT rows and per-arch start offsets; errors name the arch."""
@@ -108,10 +93,10 @@ class Prepared:
         hit = self.arch_rows.get(canon)  # another spelling of a known architecture
         if hit is not None:
             return hit
-        keys = sp.block_keys(arch)
-        idx = [self.index.get(k, -1) for k in keys]
+        keys, index = sp.block_keys(arch), self.predictor.index
+        idx = [index.get(k, -1) for k in keys]
         if -1 in idx:
-            missing.extend(k for k in keys if k not in self.index)
+            missing.extend(k for k in keys if k not in index)
             return None
         hit = (canon, tuple(idx))
         with self.lock:
@@ -151,21 +136,14 @@ class Prepared:
         canon, idx, starts = self.rows(archs)
         if not canon:
             return []
-        raw = np.add.reduceat(self.values[idx], starts)
-        cal = self.lut.calibration if calibrated else None
-        if cal is not None:  # the band formulas of budgetnas.luts.lut.LUTPredictor
-            lat = cal.apply(raw if self.scaled is None else np.add.reduceat(self.scaled[idx], starts))
-            half = 2.0 * cal.rel_residual_std * lat
-        else:
-            lat = raw
-            half = 2.0 * np.sqrt(np.add.reduceat(self.variances[idx], starts))
+        lat, half, raw = self.predictor.from_rows(idx, starts, calibrated)
         out = [{"arch": a, "latency_ms": la, "low_ms": lo, "high_ms": hi, "raw_ms": r}
                for a, la, lo, hi, r in zip(canon, lat.tolist(), (lat - half).tolist(), (lat + half).tolist(),
                                            raw.tolist(), strict=True)]
         if breakdown:
-            ends = np.append(starts[1:], len(idx))
+            ends, keys, values = np.append(starts[1:], len(idx)), self.predictor.keys, self.predictor.values
             for p, s0, e0 in zip(out, starts.tolist(), ends.tolist(), strict=True):
-                p["blocks"] = [{"key": self.keys[j], "ms": float(self.values[j])} for j in idx[s0:e0].tolist()]
+                p["blocks"] = [{"key": keys[j], "ms": float(values[j])} for j in idx[s0:e0].tolist()]
         return out
 
 

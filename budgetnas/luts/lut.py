@@ -657,27 +657,33 @@ class Prediction:
 
 
 class LUTPredictor:
-    """Vectorised prediction over an in-memory LUT: sum of block entries, then calibration.
+    """The one "LUT -> latency of an arch": sum of block entries, then calibration.
 
     Error band: with calibration, ±2 relative residual std of the calibration fit; without, ±2
-    standard deviations of the sum of independent block timings.
+    standard deviations of the sum of independent block timings. The arithmetic is
+    :meth:`from_rows` over LUT row indices, which the server's cached copies call too
+    (budgetnas/lut_server/predictor.py); :class:`budgetnas.luts.token_cost.TokenCostModel` is the
+    same sum folded into token tables for the generator (tested equal).
     """
 
     def __init__(self, lut: LUT, space: SearchSpace[Any]) -> None:
         self.lut, self.space = lut, space
         keys = sorted(lut.entries)
-        self._index = {k: i for i, k in enumerate(keys)}
-        self._keys = keys
+        self.index = {k: i for i, k in enumerate(keys)}
+        self.keys = keys
         stat = lut.meta.statistic
-        self._value = np.array([lut.entries[k].value(stat) for k in keys], np.float64)
+        self.values = np.array([lut.entries[k].value(stat) for k in keys], np.float64)
         self._var = np.array([lut.entries[k].std_ms ** 2 for k in keys], np.float64)
+        cal = lut.calibration
+        # values times the calibration's per-group scales, when it has them
+        self._scaled = self.values * cal.key_scales(keys) if cal is not None and cal.group_scales else None
 
     def key_indices(self, archs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """Concatenated LUT row indices of every arch's blocks and the start offset of each arch."""
         idx: list[int] = []
         starts = np.empty(len(archs), np.int64)
         missing: list[str] = []
-        index = self._index
+        index = self.index
         for n, arch in enumerate(archs):
             starts[n] = len(idx)
             for k in self.space.block_keys(arch):
@@ -694,33 +700,33 @@ class LUTPredictor:
         if not archs:
             return np.zeros(0)
         idx, starts = self.key_indices(archs)
-        return np.add.reduceat(self._value[idx], starts)
+        return np.add.reduceat(self.values[idx], starts)
 
     def group_sums(self, archs: Sequence[Any]) -> tuple[np.ndarray, list[str]]:
         """Each arch's raw sum split by calibration group (``key_group``): (archs x groups, names)."""
-        groups = sorted({key_group(k) for k in self._keys})
-        col = np.array([groups.index(key_group(k)) for k in self._keys], np.int64)
+        groups = sorted({key_group(k) for k in self.keys})
+        col = np.array([groups.index(key_group(k)) for k in self.keys], np.int64)
         out = np.zeros((len(archs), len(groups)))
         if archs:
             idx, starts = self.key_indices(archs)
             rows = np.repeat(np.arange(len(archs)), np.diff(np.append(starts, len(idx))))
-            np.add.at(out, (rows, col[idx]), self._value[idx])
+            np.add.at(out, (rows, col[idx]), self.values[idx])
         return out, groups
+
+    def from_rows(self, idx: np.ndarray, starts: np.ndarray, calibrated: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(latency, half band, raw sum) per arch from its concatenated LUT rows (``key_indices``)."""
+        raw = np.add.reduceat(self.values[idx], starts)
+        cal = self.lut.calibration if calibrated else None
+        if cal is not None:
+            lat = cal.apply(raw if self._scaled is None else np.add.reduceat(self._scaled[idx], starts))
+            return lat, 2.0 * cal.rel_residual_std * lat, raw
+        return raw, 2.0 * np.sqrt(np.add.reduceat(self._var[idx], starts)), raw
 
     def predict(self, archs: Sequence[Any]) -> list[Prediction]:
         if not archs:
             return []
-        idx, starts = self.key_indices(archs)
-        raw = np.add.reduceat(self._value[idx], starts)
-        cal = self.lut.calibration
-        if cal is not None:
-            scaled = np.add.reduceat((self._value * cal.key_scales(self._keys))[idx], starts) \
-                if cal.group_scales else raw
-            lat = cal.apply(scaled)
-            half = 2.0 * cal.rel_residual_std * lat
-        else:
-            lat = raw
-            half = 2.0 * np.sqrt(np.add.reduceat(self._var[idx], starts))
+        lat, half, raw = self.from_rows(*self.key_indices(archs))
         fmt = self.space.format
         return [Prediction(fmt(a), float(lat[i]), float(lat[i] - half[i]), float(lat[i] + half[i]), float(raw[i]))
                 for i, a in enumerate(archs)]
