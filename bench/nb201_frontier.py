@@ -406,6 +406,31 @@ def key(t: dict[str, Any]) -> str:
     return json.dumps([t["device"], t["dataset"], t["queries"], t["seed"], t.get("variant", ""), list(t["methods"])])
 
 
+SAME_PROBLEM = ("budgets", "floor", "explore_queries")  # what two runs of one key must share to be combined
+
+
+def with_baselines(runs: list[dict[str, Any]], other: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each run with the methods it lacks taken from ``other``'s run of the same device, dataset, Q,
+    seed and variant (a method-only rerun beside baselines whose code did not change). Refused
+    where the two runs did not pose the same problem (budgets, floor, exploration records)."""
+    def ident(r: dict[str, Any]) -> tuple[Any, ...]:
+        return r["device"], r["dataset"], r["queries"], r["seed"], r.get("variant", "")
+
+    by = {ident(r): r for r in other}
+    out = []
+    for r in runs:
+        b = by.get(ident(r))
+        if b is None:
+            out.append(r)
+            continue
+        differ = [k for k in SAME_PROBLEM if b[k] != r[k]]
+        if differ:
+            sys.exit(f"error: --baselines: {ident(r)} poses another problem there ({', '.join(differ)} differ)")
+        out.append({**r, "methods": {**r["methods"], **{m: v for m, v in b["methods"].items()
+                                                          if m not in r["methods"]}}})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--csv", default=str(REPO.parent / "shared/data/nb201/nb201_bench.csv"))
@@ -426,6 +451,8 @@ def main() -> None:
     ap.add_argument("--render", action="store_true", help="only rewrite the markdown and plots from --runs")
     ap.add_argument("--note", default="", help="a line for the report: how the runs were made, what else ran")
     ap.add_argument("--runs", default=str(REPO / "bench/results/nb201_frontier_runs.jsonl"))
+    ap.add_argument("--baselines", default="", help="a runs file whose methods fill in those a run lacks "
+                    "(same device, dataset, Q, seed, variant and problem): a rerun of one method beside unchanged baselines")
     ap.add_argument("--out", default=str(REPO / "bench/results/nb201_frontier.md"))
     ap.add_argument("--plots", default=str(REPO / "bench/results"))
     args = ap.parse_args()
@@ -444,7 +471,7 @@ def main() -> None:
         todo = [t for t in tasks(args) if key(t) not in have]
         print(f"{len(todo)} runs to do ({len(have)} already in {runs_path})", flush=True)
         run_pending(todo, run_task, runs_path, done, args.workers)
-    text = render(done, args)
+    text = render(with_baselines(done, load_runs(Path(args.baselines))) if args.baselines else done, args)
     Path(args.out).write_text(text)
     print(text)
 

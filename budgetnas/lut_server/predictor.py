@@ -230,7 +230,8 @@ class UnitIndexer:
         self.layers: dict[tuple[int, int, str], tuple[str, int] | None] = {}
         self.depths: dict[tuple[int, int], bool] = {}
         # values are tuples of atoms, which the garbage collector stops tracking: a cache it need not walk
-        self.units: dict[tuple[int, str], tuple[str, tuple[int, ...]] | None] = {}
+        # one dict per unit position: a lookup needs no (position, piece) key built per unit
+        self.units: list[dict[str, tuple[int, ...]]] = [{} for _ in range(n_units)]
         self.lock = threading.Lock()
 
     def _arch(self, units: list[list[str]]) -> Any:
@@ -280,9 +281,8 @@ class UnitIndexer:
             self.layers[key] = got
         return got
 
-    def _unit(self, u: int, text: str) -> tuple[str, tuple[int, ...]] | None:
-        key = (u, text)
-        hit = self.units.get(key)
+    def _unit(self, u: int, text: str) -> tuple[int, ...] | None:
+        hit = self.units[u].get(text)
         if hit is not None:
             return hit
         toks = text.split(self.grammar.layer_sep)
@@ -295,9 +295,9 @@ class UnitIndexer:
                 return None
             rows.append(got[1])
         # every token was canonical (``_layer`` answers for no other), so the unit is: bounded by the space's units
-        hit = (text, tuple(rows))
+        hit = tuple(rows)
         with self.lock:
-            self.units[key] = hit
+            self.units[u][text] = hit
         return hit
 
     def rows(self, text: str) -> tuple[str, list[int]] | None:
@@ -305,12 +305,12 @@ class UnitIndexer:
         parts = self.grammar.units(text)
         if parts is None or len(parts) != self.n_units:
             return None
-        idx, units = list(self.stem), self.units
-        for u, part in enumerate(parts):
-            hit = units.get((u, part)) or self._unit(u, part)
+        idx = list(self.stem)
+        for u, (known, part) in enumerate(zip(self.units, parts)):  # noqa: B905 - lengths checked above
+            hit = known.get(part) or self._unit(u, part)
             if hit is None:
                 return None
-            idx += hit[1]
+            idx += hit
         idx += self.tail
         if -1 in idx:
             return None  # the walk reports the missing keys
