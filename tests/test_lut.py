@@ -151,3 +151,22 @@ def test_write_atomic_leaves_nothing_on_failure(tmp_path) -> None:
         write_atomic(tmp_path / "no" / "such" / "dir.json", "x")
     write_atomic(tmp_path / "ok.json", "x")
     assert [p.name for p in tmp_path.iterdir()] == ["ok.json"]
+
+
+def test_a_predictor_follows_the_luts_calibration_when_it_changes() -> None:
+    """The group-scaled values are cached per calibration: one set after the predictor was made is used,
+    and its numbers are the formula's (slope x sum of scale x value + intercept)."""
+    sp = get_space("nb201")
+    rng = np.random.default_rng(1)
+    lut = LUT(_meta(sp), {k: LatencyStats.from_samples(list(rng.uniform(0.1, 1.0, 5))) for k in sp.all_block_keys()})
+    pred = LUTPredictor(lut, sp)
+    archs = sp.sample_many(20, seed=3)
+    raw = pred.raw(archs)
+    assert [p.latency_ms for p in pred.predict(archs)] == pytest.approx(raw)  # no calibration yet
+    sums, groups = pred.group_sums(archs)
+    scales = {g: 1.0 + 0.5 * i for i, g in enumerate(groups)}
+    for slope, intercept in ((2.0, 0.5), (0.5, 1.0)):  # a second calibration replaces the first's cache
+        lut.calibration = Calibration(slope=slope, intercept=intercept, n_models=5, rel_residual_std=0.01,
+                                      group_scales=scales)
+        want = slope * (sums * np.array([scales[g] for g in groups])).sum(axis=1) + intercept
+        assert [p.latency_ms for p in pred.predict(archs)] == pytest.approx(want)

@@ -674,9 +674,7 @@ class LUTPredictor:
         stat = lut.meta.statistic
         self.values = np.array([lut.entries[k].value(stat) for k in keys], np.float64)
         self._var = np.array([lut.entries[k].std_ms ** 2 for k in keys], np.float64)
-        cal = lut.calibration
-        # values times the calibration's per-group scales, when it has them
-        self._scaled = self.values * cal.key_scales(keys) if cal is not None and cal.group_scales else None
+        self._scaled: tuple[Calibration, np.ndarray] | None = None  # values x a calibration's group scales
 
     def key_indices(self, archs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """Concatenated LUT row indices of every arch's blocks and the start offset of each arch."""
@@ -713,13 +711,19 @@ class LUTPredictor:
             np.add.at(out, (rows, col[idx]), self.values[idx])
         return out, groups
 
+    def _scaled_values(self, cal: Calibration) -> np.ndarray:
+        """The values times ``cal``'s per-group scales, kept for as long as the LUT has that calibration."""
+        if self._scaled is None or self._scaled[0] is not cal:
+            self._scaled = (cal, self.values * cal.key_scales(self.keys))
+        return self._scaled[1]
+
     def from_rows(self, idx: np.ndarray, starts: np.ndarray, calibrated: bool = True
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(latency, half band, raw sum) per arch from its concatenated LUT rows (``key_indices``)."""
         raw = np.add.reduceat(self.values[idx], starts)
         cal = self.lut.calibration if calibrated else None
         if cal is not None:
-            lat = cal.apply(raw if self._scaled is None else np.add.reduceat(self._scaled[idx], starts))
+            lat = cal.apply(np.add.reduceat(self._scaled_values(cal)[idx], starts) if cal.group_scales else raw)
             return lat, 2.0 * cal.rel_residual_std * lat, raw
         return raw, 2.0 * np.sqrt(np.add.reduceat(self._var[idx], starts)), raw
 
