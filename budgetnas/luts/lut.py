@@ -717,6 +717,15 @@ class LUTPredictor:
             self._scaled = (cal, self.values * cal.key_scales(self.keys))
         return self._scaled[1]
 
+    def key_costs(self, calibrated: bool = True) -> tuple[dict[str, float], float, float]:
+        """Each block key's part of the sum (its value, times its group's scale when ``calibrated``) and the
+        calibration's slope and intercept: what :func:`budgetnas.luts.token_cost.cost_model_from_lut` folds."""
+        cal = self.lut.calibration if calibrated else None
+        if cal is None:
+            return dict(zip(self.keys, self.values.tolist(), strict=True)), 1.0, 0.0
+        scaled = self._scaled_values(cal) if cal.group_scales else self.values
+        return dict(zip(self.keys, scaled.tolist(), strict=True)), cal.slope, cal.intercept
+
     def from_rows(self, idx: np.ndarray, starts: np.ndarray, calibrated: bool = True
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(latency, half band, raw sum) per arch from its concatenated LUT rows (``key_indices``)."""

@@ -7,8 +7,8 @@ edge is live depends on the others; ofa-mbv3 one per layer slot, gated by its un
 A searched resolution (the last token) is folded here from one model per resolution.
 
 Evaluating a token matrix is then a handful of numpy gathers (millions of archs per second),
-with the same numbers as :class:`budgetnas.luts.lut.LUTPredictor` (tested). Numpy only: the LUT server
-uses it for generation without torch.
+with the same numbers as :class:`budgetnas.luts.lut.LUTPredictor`, whose per-key terms it folds
+(tested). Numpy only: the LUT server uses it for generation without torch.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from budgetnas.core.errors import DataFileError, InvalidArgumentError, MissingKeysError
-from budgetnas.luts.lut import key_group
+from budgetnas.luts.lut import LUTPredictor
 from budgetnas.spaces.base import SearchSpace
 from budgetnas.spaces.layout import CostTerm
 
@@ -162,11 +162,10 @@ def cost_model_from_costs(space: SearchSpace[Any], key_cost: dict[str, float], s
 
 
 def cost_model_from_lut(space: SearchSpace[Any], lut: Any, calibrated: bool = True) -> TokenCostModel:
-    """From a :class:`budgetnas.luts.lut.LUT` (its statistic, and its calibration when ``calibrated``)."""
-    stat = lut.meta.statistic
-    cal = lut.calibration if calibrated else None
-    costs = {k: s.value(stat) * (cal.scale(key_group(k)) if cal else 1.0) for k, s in lut.entries.items()}
-    return cost_model_from_costs(space, costs, cal.slope if cal else 1.0, cal.intercept if cal else 0.0)
+    """From a :class:`budgetnas.luts.lut.LUT` (its statistic, and its calibration when ``calibrated``): the
+    terms of :class:`LUTPredictor`'s own sum, folded into token tables."""
+    costs, slope, intercept = LUTPredictor(lut, space).key_costs(calibrated)
+    return cost_model_from_costs(space, costs, slope, intercept)
 
 
 # what must be equal across a LUT family: one device, runtime and protocol, measured at several resolutions
