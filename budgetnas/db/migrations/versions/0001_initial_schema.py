@@ -10,170 +10,123 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from sqlalchemy.schema import SchemaItem
 
-import budgetnas.db.types
+from budgetnas.db.migrations.schema import Index, create_table, drop_table, id_key, lut_foreign_key, timestamp
+from budgetnas.db.types import UTCDateTime
 
 revision: str = '0001'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# Each table's indexes, in the order they are created (downgrade drops them in reverse).
+INDEXES: dict[str, tuple[Index, ...]] = {
+    'accuracy_records': (Index('ix_accuracy_space_dataset', ('space', 'dataset')),),
+    'devices': (Index.on('devices', 'token_hash'),),
+    'luts': (Index.on('luts', 'device_id'),),
+    'jobs': (Index.on('jobs', 'lut_id'), Index('ix_jobs_state_lut', ('state', 'lut_id'))),
+    'model_measurements': (Index.on('model_measurements', 'lut_id'),),
+}
+
+
+def _tables() -> dict[str, list[SchemaItem]]:
+    """Every table's columns and constraints (fresh objects), in creation order: a table after those
+    its foreign keys name."""
+    return {
+        'accuracy_records': id_key(
+            sa.Column('space', sa.String(length=50), nullable=False),
+            sa.Column('arch', sa.String(length=400), nullable=False),
+            sa.Column('dataset', sa.String(length=100), nullable=False),
+            sa.Column('metric', sa.String(length=50), nullable=False),
+            sa.Column('value', sa.Float(), nullable=False),
+            sa.Column('source', sa.String(length=200), nullable=False),
+            timestamp(), timestamp('updated'),
+            sa.UniqueConstraint('space', 'arch', 'dataset', 'metric', 'source', name='uq_accuracy_record')),
+        'artifacts': [
+            sa.Column('sha256', sa.String(length=64), nullable=False),
+            sa.Column('size', sa.Integer(), nullable=False),
+            sa.Column('content', sa.LargeBinary(), nullable=False),
+            timestamp(),
+            sa.PrimaryKeyConstraint('sha256')],
+        'checkpoints': id_key(
+            sa.Column('name', sa.String(length=200), nullable=False),
+            sa.Column('meta', sa.JSON(), nullable=False),
+            sa.Column('sha256', sa.String(length=64), nullable=False),
+            sa.Column('bundle', sa.LargeBinary(), nullable=False),
+            timestamp(),
+            sa.UniqueConstraint('name')),
+        'devices': id_key(
+            sa.Column('name', sa.String(length=200), nullable=False),
+            sa.Column('token_hash', sa.String(length=64), nullable=False),
+            sa.Column('facts', sa.JSON(), nullable=False),
+            sa.Column('last_heartbeat', UTCDateTime(), nullable=True),
+            timestamp(),
+            sa.UniqueConstraint('name')),
+        'luts': id_key(
+            sa.Column('identity', sa.String(length=64), nullable=False),
+            sa.Column('device_id', sa.Integer(), nullable=False),
+            sa.Column('backend', sa.String(length=100), nullable=False),
+            sa.Column('batch', sa.Integer(), nullable=False),
+            sa.Column('threads', sa.Integer(), nullable=False),
+            sa.Column('runtime_version', sa.String(length=200), nullable=False),
+            sa.Column('space_name', sa.String(length=50), nullable=False),
+            sa.Column('width', sa.Float(), nullable=True),
+            sa.Column('resolution', sa.Integer(), nullable=True),
+            sa.Column('space', sa.JSON(), nullable=False),
+            sa.Column('statistic', sa.String(length=20), nullable=False),
+            sa.Column('status', sa.String(length=20), nullable=False),
+            sa.Column('meta', sa.JSON(), nullable=False),
+            sa.Column('calibration', sa.JSON(), nullable=True),
+            sa.Column('n_keys', sa.Integer(), nullable=False),
+            sa.Column('revision', sa.Integer(), nullable=False),
+            timestamp(),
+            sa.ForeignKeyConstraint(['device_id'], ['devices.id'], ),
+            sa.UniqueConstraint('identity')),
+        'jobs': id_key(
+            sa.Column('lut_id', sa.Integer(), nullable=False),
+            sa.Column('kind', sa.String(length=10), nullable=False),
+            sa.Column('key', sa.String(length=400), nullable=True),
+            sa.Column('arch', sa.Text(), nullable=True),
+            sa.Column('state', sa.String(length=10), nullable=False),
+            sa.Column('lease_owner', sa.String(length=200), nullable=True),
+            sa.Column('lease_expires', UTCDateTime(), nullable=True),
+            sa.Column('attempts', sa.Integer(), nullable=False),
+            sa.Column('idempotency_key', sa.String(length=200), nullable=True),
+            sa.Column('result', sa.JSON(), nullable=True),
+            sa.Column('error', sa.Text(), nullable=True),
+            timestamp(), timestamp('updated'),
+            lut_foreign_key()),
+        'lut_entries': id_key(
+            sa.Column('lut_id', sa.Integer(), nullable=False),
+            sa.Column('key', sa.String(length=400), nullable=False),
+            sa.Column('stats', sa.JSON(), nullable=False),
+            sa.Column('samples_ms', sa.JSON(), nullable=True),
+            sa.Column('median_ms', sa.Float(), nullable=True),
+            sa.Column('mean_ms', sa.Float(), nullable=False),
+            sa.Column('cv', sa.Float(), nullable=True),
+            sa.Column('job_id', sa.Integer(), nullable=True),
+            timestamp(),
+            lut_foreign_key(),
+            sa.UniqueConstraint('lut_id', 'key', name='uq_lut_entries_lut_key')),
+        'model_measurements': id_key(
+            sa.Column('lut_id', sa.Integer(), nullable=False),
+            sa.Column('arch', sa.Text(), nullable=False),
+            sa.Column('stats', sa.JSON(), nullable=False),
+            sa.Column('latency_ms', sa.Float(), nullable=False),
+            sa.Column('job_id', sa.Integer(), nullable=True),
+            sa.Column('source', sa.String(length=200), nullable=False),
+            timestamp(),
+            lut_foreign_key(),
+            sa.UniqueConstraint('job_id')),
+    }
+
 
 def upgrade() -> None:
-    # ### commands auto generated by Alembic - please adjust! ###
-    op.create_table('accuracy_records',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('space', sa.String(length=50), nullable=False),
-    sa.Column('arch', sa.String(length=400), nullable=False),
-    sa.Column('dataset', sa.String(length=100), nullable=False),
-    sa.Column('metric', sa.String(length=50), nullable=False),
-    sa.Column('value', sa.Float(), nullable=False),
-    sa.Column('source', sa.String(length=200), nullable=False),
-    sa.Column('created', budgetnas.db.types.UTCDateTime(), nullable=False),
-    sa.Column('updated', budgetnas.db.types.UTCDateTime(), nullable=False),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('space', 'arch', 'dataset', 'metric', 'source', name='uq_accuracy_record')
-    )
-    with op.batch_alter_table('accuracy_records', schema=None) as batch_op:
-        batch_op.create_index('ix_accuracy_space_dataset', ['space', 'dataset'], unique=False)
-
-    op.create_table('artifacts',
-    sa.Column('sha256', sa.String(length=64), nullable=False),
-    sa.Column('size', sa.Integer(), nullable=False),
-    sa.Column('content', sa.LargeBinary(), nullable=False),
-    sa.Column('created', budgetnas.db.types.UTCDateTime(), nullable=False),
-    sa.PrimaryKeyConstraint('sha256')
-    )
-    op.create_table('checkpoints',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('name', sa.String(length=200), nullable=False),
-    sa.Column('meta', sa.JSON(), nullable=False),
-    sa.Column('sha256', sa.String(length=64), nullable=False),
-    sa.Column('bundle', sa.LargeBinary(), nullable=False),
-    sa.Column('created', budgetnas.db.types.UTCDateTime(), nullable=False),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('name')
-    )
-    op.create_table('devices',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('name', sa.String(length=200), nullable=False),
-    sa.Column('token_hash', sa.String(length=64), nullable=False),
-    sa.Column('facts', sa.JSON(), nullable=False),
-    sa.Column('last_heartbeat', budgetnas.db.types.UTCDateTime(), nullable=True),
-    sa.Column('created', budgetnas.db.types.UTCDateTime(), nullable=False),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('name')
-    )
-    with op.batch_alter_table('devices', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_devices_token_hash'), ['token_hash'], unique=False)
-
-    op.create_table('luts',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('identity', sa.String(length=64), nullable=False),
-    sa.Column('device_id', sa.Integer(), nullable=False),
-    sa.Column('backend', sa.String(length=100), nullable=False),
-    sa.Column('batch', sa.Integer(), nullable=False),
-    sa.Column('threads', sa.Integer(), nullable=False),
-    sa.Column('runtime_version', sa.String(length=200), nullable=False),
-    sa.Column('space_name', sa.String(length=50), nullable=False),
-    sa.Column('width', sa.Float(), nullable=True),
-    sa.Column('resolution', sa.Integer(), nullable=True),
-    sa.Column('space', sa.JSON(), nullable=False),
-    sa.Column('statistic', sa.String(length=20), nullable=False),
-    sa.Column('status', sa.String(length=20), nullable=False),
-    sa.Column('meta', sa.JSON(), nullable=False),
-    sa.Column('calibration', sa.JSON(), nullable=True),
-    sa.Column('n_keys', sa.Integer(), nullable=False),
-    sa.Column('revision', sa.Integer(), nullable=False),
-    sa.Column('created', budgetnas.db.types.UTCDateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['device_id'], ['devices.id'], ),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('identity')
-    )
-    with op.batch_alter_table('luts', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_luts_device_id'), ['device_id'], unique=False)
-
-    op.create_table('jobs',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('lut_id', sa.Integer(), nullable=False),
-    sa.Column('kind', sa.String(length=10), nullable=False),
-    sa.Column('key', sa.String(length=400), nullable=True),
-    sa.Column('arch', sa.Text(), nullable=True),
-    sa.Column('state', sa.String(length=10), nullable=False),
-    sa.Column('lease_owner', sa.String(length=200), nullable=True),
-    sa.Column('lease_expires', budgetnas.db.types.UTCDateTime(), nullable=True),
-    sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('idempotency_key', sa.String(length=200), nullable=True),
-    sa.Column('result', sa.JSON(), nullable=True),
-    sa.Column('error', sa.Text(), nullable=True),
-    sa.Column('created', budgetnas.db.types.UTCDateTime(), nullable=False),
-    sa.Column('updated', budgetnas.db.types.UTCDateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['lut_id'], ['luts.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id')
-    )
-    with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_jobs_lut_id'), ['lut_id'], unique=False)
-        batch_op.create_index('ix_jobs_state_lut', ['state', 'lut_id'], unique=False)
-
-    op.create_table('lut_entries',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('lut_id', sa.Integer(), nullable=False),
-    sa.Column('key', sa.String(length=400), nullable=False),
-    sa.Column('stats', sa.JSON(), nullable=False),
-    sa.Column('samples_ms', sa.JSON(), nullable=True),
-    sa.Column('median_ms', sa.Float(), nullable=True),
-    sa.Column('mean_ms', sa.Float(), nullable=False),
-    sa.Column('cv', sa.Float(), nullable=True),
-    sa.Column('job_id', sa.Integer(), nullable=True),
-    sa.Column('created', budgetnas.db.types.UTCDateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['lut_id'], ['luts.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('lut_id', 'key', name='uq_lut_entries_lut_key')
-    )
-    op.create_table('model_measurements',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('lut_id', sa.Integer(), nullable=False),
-    sa.Column('arch', sa.Text(), nullable=False),
-    sa.Column('stats', sa.JSON(), nullable=False),
-    sa.Column('latency_ms', sa.Float(), nullable=False),
-    sa.Column('job_id', sa.Integer(), nullable=True),
-    sa.Column('source', sa.String(length=200), nullable=False),
-    sa.Column('created', budgetnas.db.types.UTCDateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['lut_id'], ['luts.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('job_id')
-    )
-    with op.batch_alter_table('model_measurements', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_model_measurements_lut_id'), ['lut_id'], unique=False)
-
-    # ### end Alembic commands ###
+    for name, items in _tables().items():
+        create_table(name, items, INDEXES.get(name, ()))
 
 
 def downgrade() -> None:
-    # ### commands auto generated by Alembic - please adjust! ###
-    with op.batch_alter_table('model_measurements', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_model_measurements_lut_id'))
-
-    op.drop_table('model_measurements')
-    op.drop_table('lut_entries')
-    with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.drop_index('ix_jobs_state_lut')
-        batch_op.drop_index(batch_op.f('ix_jobs_lut_id'))
-
-    op.drop_table('jobs')
-    with op.batch_alter_table('luts', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_luts_device_id'))
-
-    op.drop_table('luts')
-    with op.batch_alter_table('devices', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_devices_token_hash'))
-
-    op.drop_table('devices')
-    op.drop_table('checkpoints')
-    op.drop_table('artifacts')
-    with op.batch_alter_table('accuracy_records', schema=None) as batch_op:
-        batch_op.drop_index('ix_accuracy_space_dataset')
-
-    op.drop_table('accuracy_records')
-    # ### end Alembic commands ###
+    for name in reversed(_tables()):
+        drop_table(name, INDEXES.get(name, ()))
