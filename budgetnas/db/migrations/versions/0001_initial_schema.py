@@ -1,13 +1,9 @@
 """initial schema
 
-Revision ID: 0001
-Revises: (none)
 Create Date: 2026-11-24 04:45:16.757889
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.schema import SchemaItem
@@ -17,8 +13,6 @@ from budgetnas.db.types import UTCDateTime
 
 revision: str = '0001'
 down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 # Each table's indexes, in the order they are created (downgrade drops them in reverse).
 INDEXES: dict[str, tuple[Index, ...]] = {

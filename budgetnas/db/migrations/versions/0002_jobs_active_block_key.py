@@ -5,22 +5,16 @@ duplicate job took no result (409) and ended ``failed``. Duplicates already stor
 keeping per key the leased job (it may be measuring) or else the oldest, before the unique partial
 index makes a second active job impossible.
 
-Revision ID: 0002
-Revises: 0001
 Create Date: 2026-12-02 10:00:00
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0002'
 down_revision: str | None = '0001'
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 ACTIVE = "kind = 'block' AND state IN ('queued', 'leased')"
 

@@ -4,22 +4,16 @@ The LUT server keeps LUTs in memory for prediction; a trigger (not the applicati
 notification so that every writer, in any process or replica, is heard (budgetnas/db/changes.py listens).
 SQLite needs nothing: its connections see any commit through ``PRAGMA data_version``.
 
-Revision ID: 0003
-Revises: 0002
 Create Date: 2026-12-01 15:00:00
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0003'
 down_revision: str | None = '0002'
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 CHANNEL = "budgetnas_lut_revision"  # budgetnas.db.changes.CHANNEL (a migration keeps its own copy)
 
