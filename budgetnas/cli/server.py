@@ -24,6 +24,11 @@ Server = Annotated[str, typer.Option("--server", help="LUT server base URL, e.g.
 Token = Annotated[str | None, typer.Option("--token", envvar="BUDGETNAS_TOKEN", help="admin or agent token")]
 DEFAULT_VALIDATION_MODELS = 24  # the grouped fit's stages, slope and intercept, with half held out to judge it
 AsJson = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+# The runner setup of a LUT the server creates (campaign create, device adapt --server): with the
+# device, backend and space it is the LUT's identity (db.repo.lut_identity), so both take it alike.
+Batch = Annotated[int, typer.Option("--batch", min=1)]
+Threads = Annotated[int, typer.Option("--threads", min=0)]
+RuntimeVersion = Annotated[str, typer.Option("--runtime-version")]
 
 
 def call(method: str, server: str, path: str, token: str | None = None, timeout: float = 120.0,
@@ -81,6 +86,12 @@ def predict_cmd(
         typer.echo(f"{p['latency_ms']:.4f} ms  [{p['low_ms']:.4f}, {p['high_ms']:.4f}]  {p['arch']}{flag}")
 
 
+def echo_lut_id(summary: str, lut_id: int) -> None:
+    """``summary``, then the LUT id alone on the last line: what scripts (the demo) read."""
+    typer.echo(summary)
+    typer.echo(str(lut_id))
+
+
 def _space(space: str, width: float | None, resolution: int | None) -> dict[str, Any]:
     from budgetnas.cli.spaces import space_with
 
@@ -96,9 +107,9 @@ def campaign_create_cmd(
     token: Token = None,
     width: Annotated[float | None, typer.Option("--width")] = None,
     resolution: Annotated[int | None, typer.Option("--resolution")] = None,
-    batch: Annotated[int, typer.Option("--batch", min=1)] = 1,
-    threads: Annotated[int, typer.Option("--threads", min=0)] = 1,
-    runtime_version: Annotated[str, typer.Option("--runtime-version")] = "unknown",
+    batch: Batch = 1,
+    threads: Threads = 1,
+    runtime_version: RuntimeVersion = "unknown",
     validation_models: Annotated[int, typer.Option(
         "--validation-models", min=0, help="whole models to measure for the calibration, chosen to vary every "
                                            "stage (the demo's 24 by default; 0: none)")] = DEFAULT_VALIDATION_MODELS,
@@ -109,8 +120,7 @@ def campaign_create_cmd(
             "threads": threads, "runtime_version": runtime_version, "validation_models": validation_models,
             "seed": seed}
     out = call("POST", server, "/v1/campaigns", token, json=body)
-    typer.echo(f"jobs created: {out['jobs_created']} (LUT status {out.get('status', '?')})")
-    typer.echo(str(out["lut_id"]))
+    echo_lut_id(f"jobs created: {out['jobs_created']} (LUT status {out.get('status', '?')})", out["lut_id"])
 
 
 @device_app.command("register")

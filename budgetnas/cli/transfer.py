@@ -25,7 +25,7 @@ from typing import Annotated, Any
 
 import typer
 
-from budgetnas.cli.server import device_app
+from budgetnas.cli.server import Batch, RuntimeVersion, Threads, device_app
 from budgetnas.core.errors import DataFileError, InvalidArgumentError
 
 app = typer.Typer()  # no commands of its own: importing the module mounts ``device adapt``
@@ -64,7 +64,7 @@ def _measured(spec: str, space: Any, rows: dict[tuple[int, ...], int]) -> tuple[
 def _on_server(server: str, token: str | None, device: str, backend: str | None, names: list[str],
                measure: int | None, selection: str, seed: int, batch: int, threads: int, runtime_version: str,
                as_json: bool) -> None:
-    from budgetnas.cli.server import call
+    from budgetnas.cli.server import call, echo_lut_id
 
     if not all(n.isascii() and n.isdigit() and len(n) <= 10 for n in names):
         raise InvalidArgumentError(f"--from: with --server, the source LUT ids, e.g. 3,4,7; got {','.join(names)}")
@@ -79,9 +79,8 @@ def _on_server(server: str, token: str | None, device: str, backend: str | None,
     if as_json:
         typer.echo(json.dumps(out))
         return
-    typer.echo(f"{out['jobs_created']} whole-model job(s) for {device}'s agent; once 2 or more are measured, "
-               f"POST /v1/predict on LUT {out['lut_id']} answers from the transfer. LUT id:")
-    typer.echo(str(out["lut_id"]))
+    echo_lut_id(f"{out['jobs_created']} whole-model job(s) for {device}'s agent; once 2 or more are measured, "
+                f"POST /v1/predict on LUT {out['lut_id']} answers from the transfer. LUT id:", out["lut_id"])
 
 
 @device_app.command("adapt")
@@ -103,9 +102,9 @@ def adapt_cmd(
         "--server", help="LUT server URL: --from are source LUT ids; creates the N whole-model jobs")] = None,
     token: Annotated[str | None, typer.Option("--token", envvar="BUDGETNAS_TOKEN", help="admin token")] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="with --server: the new device's backend")] = None,
-    batch: Annotated[int, typer.Option("--batch", min=1)] = 1,
-    threads: Annotated[int, typer.Option("--threads", min=0)] = 1,
-    runtime_version: Annotated[str, typer.Option("--runtime-version")] = "unknown",
+    batch: Batch = 1,
+    threads: Threads = 1,
+    runtime_version: RuntimeVersion = "unknown",
 ) -> None:
     """Predict a new device's latencies from other devices' tables (or LUTs on a server) plus a few measured archs."""
     import numpy as np
