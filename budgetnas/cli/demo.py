@@ -48,22 +48,25 @@ DEVICE = "this-cpu"
 BACKEND = "ort-cpu"
 SUPERNET_INPUT = 32
 DATASET = f"digits@{SUPERNET_INPUT}px"  # what `supernet eval` names records trained at that input size
+# The steps' sizes, fixed: enough for every step to do its real work in minutes on one CPU thread
+SUPERNET_EPOCHS = 1
+SUPERNET_MAX_BATCHES = 24
+EVAL_ARCHS = 150  # sub-networks the supernet evaluates (the accuracy records)
+MAX_QUERIES = 150  # accuracy records the evaluator reads, at most
+N_BUDGETS = 5
+SAMPLES = 1000  # generated per budget
 
 
 @dataclass
 class Settings:
+    """What the command line sets (its defaults are these)."""
+
     out: Path
     resolution: int = 128
     width: float = 1.0
     validation_models: int = DEFAULT_VALIDATION_MODELS
     quick: bool = False
-    supernet_epochs: int = 1
-    supernet_max_batches: int = 24
-    eval_archs: int = 150
-    max_queries: int = 150
     iterations: int = 600
-    n_budgets: int = 5
-    samples: int = 1000
     seed: int = 0
 
 
@@ -221,10 +224,10 @@ class Demo:
         # CPU step costs ~20x more for no gain on 8x8 images. Records are labelled digits@32px.
         self.cli("supernet", "train", "--dataset", "digits", "--width", str(self.cfg.width),
                  "--resolution", str(self.cfg.resolution), "--input-size", str(SUPERNET_INPUT),
-                 "--threads", "1", "--epochs", str(self.cfg.supernet_epochs),
-                 "--max-batches", str(self.cfg.supernet_max_batches), "--seed", str(self.cfg.seed), "--out", str(ckpt))
+                 "--threads", "1", "--epochs", str(SUPERNET_EPOCHS),
+                 "--max-batches", str(SUPERNET_MAX_BATCHES), "--seed", str(self.cfg.seed), "--out", str(ckpt))
         # one thread here too: OpenMP spin-waits when another process runs (15-24 s per sub-network, not 2)
-        self.cli("supernet", "eval", "--checkpoint", str(ckpt), "--archs", str(self.cfg.eval_archs), "--threads", "1",
+        self.cli("supernet", "eval", "--checkpoint", str(ckpt), "--archs", str(EVAL_ARCHS), "--threads", "1",
                  "--seed", str(self.cfg.seed), "--out", str(self.cfg.out / "accuracy.csv"),
                  "--server", self.url, "--token", self.admin)
         return ckpt
@@ -232,7 +235,7 @@ class Demo:
     def train(self, lut_id: int) -> Path:
         gen = self.cfg.out / "generator.ckpt"
         self.cli("train", "--space", "ofa-mbv3", "--lut", str(lut_id), "--db", self.db_url,
-                 "--accuracy-db", self.db_url, "--dataset", DATASET, "--max-queries", str(self.cfg.max_queries),
+                 "--accuracy-db", self.db_url, "--dataset", DATASET, "--max-queries", str(MAX_QUERIES),
                  "--iterations", str(self.cfg.iterations), "--seed", str(self.cfg.seed),
                  "--width", str(self.cfg.width), "--resolution", str(self.cfg.resolution), "--out", str(gen))
         bundle = gen.with_suffix(".bundle")
@@ -248,10 +251,10 @@ class Demo:
         # returns fits the budget on *measured* latency, not only on the prediction.
         margin = 1.0 + 2.0 * float(calibration.get("rel_residual_std") or 0.0)
         rows = []
-        for frac in np.linspace(0.2, 1.0, self.cfg.n_budgets):
+        for frac in np.linspace(0.2, 1.0, N_BUDGETS):
             budget = float(lo + frac * (hi - lo))
             out = json.loads(self.cli("generate", "--checkpoint", str(bundle), "--budget", f"{budget / margin:.6f}",
-                                      "--samples", str(self.cfg.samples), "--seed", str(self.cfg.seed), "--json"))
+                                      "--samples", str(SAMPLES), "--seed", str(self.cfg.seed), "--json"))
             rows.append({"budget_ms": budget, "asked_ms": budget / margin, **out})
         return rows
 
@@ -390,7 +393,7 @@ the {fidelity['n_held_out']} others. {escape(session_line(fidelity.get("sessions
 {fm}</table>
 <img src="data:image/png;base64,{fid_png}">
 <h2>Frontier</h2><img src="data:image/png;base64,{front_png}">
-<h2>Latency of {cfg.samples} generated samples per budget</h2><img src="data:image/png;base64,{hist_png}">
+<h2>Latency of {SAMPLES} generated samples per budget</h2><img src="data:image/png;base64,{hist_png}">
 <h2>Time per step</h2><table>{steps}</table>
 </body></html>"""
     path.write_text(html)
@@ -405,12 +408,12 @@ def _free_port() -> int:
 def parse_args(argv: Sequence[str] | None) -> Settings:
     p = argparse.ArgumentParser(prog="python -m budgetnas.cli.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=None, help="work directory (default runs/demo-<time>)")
-    p.add_argument("--resolution", type=int, default=128)
-    p.add_argument("--width", type=float, default=1.0)
-    p.add_argument("--validation-models", type=int, default=DEFAULT_VALIDATION_MODELS)
+    p.add_argument("--resolution", type=int, default=Settings.resolution)
+    p.add_argument("--width", type=float, default=Settings.width)
+    p.add_argument("--validation-models", type=int, default=Settings.validation_models)
     p.add_argument("--quick", action="store_true", help="short measurement protocol (rougher numbers)")
-    p.add_argument("--iterations", type=int, default=600, help="generator training iterations")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iterations", type=int, default=Settings.iterations, help="generator training iterations")
+    p.add_argument("--seed", type=int, default=Settings.seed)
     a = p.parse_args(argv)
     if a.validation_models < MIN_HOLDOUT:
         p.error(f"--validation-models must be >= {MIN_HOLDOUT} (half fit the calibration, half judge it), "
@@ -439,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             demo.supernet()
         with demo.step("train the PNAG evaluator and generator from the database"):
             bundle = demo.train(lut_id)
-        with demo.step(f"generate for {cfg.n_budgets} budgets and measure the results on this CPU"):
+        with demo.step(f"generate for {N_BUDGETS} budgets and measure the results on this CPU"):
             rows = demo.generate(bundle, fidelity["calibration"] or {})
             demo.measure(rows)
         accuracy_csv = cfg.out / "accuracy.csv"
