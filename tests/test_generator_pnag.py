@@ -133,3 +133,28 @@ def test_validation_reads_the_best_candidates_and_learns_the_predictors_optimism
     assert p.bias >= 0.0
     lat = 1.0 + COST[tok].sum(1)
     assert (lat <= 19.0).all()
+
+
+def test_archive_best_is_the_best_within_budget_as_archs_arrive_and_are_rescored() -> None:
+    """The staircase kept as archs arrive answers what a scan of the whole archive would: the
+    best-scored entry within the budget, ties to the dearer (then the later) entry."""
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        arc = Archive(3)
+        weights = rng.integers(-2, 3, size=3).astype(float)
+        for step in range(6):
+            tok = rng.integers(0, 4, size=(int(rng.integers(1, 40)), 3))
+            lat = (tok.sum(1) + rng.integers(0, 2, len(tok))) / 2.0
+            arc.scored(tok, lat, lambda t, w=weights: (t * w).sum(1) % 4)  # many ties
+            if step == 3:
+                weights = rng.integers(-2, 3, size=3).astype(float)
+                arc.rescore(lambda t, w=weights: (t * w).sum(1) % 4)
+            budgets = rng.uniform(-1.0, 8.0, 25)
+            n = len(arc)
+            for b, got in zip(budgets, arc.best(budgets), strict=True):
+                fits = np.flatnonzero(arc.latency <= b)
+                if not len(fits):
+                    assert got == -1
+                    continue
+                want = max(fits, key=lambda i: (arc.score[i], arc.latency[i], i))
+                assert got == want and got < n
