@@ -222,6 +222,51 @@ def prepare(space: SearchSpace[Any], latency: LatencyOracle, source: AccuracySou
     return Problem(space, latency, counter, model, report, (lo, hi), known, epochs=epochs, seed=seed)
 
 
+def neighbours(space: SearchSpace[Any], tokens: np.ndarray, n_two: int, rng: np.random.Generator) -> np.ndarray:
+    """Archs near the rows of ``tokens``: every one a single decision away, and ``n_two`` drawn
+    at random two decisions away (all of them is ~n^2/2 rows), canonical and unique, the rows
+    themselves left out."""
+    tok = canonical_tokens(space, np.asarray(tokens, np.int64).reshape(-1, len(space.decisions)))
+    sizes = np.asarray([len(d.choices) for d in space.decisions])
+    pos = np.repeat(np.arange(len(sizes)), sizes)  # one row per (decision, value)
+    val = np.concatenate([np.arange(s) for s in sizes])
+    out = []
+    for t in tok:
+        one = np.repeat(t[None], len(pos), axis=0)
+        one[np.arange(len(pos)), pos] = val
+        two = one[rng.integers(len(pos), size=n_two)]
+        j = rng.integers(len(pos), size=n_two)
+        two[np.arange(n_two), pos[j]] = val[j]
+        out += [one, two]
+    if not out:
+        return np.zeros((0, len(sizes)), np.int64)
+    near = np.unique(canonical_tokens(space, np.concatenate(out)), axis=0)
+    own = {r.tobytes() for r in tok}
+    return near[[r.tobytes() not in own for r in near]]
+
+
+def incumbent_neighbours(problem: Problem, budgets: np.ndarray, n: int, best: int = 4,
+                         rng: np.random.Generator | None = None) -> np.ndarray:
+    """Candidates around what the records say is best: the neighbours (:func:`neighbours`) of the
+    ``best`` records that fit each budget. The accuracy predictor is least wrong next to records,
+    and its error grows with the distance from them; so where it rates a neighbour of the best
+    record higher, that is the likeliest improvement a query can buy. Two-decision neighbours are
+    drawn in proportion to the ``n`` queries to spend, so the predictor, not the draw, picks them."""
+    tok, val = problem.accuracy.records()
+    if not len(tok):
+        return np.zeros((0, len(problem.space.decisions)), np.int64)
+    lat = problem.latency(tok)
+    order = np.argsort(-val, kind="stable")
+    budgets = np.unique(np.asarray(budgets, np.float64))
+    picks = np.unique(np.concatenate([order[lat[order] <= b][:best] for b in budgets]))
+    if len(picks) > 16 * best:  # many budgets (a whole range): the best records of evenly spaced ones
+        picks = np.unique(np.concatenate([order[lat[order] <= b][:best]
+                                          for b in budgets[np.linspace(0, len(budgets) - 1, 16).astype(int)]]))
+    per = max(1, n // max(1, len(budgets)))
+    rng = rng if rng is not None else np.random.default_rng(problem.seed + problem.accuracy.used)
+    return neighbours(problem.space, tok[picks], max(256, 8 * per), rng)
+
+
 def validate(problem: Problem, cand: np.ndarray, budgets: np.ndarray, n: int) -> int:
     """Spend up to ``n`` queries on the method's own candidates, then refit the predictor.
 
