@@ -132,6 +132,27 @@ def test_an_answer_never_ranks_below_a_fitting_record(setup: tuple) -> None:
     assert out["latency_ms"] <= b and out["accuracy"] >= val[lat <= b].max() - 1e-9
 
 
+def test_the_pick_is_the_best_scored_fitting_arch_of_all_its_parts(setup: tuple) -> None:
+    """The records are read as an array, not through the per-arch scorer: the answer is still the
+    best-scored fitting arch among the samples, the archive candidates and the records, as one list."""
+    _, _, bundle = setup
+    rng = np.random.default_rng(0)
+    for b in np.linspace(bundle.cheapest, bundle.dearest, 15):
+        cand = bundle.sample(float(b), 64, rng)
+        lat = bundle.latency(cand)
+        for use_records in (True, False):
+            parts = [cand, bundle._cand_tok, *([bundle._known_tok] if use_records else [])]
+            every = np.concatenate(parts)
+            every_lat = bundle.latency(every)
+            acc = np.where(every_lat <= b, bundle.accuracy(every), -np.inf)
+            got = bundle._pick(cand, lat, float(b), use_records)
+            if not np.isfinite(acc).any():
+                assert got is None
+                continue
+            # float32 predictions move by ~1e-6 with the batch they are computed in
+            assert got is not None and got[2] == pytest.approx(acc.max(), abs=1e-5) and got[1] <= b
+
+
 def test_bundle_of_another_version_is_refused(setup: tuple) -> None:
     problem, trained, _ = setup
     meta, arrays = bundle_parts(problem, trained)
