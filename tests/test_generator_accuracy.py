@@ -10,6 +10,8 @@ from budgetnas.generator.accuracy import (
     CountingAccuracy,
     QueryBudgetExceeded,
     constrained_sample,
+    incumbent_neighbours,
+    neighbours,
     prepare,
 )
 from budgetnas.generator.features import uniform_tokens
@@ -88,3 +90,38 @@ def test_pareto_labels_follow_eq6() -> None:
     assert mnas is not None
     r = mnas(np.array([90.0, 90.0]), np.array([5.0, 10.0]), np.array([10.0, 10.0]))
     assert r[0] > r[1]  # at equal accuracy MnasNet's reward prefers the faster arch
+
+
+@pytest.mark.parametrize("space", [SP, get_space("ofa-mbv3", width=1.2, resolutions=(160, 192, 224))])
+def test_neighbours_are_the_archs_one_or_two_decisions_away(space) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    rows = space.canonical_tokens(uniform_tokens(space, 3, rng))
+    near = neighbours(space, rows, 200, rng)
+    assert np.array_equal(near, np.unique(space.canonical_tokens(near), axis=0))  # canonical, unique
+
+    def changed(t: np.ndarray) -> np.ndarray:  # every single-decision change of each row
+        out = []
+        for i, s in enumerate(len(d.choices) for d in space.decisions):
+            for v in range(s):
+                u = t.copy()
+                u[:, i] = v
+                out.append(u)
+        return np.concatenate(out)
+
+    one = {r.tobytes() for r in space.canonical_tokens(changed(rows))}
+    two = one | {r.tobytes() for r in space.canonical_tokens(changed(changed(rows)))}
+    held = {r.tobytes() for r in near}
+    own = {r.tobytes() for r in rows}
+    assert held <= two - own  # never a row itself, never more than two decisions from one
+    assert one - own <= held  # every single-decision change is there
+
+
+def test_incumbent_neighbours_surround_the_best_fitting_records() -> None:
+    problem = prepare(SP, oracle(), Synthetic(), max_queries=60, seed=0, epochs=20)
+    tok, val = problem.accuracy.records()
+    lat = problem.latency(tok)
+    b = float(np.median(lat))
+    best = tok[lat <= b][np.argmax(val[lat <= b])]
+    near = incumbent_neighbours(problem, np.array([b]), 10, best=1, rng=np.random.default_rng(0))
+    assert len(near) and ((near != best).sum(1) <= 2).all()
+    assert ((near != best).sum(1) == 1).sum() >= 20  # nb201: 6 edges x 4 other ops, some equal when canonical
