@@ -33,7 +33,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from budgetnas.generator.fleet import latency_columns, read_fleet
-from budgetnas.luts.transfer import METHODS, SELECTIONS, Fleet, choose_archs, fit, spearman
+from budgetnas.luts.transfer import (
+    DEFAULT_METHOD,
+    DEFAULT_SELECTION,
+    METHODS,
+    SELECTIONS,
+    Fleet,
+    choose_archs,
+    fit,
+    spearman,
+)
 from budgetnas.spaces import get_space
 from budgetnas.spaces.nb201 import relabelled
 
@@ -41,7 +50,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TABLES = (DATA / "nb201" / "nb201_bench.csv", DATA / "nb201_devices" / "nb201_latency_devices.csv")
 GOAL_N = 10
 GOALS = {"spearman": 0.97, "within_10pct": 0.80, "worst_spearman": 0.90}
-MAIN = ("fleet-bma", "dopt")
+MAIN = (DEFAULT_METHOD, DEFAULT_SELECTION)
 
 
 def score(pred_ms: np.ndarray, low: np.ndarray, high: np.ndarray, truth: np.ndarray, valid: np.ndarray,
@@ -191,7 +200,7 @@ def main() -> None:
         noise[target]["fleet_corr"] = float(max(corr[j] for j in others))
         noise[target]["fleet_corr_device"] = float(others[int(np.argmax([corr[j] for j in others]))])
         main_row = results.get((*MAIN, GOAL_N), {}).get(target)
-        shown = f"fleet-bma/dopt N={GOAL_N}: spearman {main_row[:, 0].mean():.3f}, within10 " \
+        shown = f"{MAIN[0]}/{MAIN[1]} N={GOAL_N}: spearman {main_row[:, 0].mean():.3f}, within10 " \
                 f"{main_row[:, 1].mean():.3f}" if main_row is not None else ""
         print(f"  {target:22s} done ({time.time() - t0:.0f} s) {shown}", flush=True)
     elapsed = time.time() - t0
