@@ -284,7 +284,7 @@ def render_noise(noise: dict[str, dict[str, float]], names: list[str], targets: 
         f"{n_pairs:,} pairs of archs are one network spelled twice (nb201 `relabelled`: the two intermediate nodes "
         "exchanged when edge 2<-1 is `none`; every op, live or dead, the same), so within a pair the latency "
         "difference is measurement noise. Larger classes are not used: dead edges are not free on 23 of the 26 "
-        "settings (within live-graph classes, each dead conv adds about +0.2 in log latency), and NAS-Bench-201's "
+        "settings (within live-graph classes, each dead conv adds +0.07 to +0.32 in log latency, measured), and NAS-Bench-201's "
         "6,466 `to_unique_str` classes merge networks that compute different ops; pi5's tables give every "
         "`to_unique_str` class one value (one measured representative), so only these pairs show noise on every "
         "device. Where the least-squares fit on every arch leaves a residual sd near the noise sd, the fleet "
