@@ -23,9 +23,13 @@ def test_log_linear_combination_recovered() -> None:
     target = 1.7 * src[:, 1] ** 0.6 * src[:, 4] ** 0.5  # an exact positive combination in log space
     fleet = Fleet.from_ms([f"d{j}" for j in range(6)], src)
     idx = choose_archs(fleet, 12, rng)
-    pred = fit(fleet, idx, target[idx])
+    pred = fit(fleet, idx, target[idx], "fleet-bma")
     assert np.max(np.abs(pred.latency_ms / target - 1)) < 0.01
     assert spearman(pred.latency_ms, target) > 0.999
+    # the default mixture gives a third each to ridge and nnls, which are not exact here: close, not exact
+    ens = fit(fleet, idx, target[idx])
+    assert ens.method == "fleet-ensemble"
+    assert np.mean(np.abs(ens.latency_ms / target - 1) <= 0.05) > 0.9 and spearman(ens.latency_ms, target) > 0.99
 
 
 def test_linear_positive_combination_recovered_by_nnls() -> None:
@@ -86,8 +90,11 @@ def test_single_source_fleet() -> None:
     ms = synthetic_fleet(rng, n=400, m=1)
     fleet = Fleet.from_ms(["only"], ms[:, :1])
     idx = choose_archs(fleet, 4, rng)
-    p = fit(fleet, idx, 3.0 * ms[idx, 0])
-    np.testing.assert_allclose(p.latency_ms, 3.0 * ms[:, 0], rtol=1e-3)
+    for method in ("fleet-bma", "nnls"):
+        p = fit(fleet, idx, 3.0 * ms[idx, 0], method)
+        np.testing.assert_allclose(p.latency_ms, 3.0 * ms[:, 0], rtol=1e-3)
+    # the default mixture: ridge's shrinkage on 4 points moves the scale, not the order
+    assert spearman(fit(fleet, idx, 3.0 * ms[idx, 0]).latency_ms, ms[:, 0]) > 0.999
 
 
 def test_a_source_with_missing_archs_is_filled_in() -> None:
@@ -122,3 +129,19 @@ def test_bad_input() -> None:
         Fleet.from_ms(["a"], np.array([[1.0], [0.0], [2.0]]))
     with pytest.raises(InvalidArgumentError, match="repeat"):
         Fleet.from_ms(["a", "a"], ms[:, :2])
+
+
+def test_fleet_ensemble_is_the_mixture_of_its_parts() -> None:
+    rng = np.random.default_rng(11)
+    ms = synthetic_fleet(rng, n=600, m=6, noise=0.03)
+    fleet = Fleet.from_ms([f"d{j}" for j in range(6)], ms[:, :6])
+    idx = choose_archs(fleet, 10, rng)
+    parts = [fit(fleet, idx, ms[idx, 6], m) for m in ("fleet-bma", "ridge", "nnls")]
+    ens = fit(fleet, idx, ms[idx, 6], "fleet-ensemble")
+    logs = np.array([np.log(p.latency_ms) for p in parts])
+    np.testing.assert_allclose(np.log(ens.latency_ms), logs.mean(axis=0), atol=1e-12)
+    # the mixture's variance: the parts' mean variance plus their disagreement, never less than the former
+    var = np.mean([p.log_sd**2 for p in parts], axis=0) + logs.var(axis=0)
+    np.testing.assert_allclose(ens.log_sd**2, var, rtol=1e-9, atol=1e-12)
+    assert ens.method == "fleet-ensemble" and abs(sum(ens.weights.values()) - 2 / 3) < 1e-9
+    assert spearman(ens.latency_ms, ms[:, 6]) > 0.9

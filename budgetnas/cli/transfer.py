@@ -93,7 +93,8 @@ def adapt_cmd(
         "--measured", help="the new device's measured archs, CSV:COLUMN (ms); without it the archs to measure "
                            "are chosen and printed")] = None,
     space: Annotated[str, typer.Option("--space", help="search space of the tables")] = "nb201",
-    method: Annotated[str, typer.Option("--method", help="fleet-bma (default), nearest, ridge or nnls")] = "fleet-bma",
+    method: Annotated[str, typer.Option("--method", help="fleet-ensemble (default), fleet-bma, nearest, ridge or "
+                                                          "nnls")] = "fleet-ensemble",
     selection: Annotated[str, typer.Option("--selection", help="dopt (default), iopt or random")] = "dopt",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="CSV: the plan, or every arch's prediction")] = None,

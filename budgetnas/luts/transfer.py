@@ -17,7 +17,9 @@ pay per operation, CPUs and phones per multiply-accumulate, ...). The method, ``
 
 Baselines beside it (one registry, ``METHODS``): ``nearest`` (the source with the best rank
 correlation on the N archs, with a fitted scale), ``ridge`` (ridge over the sources' standardised log
-latencies), ``nnls`` (non-negative least squares over the sources' latencies in milliseconds).
+latencies), ``nnls`` (non-negative least squares over the sources' latencies in milliseconds), and
+``fleet-ensemble``, the equal mixture of ``fleet-bma``, ``ridge`` and ``nnls`` (mean in log space, band
+from the mixture's spread).
 
 Which archs to measure (``SELECTIONS``): ``dopt`` picks greedily the arch whose prediction is most
 uncertain under the fleet prior (the D-optimal increment), among the central 80% of the fleet's
@@ -287,10 +289,30 @@ def fit_nnls(fleet: Fleet, idx: np.ndarray, ms: np.ndarray) -> TransferPredictio
     return TransferPrediction.from_log("nnls", mean, np.full(len(mean), sd), weights, sd)
 
 
+def fit_fleet_ensemble(fleet: Fleet, idx: np.ndarray, ms: np.ndarray) -> TransferPrediction:
+    """The equal mixture of ``fleet-bma``, ``ridge`` and ``nnls``: their mean in log space, and the
+    mixture's spread as the band (each part's variance plus the parts' disagreement). The three err
+    differently (a Bayesian average over anchors; every source at once, shrunk; a positive sum in
+    milliseconds), so their average ranks better than each: measured leave-one-device-out on the
+    NAS-Bench-201 fleet (bench/fewshot.py), with equal weights fixed a priori, not fitted."""
+    parts = [fit_fleet_bma(fleet, idx, ms), fit_ridge(fleet, idx, ms), fit_nnls(fleet, idx, ms)]
+    means = np.array([np.log(p.latency_ms) for p in parts])
+    var = np.array([p.log_sd**2 for p in parts])
+    mean = means.mean(axis=0)
+    spread = (var + means**2).mean(axis=0) - mean**2
+    weights: dict[str, float] = {}
+    for p in (parts[0], parts[2]):  # the anchors' and the positive sum's shares, a third of the mixture each
+        total = sum(p.weights.values()) or 1.0
+        for k, v in p.weights.items():
+            weights[k] = weights.get(k, 0.0) + v / total / len(parts)
+    return TransferPrediction.from_log("fleet-ensemble", mean, np.sqrt(np.maximum(spread, 0.0)), weights,
+                                       float(np.mean([p.noise_sd for p in parts])))
+
+
 Method = Callable[[Fleet, np.ndarray, np.ndarray], TransferPrediction]
-METHODS: dict[str, Method] = {"fleet-bma": fit_fleet_bma, "nearest": fit_nearest, "ridge": fit_ridge,
-                              "nnls": fit_nnls}
-DEFAULT_METHOD = "fleet-bma"
+METHODS: dict[str, Method] = {"fleet-bma": fit_fleet_bma, "fleet-ensemble": fit_fleet_ensemble,
+                              "nearest": fit_nearest, "ridge": fit_ridge, "nnls": fit_nnls}
+DEFAULT_METHOD = "fleet-ensemble"  # better than fleet-bma alone at N = 10 on the bench (bench/results/fewshot.md)
 
 
 def fit(fleet: Fleet, idx: np.ndarray, ms: np.ndarray, method: str = DEFAULT_METHOD) -> TransferPrediction:

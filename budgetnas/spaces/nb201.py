@@ -52,6 +52,26 @@ def live_edges(ops: Sequence[str]) -> tuple[bool, ...]:
     return tuple(e and reached[i] and reaches[j] for (j, i), e in zip(EDGES, on, strict=True))
 
 
+_SWAP_12 = (1, 0, 2, 3, 5, 4)  # edge positions after exchanging the labels of nodes 1 and 2 (when 2<-1 is none)
+
+
+def relabelled(ops: Sequence[str]) -> tuple[str, ...]:
+    """The cell's canonical spelling under relabelling its two intermediate nodes: when edge 2<-1 is
+    ``none``, nodes 1 and 2 both read the cell input alone and are interchangeable, so
+    ``(a, b, none, c, d, e)`` and ``(b, a, none, c, e, d)`` are one network, every op (live, dead or
+    ``none``) the same, in any runtime. The smaller spelling of the two; 1,500 pairs among the 15,625
+    cells (the only graph isomorphisms of the full cell). Not the 6,466 "unique" cells of
+    NAS-Bench-201's ``to_unique_str``: those treat skip as identity and drop dead edges, so they merge
+    networks that compute different ops.
+    """
+    ops = tuple(ops)
+    if len(ops) != len(EDGES):
+        raise InvalidArchitectureError(f"nb201: a cell has {len(EDGES)} edges, got {len(ops)}")
+    if ops[2] != "none":
+        return ops
+    return min(ops, tuple(ops[k] for k in _SWAP_12))
+
+
 @dataclass(frozen=True)
 class NB201Arch:
     ops: tuple[str, ...]  # one per edge, in EDGES order
