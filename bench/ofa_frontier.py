@@ -87,6 +87,17 @@ class Truth:
         return self.source.lookup(tok)
 
 
+def commit() -> str:
+    """The code a run measured: HEAD, with ``+`` when the working tree differs from it."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def run_task(task: dict[str, Any]) -> dict[str, Any]:
     import torch
 
@@ -100,6 +111,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         return float(truth.lookup(tok[None])[0])
 
     out: dict[str, Any] = {k: v for k, v in task.items() if k not in ("lut_dir", "npz")}
+    out["commit"] = commit()
     out["methods"] = {}
     opts = SearchOptions(train=TrainConfig(seed=task["seed"], iterations=task["iterations"]),
                          evo_generations=task["generations"])
