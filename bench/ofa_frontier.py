@@ -273,6 +273,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=TrainConfig().iterations)
     ap.add_argument("--generations", type=int, default=100, help="generations of evolution on Q records")
     ap.add_argument("--ofa-generations", type=int, default=500, help="Once-for-All's evolution (its tutorial: 500)")
+    ap.add_argument("--workers", type=int, default=1, help="runs at once, each a process pinned to one thread")
     ap.add_argument("--quick", action="store_true", help="Q=2000, one seed, short training and searches")
     ap.add_argument("--render", action="store_true")
     ap.add_argument("--note", default="")
@@ -299,7 +300,7 @@ def main() -> None:
                 for res in args.resolutions.split(",") for q in args.queries.split(",") for s in range(args.seeds)]
         todo = [t for t in todo if key(t) not in have]
         print(f"{len(todo)} runs to do ({len(done)} already in {runs_path})", flush=True)
-        run_pending(todo, run_task, runs_path, done)
+        run_pending(todo, run_task, runs_path, done, workers=args.workers)
     text = render(done, args)
     Path(args.out).write_text(text)
     print(text)
