@@ -258,11 +258,10 @@ def incumbent_neighbours(problem: Problem, budgets: np.ndarray, n: int, best: in
     lat = problem.latency(tok)
     order = np.argsort(-val, kind="stable")
     budgets = np.unique(np.asarray(budgets, np.float64))
-    picks = np.unique(np.concatenate([order[lat[order] <= b][:best] for b in budgets]))
-    if len(picks) > 16 * best:  # many budgets (a whole range): the best records of evenly spaced ones
-        picks = np.unique(np.concatenate([order[lat[order] <= b][:best]
-                                          for b in budgets[np.linspace(0, len(budgets) - 1, 16).astype(int)]]))
     per = max(1, n // max(1, len(budgets)))
+    if len(budgets) > 16:  # many budgets (a whole range): the best records of 16 evenly spaced ones
+        budgets = budgets[np.linspace(0, len(budgets) - 1, 16).astype(int)]
+    picks = np.unique(np.concatenate([order[lat[order] <= b][:best] for b in budgets]))
     rng = rng if rng is not None else np.random.default_rng(problem.seed + problem.accuracy.used)
     return neighbours(problem.space, tok[picks], max(256, 8 * per), rng)
 

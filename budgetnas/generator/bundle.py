@@ -293,8 +293,8 @@ class GeneratorBundle:
             best = tok[j], float(lats[j]), float(acc[j])
         if use_records and len(self._known_lat):
             # the records' scores are their values: read them as an array, not one lookup per record
-            # (16,000 records made that most of a new budget's answer); ties go to the candidates, as
-            # when every part was one list
+            # (16,000 at the paper's query budget); ties go to the candidates, as when every part was
+            # one list
             fit = self._known_lat <= budget_ms
             if fit.any():
                 r = int(np.argmax(np.where(fit, self._known_acc, -np.inf)))
