@@ -350,12 +350,16 @@ class UnitIndexer:
                     return mult, 64 - bits, codes, rows.reshape(-1)
         return self.hashed  # no hash found (never seen): the new tokens stay unknown, their archs are walked
 
-    def _find(self, codes: np.ndarray, units: np.ndarray, later: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found, row) of each token code at its unit and layer: row -1 for a key the LUT lacks, -2 where
-        the token is not canonical."""
+    def _find(self, codes: np.ndarray, place: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found, row) of each token code at its place (unit * 2 + 1 for a unit's later layers): row -1 for
+        a key the LUT lacks, -2 where the token is not canonical. In place where it can: these are the
+        batch's largest arrays."""
         mult, shift, known, rows = self.hashed
-        slot = ((codes * np.uint64(mult)) >> np.uint64(shift)).view(np.int64)
-        return known[slot] == codes, rows[(units * 2 + later) * known.size + slot]
+        slot = codes * np.uint64(mult)
+        slot >>= np.uint64(shift)
+        at = place * known.size
+        at += slot.view(np.int64)
+        return known[slot.view(np.int64)] == codes, rows[at]
 
     def block_rows(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Which ``texts`` are canonical with every key in the LUT (a bool per text) and, for those in order,
@@ -384,8 +388,10 @@ class UnitIndexer:
         j = np.arange(width)
         live = j < nl[:, None]  # token j exists
         read = word[at[:, None] + (hl + j * (w + 1))]  # token j and the separator after it
-        codes = read & np.uint64((1 << 8 * w) - 1)
-        seps = read[:, :-1] >> np.uint64(8 * w) & np.uint64(0xFF)
+        seps = read[:, :-1] >> np.uint64(8 * w)
+        seps &= np.uint64(0xFF)
+        codes = read
+        codes &= np.uint64((1 << 8 * w) - 1)
         inner = live[:, 1:]  # a separator follows token j
         unit_end = inner & (seps == self.unit_sep)
         good &= (unit_end | (seps == self.layer_sep) | ~inner).all(1) & (unit_end.sum(1) == n_units - 1)
@@ -397,14 +403,16 @@ class UnitIndexer:
         begins = np.nonzero(first)[1].reshape(-1, n_units)
         depths = np.diff(begins, axis=1, append=nl[:, None])
         fits = np.asarray(self.depth_ok[np.arange(n_units), np.minimum(depths, self.MAX_LEARNT_DEPTH + 1)].all(1))
-        units = np.cumsum(first, 1) - 1
-        later = (~first).view(np.int8)
-        found, rows = self._find(codes, units, later)
+        place = np.cumsum(first, 1)  # unit + 1, then unit * 2 + (0 for a unit's first layer, 1 for later ones)
+        place *= 2
+        place -= 1
+        place -= first
+        found, rows = self._find(codes, place)
         new = codes[live & ~found & fits[:, None]]
         if new.size:
             # a few distinct ones (np.unique would import numpy.ma on first use: ~20 ms, once)
             self._learn(sorted(set(new[:4096].tolist()))[:self.MAX_NEW_TOKENS])
-            found, rows = self._find(codes, units, later)
+            found, rows = self._find(codes, place)
         fits &= ((found & (rows >= 0)) | ~live).all(1)
         if not fits.all():
             sel, nl, live, rows = sel[fits], nl[fits], live[fits], rows[fits]
