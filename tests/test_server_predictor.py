@@ -143,10 +143,13 @@ def _mangled(rng, sp, arch: str) -> str:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_the_batch_fast_path_is_the_walk(ofa, seed: int) -> None:
+def test_the_batch_fast_path_is_the_walk(ofa, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Random batches of canonical and mangled strings: the same rows, answers, JSON and errors as the walk."""
     import numpy as np
 
+    import budgetnas.lut_server.predictor as predictor
+
+    monkeypatch.setattr(predictor, "WALKED_ARCHS", 0)  # the batch path for one arch too
     sp, lut = ofa
     rng = np.random.default_rng(seed)
     canonical = [sp.format(a) for a in sp.sample_many(400, seed=100 + seed)]
@@ -171,8 +174,11 @@ def test_the_batch_fast_path_is_the_walk(ofa, seed: int) -> None:
                for c in fast.fast.learnt)
 
 
-def test_the_batch_fast_path_leaves_missing_keys_to_the_walk(ofa) -> None:
+def test_the_batch_fast_path_leaves_missing_keys_to_the_walk(ofa, monkeypatch: pytest.MonkeyPatch) -> None:
     """A LUT without some keys: the same MissingKeysError (keys in arch order) with or without the fast path."""
+    import budgetnas.lut_server.predictor as predictor
+
+    monkeypatch.setattr(predictor, "WALKED_ARCHS", 0)
     sp, lut = ofa
     partial = LUT(lut.meta, {k: v for k, v in lut.entries.items() if "kernel:7" not in k or "expand:144" in k})
     archs = [sp.format(a) for a in sp.sample_many(300, seed=3)]

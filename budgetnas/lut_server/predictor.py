@@ -32,6 +32,8 @@ from budgetnas.spaces import SearchSpace, UnitGrammar, space_from_description
 ARCH_CACHE_SIZE = 20_000  # canonical archs per LUT (about 0.6 KB each); the fast path makes misses cheap
 ANSWER_CACHE_SIZE = 20_000  # encoded answers per LUT (about 0.25 KB each) of small requests
 ANSWERED_ARCHS = 32  # requests of at most this many archs keep their answers (batches would only churn them)
+WALKED_ARCHS = 8  # requests of at most this many archs are walked (and cached): the batch path's fixed cost
+# (~0.1 ms of numpy calls) is more than walking a few
 
 
 @dataclass
@@ -58,7 +60,7 @@ class Prepared:
     def rows(self, archs: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Canonical strings, concatenated LUT rows and per-arch start offsets; errors name the arch."""
         n, fast = len(archs), self.fast
-        if fast is not None:  # canonical strings in one pass over the batch; the rest are walked one by one
+        if fast is not None and n > WALKED_ARCHS:  # canonical strings in one pass; the rest are walked one by one
             ok, fast_rows, fast_lengths = fast.block_rows(archs)
         else:
             ok, fast_rows, fast_lengths = np.zeros(n, bool), np.zeros(0, np.int64), np.zeros(0, np.int64)
