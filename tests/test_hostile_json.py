@@ -235,14 +235,14 @@ def test_predict_spellings_share_one_canonical_cache_entry(client) -> None:
     arch = sp.format(sp.sample_many(1, seed=5)[0])
     assert client.post("/v1/predict", json={"lut": lut_id, "archs": [arch]}).status_code == 200
     prep = client.app.state.budgetnas.predictors.fresh(lut_id) or client.app.state.budgetnas.predictors._items[lut_id][0]
-    before = (len(prep.arch_rows), len(prep.fast.units), len(prep.fast.layers), _canonical_parse.cache_info().currsize)
+    before = (len(prep.arch_rows), len(prep.fast.learnt), len(prep.fast.layers), _canonical_parse.cache_info().currsize)
     spelt = _spellings(arch, 300)
     assert len(set(spelt)) == 300
     r = client.post("/v1/predict", json={"lut": lut_id, "archs": spelt})
     assert r.status_code == 200
     preds = r.json()["predictions"]
     assert {p["arch"] for p in preds} == {arch} and len({p["latency_ms"] for p in preds}) == 1
-    after = (len(prep.arch_rows), len(prep.fast.units), len(prep.fast.layers), _canonical_parse.cache_info().currsize)
+    after = (len(prep.arch_rows), len(prep.fast.learnt), len(prep.fast.layers), _canonical_parse.cache_info().currsize)
     # at most the one canonical string is new (the walk parses a stripped canonical spelling)
     assert after[0] <= before[0] + 1 and after[1:3] == before[1:3] and after[3] <= before[3] + 1
     assert all(k == sp.format(sp.parse(k)) for k in prep.arch_rows)
