@@ -110,7 +110,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     def true_top1(tok: np.ndarray) -> float:
         return float(truth.lookup(tok[None])[0])
 
-    out: dict[str, Any] = {k: v for k, v in task.items() if k not in ("lut_dir", "npz")}
+    out: dict[str, Any] = {k: v for k, v in task.items() if k not in ("lut_dir", "npz", "bundles")}
     out["commit"] = commit()
     out["methods"] = {}
     opts = SearchOptions(train=TrainConfig(seed=task["seed"], iterations=task["iterations"]),
@@ -136,6 +136,9 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
             answers = [a.tokens for a in r.answers]
             row = {"calls": r.calls, "queries": r.queries, "seconds": time.perf_counter() - t0,
                    "answer_s": r.answer_seconds}
+            if r.bundle is not None and task.get("bundles"):  # to time or inspect later (large: not results)
+                Path(task["bundles"]).mkdir(parents=True, exist_ok=True)
+                Path(task["bundles"], f"{res}_q{task['queries']}_s{task['seed']}_{m}.npz").write_bytes(r.bundle.to_bytes())
             if r.bundle is not None:
                 share, samples, gen_ms = [], [], []
                 for b in budgets:
@@ -273,6 +276,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=TrainConfig().iterations)
     ap.add_argument("--generations", type=int, default=100, help="generations of evolution on Q records")
     ap.add_argument("--ofa-generations", type=int, default=500, help="Once-for-All's evolution (its tutorial: 500)")
+    ap.add_argument("--bundles", default="", help="a folder to keep each trained generator's bundle in")
     ap.add_argument("--workers", type=int, default=1, help="runs at once, each a process pinned to one thread")
     ap.add_argument("--quick", action="store_true", help="Q=2000, one seed, short training and searches")
     ap.add_argument("--render", action="store_true")
@@ -296,7 +300,8 @@ def main() -> None:
         todo = [{"resolution": res if res == "searched" else int(res), "queries": int(q), "seed": s,
                  "budgets": list(BUDGETS_SEARCHED if res == "searched" else BUDGETS_224),
                  "methods": args.methods.split(","), "iterations": args.iterations, "generations": args.generations,
-                 "ofa_generations": args.ofa_generations, "lut_dir": args.lut_dir, "npz": args.npz}
+                 "ofa_generations": args.ofa_generations, "lut_dir": args.lut_dir, "npz": args.npz,
+                 "bundles": args.bundles}
                 for res in args.resolutions.split(",") for q in args.queries.split(",") for s in range(args.seeds)]
         todo = [t for t in todo if key(t) not in have]
         print(f"{len(todo)} runs to do ({len(done)} already in {runs_path})", flush=True)

@@ -116,6 +116,7 @@ class GeneratorBundle:
                 raise ValueError("cond_budget and cond_value must be equal-length, finite, with cond_budget sorted")
         self._cand_tok = arrays["cand_tokens"].astype(np.int64).reshape(-1, len(self.sizes))
         self._cand_lat = self.latency(self._cand_tok) if len(self._cand_tok) else np.zeros(0)
+        self._cand_acc: np.ndarray | None = None  # their scores, once asked: the bundle never changes
 
     # ---- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -283,21 +284,23 @@ class GeneratorBundle:
               use_records: bool) -> tuple[np.ndarray, float, float] | None:
         """The final-pick rule: the best-scored fitting arch among ``cand``, the generator's
         archive candidates and (``use_records``) the archs whose record was read."""
-        parts = [(cand, lat), (self._cand_tok, self._cand_lat)]
-        tok = np.concatenate([t[v <= budget_ms] for t, v in parts])  # NaN (unknown) never fits
-        lats = np.concatenate([v[v <= budget_ms] for _, v in parts])
+        if self._cand_acc is None:  # the archive's candidates (thousands in a large space) scored once
+            self._cand_acc = self.accuracy(self._cand_tok) if len(self._cand_tok) else np.zeros(0)
+        fit, cand_fit = lat <= budget_ms, self._cand_lat <= budget_ms  # NaN (unknown) never fits
+        tok = np.concatenate([cand[fit], self._cand_tok[cand_fit]])
+        lats = np.concatenate([lat[fit], self._cand_lat[cand_fit]])
         best = None
         if len(tok):
-            acc = self.accuracy(tok)
+            acc = np.concatenate([self.accuracy(tok[:int(fit.sum())]), self._cand_acc[cand_fit]])
             j = int(np.argmax(acc))
             best = tok[j], float(lats[j]), float(acc[j])
         if use_records and len(self._known_lat):
             # the records' scores are their values: read them as an array, not one lookup per record
             # (16,000 at the paper's query budget); ties go to the candidates, as when every part was
             # one list
-            fit = self._known_lat <= budget_ms
-            if fit.any():
-                r = int(np.argmax(np.where(fit, self._known_acc, -np.inf)))
+            fits = self._known_lat <= budget_ms
+            if fits.any():
+                r = int(np.argmax(np.where(fits, self._known_acc, -np.inf)))
                 if best is None or self._known_acc[r] > best[2]:
                     best = self._known_tok[r], float(self._known_lat[r]), float(self._known_acc[r])
         return best
