@@ -122,6 +122,6 @@ def test_incumbent_neighbours_surround_the_best_fitting_records() -> None:
     lat = problem.latency(tok)
     b = float(np.median(lat))
     best = tok[lat <= b][np.argmax(val[lat <= b])]
-    near = incumbent_neighbours(problem, np.array([b]), 10, best=1, rng=np.random.default_rng(0))
+    near = incumbent_neighbours(problem, np.array([b]), 10, np.random.default_rng(0), best=1)
     assert len(near) and ((near != best).sum(1) <= 2).all()
     assert ((near != best).sum(1) == 1).sum() >= 20  # nb201: 6 edges x 4 other ops, some equal when canonical

@@ -245,8 +245,8 @@ def neighbours(space: SearchSpace[Any], tokens: np.ndarray, n_two: int, rng: np.
     return near[[r.tobytes() not in own for r in near]]
 
 
-def incumbent_neighbours(problem: Problem, budgets: np.ndarray, n: int, best: int = 4,
-                         rng: np.random.Generator | None = None) -> np.ndarray:
+def incumbent_neighbours(problem: Problem, budgets: np.ndarray, n: int, rng: np.random.Generator,
+                         best: int = 4) -> np.ndarray:
     """Candidates around what the records say is best: the neighbours (:func:`neighbours`) of the
     ``best`` records that fit each budget. The accuracy predictor is least wrong next to records,
     and its error grows with the distance from them; so where it rates a neighbour of the best
@@ -262,7 +262,6 @@ def incumbent_neighbours(problem: Problem, budgets: np.ndarray, n: int, best: in
     if len(budgets) > 16:  # many budgets (a whole range): the best records of 16 evenly spaced ones
         budgets = budgets[np.linspace(0, len(budgets) - 1, 16).astype(int)]
     picks = np.unique(np.concatenate([order[lat[order] <= b][:best] for b in budgets]))
-    rng = rng if rng is not None else np.random.default_rng(problem.seed + problem.accuracy.used)
     return neighbours(problem.space, tok[picks], max(256, 8 * per), rng)
 
 

@@ -291,7 +291,7 @@ class GeneratorBundle:
         lats = np.concatenate([lat[fit], self._cand_lat[cand_fit]])
         best = None
         if len(tok):
-            acc = np.concatenate([self.accuracy(tok[:int(fit.sum())]), self._cand_acc[cand_fit]])
+            acc = np.concatenate([self.accuracy(cand[fit]), self._cand_acc[cand_fit]])
             j = int(np.argmax(acc))
             best = tok[j], float(lats[j]), float(acc[j])
         if use_records and len(self._known_lat):

@@ -188,13 +188,12 @@ class Generator(Method):
         evolution on the truth to 0.15 above / 0.15 above / 0.05 below with the neighbours."""
         trained: Trained = state[0]
         per = max(1, max(self.samples, 4 * n) // max(1, len(budgets)))  # room for n picks when n is large
-        gen = torch.Generator().manual_seed(trained.config.seed * 7919 + problem.accuracy.used)
+        seed = trained.config.seed * 7919 + problem.accuracy.used
+        gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             b = torch.as_tensor(np.repeat(np.asarray(budgets, np.float64), per), dtype=torch.float32)
             samples = trained.generator.sample(b, gen)[0].numpy().astype(np.int64)
-        near = incumbent_neighbours(problem, budgets, n,
-                                    rng=np.random.default_rng(trained.config.seed * 7919 + problem.accuracy.used))
-        return np.concatenate([samples, near])
+        return np.concatenate([samples, incumbent_neighbours(problem, budgets, n, np.random.default_rng(seed))])
 
     def answer(self, problem: Problem, budgets: list[float], cands: list[np.ndarray], state: Any,
                use_records: bool, seed: int) -> tuple[list[Answer], list[float]]:
