@@ -82,8 +82,10 @@ def test_wait_cool_blocks_until_below_threshold(phone: LoopbackPhone) -> None:
 def test_benchmark_runs_real_litert_on_the_phone(phone: LoopbackPhone, tmp_path: Path) -> None:
     bench = PhoneBenchmark(AdbClient(phone.address), standin_binary(tmp_path), QUICK)
     stats, env, output = bench.measure(TINY_TFLITE)
-    assert stats.count >= 2 * QUICK.num_runs and 0 < stats.min_ms <= stats.median_ms  # type: ignore[operator]
-    assert stats.median_ms is not None and stats.median_ms < 100.0
+    # benchmark_model prints the minimum in whole microseconds: a run of this tiny model under 1 us on a
+    # quiet machine reads 0 (seen in a fresh-clone CI run), while the average keeps its fraction
+    assert stats.count >= 2 * QUICK.num_runs and 0 <= stats.min_ms <= stats.median_ms  # type: ignore[operator]
+    assert stats.median_ms is not None and 0 < stats.median_ms < 100.0
     assert env["format"] == "current" and len(env["round_avg_ms"]) == 2 and env["temperature_c"] == [31.2, 31.2]
     assert "Inference timings in us" in output
     runs = [c for c in phone.shell_commands if "--graph=" in c]
