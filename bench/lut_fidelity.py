@@ -105,6 +105,10 @@ def run(args: argparse.Namespace) -> None:
             rep = report_from(lut_s, names, raw, m_models, args.seed)
             d = rep.to_dict()
             plot_fidelity(rep, args.out_dir / f"fidelity_r{res}_{stat}.png")
+            # every model's figures, for analysis after the run (what the summary below is made of)
+            (args.out_dir / f"models_r{res}_{stat}.json").write_text(json.dumps(
+                {"archs": rep.archs, "raw_ms": rep.raw_ms.tolist(), "measured_ms": rep.measured_ms.tolist(),
+                 "eval_idx": [int(i) for i in rep.eval_idx]}))
             print(f"statistic={stat}: n_models={d['n_models']} held-out={d['n_eval']} "
                   f"calibration slope={d['calibration']['slope']:.4f} intercept={d['calibration']['intercept']:.4f} ms; "
                   f"session ratio {d['session_ratio']} ({'divided out' if d['sessions_corrected'] else 'not corrected'})")

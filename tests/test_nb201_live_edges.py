@@ -159,6 +159,11 @@ def _charged_ops(arch: NB201Arch) -> Counter[str]:
     "|avg_pool_3x3~0|+|nor_conv_1x1~0|none~1|+|none~0|none~1|nor_conv_3x3~2|",  # 1<-0 unused, 2<-0 live
     "|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|none~0|none~1|none~2|",  # no live edge: the next cells run
     "|nor_conv_1x1~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|nor_conv_3x3~0|nor_conv_1x1~1|avg_pool_3x3~2|",  # all
+    # one pool of node 0 feeds nodes 1, 2 and 3, one of node 1 feeds 2 and 3: 3 pools run per cell, not 6
+    "|avg_pool_3x3~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|avg_pool_3x3~0|avg_pool_3x3~1|avg_pool_3x3~2|",
+    # shared pools beside convs of the same node (convs have weights: never shared)
+    "|avg_pool_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|avg_pool_3x3~0|avg_pool_3x3~1|nor_conv_3x3~2|",
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|nor_conv_3x3~0|skip_connect~1|avg_pool_3x3~2|",
 ])
 def test_charged_block_keys_are_the_ops_the_optimised_onnx_graph_runs(text: str, tmp_path: Path) -> None:
     arch = _arch(text)
@@ -180,3 +185,24 @@ def test_sgnas_expected_latency_is_exact_for_the_six_edge_table() -> None:
     grid = np.asarray(list(itertools.product(range(len(OPS)), repeat=len(EDGES))))
     weight = np.prod([p.double().numpy()[:, grid[:, e]] for e, p in enumerate(probs)], axis=0)  # (3, 15625)
     np.testing.assert_allclose(expected_cost(model, probs).double().numpy(), weight @ model.raw(grid), rtol=1e-5)
+
+
+def test_a_parameter_free_op_on_one_node_is_charged_and_run_once() -> None:
+    """Two edges applying avg_pool_3x3 to the cell input are one computation: one block, one module,
+    and the cell's output is still NB201's (each edge's op applied to its source, summed)."""
+    arch = _arch("|avg_pool_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|avg_pool_3x3~0|avg_pool_3x3~1|skip_connect~2|")
+    per_cell = Counter(k.split("-")[0] for k in SP.block_keys(arch)[1:1 + 4])
+    assert per_cell == {"avg_pool_3x3": 2, "nor_conv_1x1": 1, "skip_connect": 1}  # pool(x0), pool(x1): not 4
+    ops = Counter(k.split("-")[0] for k in SP.block_keys(arch))
+    assert ops["avg_pool_3x3"] == 2 * 3 * SP.cells and ops["nor_conv_1x1"] == 3 * SP.cells
+    model = build_model(SP, arch)
+    assert [m.block_key for m in model.block_modules()] == SP.block_keys(arch)
+    cell = model.body[0]
+    assert isinstance(cell, NB201Cell)
+    x = torch.randn(1, SP.channels, 32, 32)
+    with torch.no_grad():
+        pool, conv = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False), cell.ops[1]
+        n1 = pool
+        n2 = pool + conv(n1)
+        want = pool + torch.nn.functional.avg_pool2d(n1, 3, 1, 1, count_include_pad=False) + n2
+        torch.testing.assert_close(cell(x), want)

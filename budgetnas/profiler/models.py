@@ -21,27 +21,45 @@ class BlockSequence(nn.Sequential):
 
 
 class DAGCell(nn.Module):
-    """A cell DAG (``budgetnas.spaces.base.Cell``); ``ops`` holds one module per edge, in edge order
-    (nb201: its live edges, ``budgetnas.spaces.nb201.live_edges``).
+    """A cell DAG (``budgetnas.spaces.base.Cell``): ``edges`` are ``(to, from, module index)`` in
+    edge order, ``ops`` one module per block of :meth:`Cell.executed` (nb201: its live edges,
+    ``budgetnas.spaces.nb201.live_edges``, a parameter-free op shared by edges from one node once).
 
-    Dead edges are not built, so neither eager torch nor an exported graph runs them. A node with
-    no input edge is never read, except the output of a cell with no edge: that is ``x * 0``,
-    NB201's own ``none``, which depends on ``x`` so that no graph optimiser folds the rest of the
-    network into a constant (the next cells still run and are charged).
+    Dead edges are not built, so neither eager torch nor an exported graph runs them; a shared
+    module runs once per source node, as a graph compiler's CSE would run it. A node with no input
+    edge is never read, except the output of a cell with no edge: that is ``x * 0``, NB201's own
+    ``none``, which depends on ``x`` so that no graph optimiser folds the rest of the network into a
+    constant (the next cells still run and are charged).
     """
 
-    def __init__(self, ops: list[tuple[int, int, nn.Module]], nodes: int = 4) -> None:
+    def __init__(self, edges: list[tuple[int, int, int]], ops: list[nn.Module], nodes: int = 4) -> None:
         super().__init__()
         self.nodes = nodes
-        self.edges = [(j, i) for j, i, _ in ops]
-        self.ops = nn.ModuleList(m for _, _, m in ops)
+        self.edges = edges
+        self.ops = nn.ModuleList(ops)
+
+    @classmethod
+    def from_cell(cls, cell: Cell) -> DAGCell:
+        index: dict[tuple[int, str], int] = {}
+        edges: list[tuple[int, int, int]] = []
+        ops: list[nn.Module] = []
+        for to, src, block in cell.edges:
+            key = (src, block.key_str) if block.params == 0 else (src, f"#{len(ops)}")  # only these share
+            if key not in index:
+                index[key] = len(ops)
+                ops.append(build_block(block.key))  # in edge order: modules are built (seeded) as walked
+            edges.append((to, src, index[key]))
+        return cls(edges, ops, cell.nodes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = {0: x}  # an edge reads only nodes the input reaches, so only those are made
+        done: dict[tuple[int, int], torch.Tensor] = {}
         for j in range(1, self.nodes):
-            for (to, frm), op in zip(self.edges, self.ops, strict=True):
+            for to, frm, k in self.edges:
                 if to == j:
-                    y = op(nodes[frm])
+                    if (frm, k) not in done:
+                        done[frm, k] = self.ops[k](nodes[frm])
+                    y = done[frm, k]
                     nodes[j] = nodes[j] + y if j in nodes else y
         out = self.nodes - 1
         return nodes[out] if out in nodes else x.mul(0.0)
@@ -73,7 +91,7 @@ NB201Cell, NB201Network = DAGCell, CellNetwork  # the names nb201's tests and ca
 def _module(part: Block | Cell) -> nn.Module:
     if isinstance(part, Block):
         return build_block(part.key)
-    return DAGCell([(j, i, build_block(b.key)) for j, i, b in part.edges], part.nodes)
+    return DAGCell.from_cell(part)
 
 
 def build_model(space: SearchSpace[Any], arch: Any) -> nn.Module:

@@ -98,10 +98,27 @@ class Block:
 class Cell:
     """A DAG of blocks inside a model: node 0 is its input, node ``nodes - 1`` its output, and each
     edge ``(to, from, block)`` adds ``block(node[from])`` into node ``to``. An output no edge
-    reaches is zeros."""
+    reaches is zeros.
+
+    A parameter-free block (``params == 0``: pooling, identity) is a function of its input alone, so
+    edges that apply the same one to the same node share one computation: every graph compiler's
+    common-subexpression elimination merges them (the ONNX exporters and onnxruntime do), and the
+    built model computes it once. :meth:`executed` lists what runs, the blocks a LUT sum charges."""
 
     nodes: int
     edges: tuple[tuple[int, int, Block], ...]
+
+    def executed(self) -> tuple[Block, ...]:
+        """The blocks the cell runs, in edge order, a shared parameter-free block once."""
+        seen: set[tuple[int, str]] = set()
+        out = []
+        for _, src, block in self.edges:
+            if block.params == 0:
+                if (src, block.key_str) in seen:
+                    continue
+                seen.add((src, block.key_str))
+            out.append(block)
+        return tuple(out)
 
 
 class SearchSpace(abc.ABC, Generic[A]):
@@ -137,7 +154,7 @@ class SearchSpace(abc.ABC, Generic[A]):
 
     @abc.abstractmethod
     def blocks(self, arch: A) -> list[Block]:
-        """The ordered blocks (LUT keys with shapes) that make up the whole model."""
+        """The ordered blocks (LUT keys with shapes) the whole model runs: what a LUT sum charges."""
 
     @abc.abstractmethod
     def all_block_keys(self) -> list[str]:
@@ -170,7 +187,8 @@ class SearchSpace(abc.ABC, Generic[A]):
 
     def graph(self, arch: A) -> list[Block | Cell]:
         """The model's structure over ``blocks(arch)`` (the same blocks, in order): a chain by
-        default; a space of cells (nb201) groups blocks into :class:`Cell` DAGs."""
+        default; a space of cells (nb201) groups blocks into :class:`Cell` DAGs, whose
+        :meth:`Cell.executed` blocks are the ones ``blocks`` lists."""
         return list(self.blocks(arch))
 
     def unit_grammar(self) -> UnitGrammar | None:

@@ -7,7 +7,8 @@ count and feature size (``nor_conv_3x3-input:32x32x16-output:32x32x16``) plus ``
 ``resblock`` and ``head``. Only *live* edges have blocks (:func:`live_edges`): ``none`` edges, and
 edges that ``none`` edges cut off from the cell's input or output, are not run by the exported model
 (a graph optimiser drops an unused output; the built model skips them), so a LUT sum must not charge
-them.
+them. Nor does it charge twice a parameter-free op (``avg_pool_3x3``, ``skip_connect``) that two edges
+apply to the same node: that is one computation (:meth:`budgetnas.spaces.base.Cell.executed`).
 
 FLOPs and params follow the NB201 API, whose tables count every non-``none`` edge, dead or not:
 multiply-accumulates of convolutions and the classifier plus the classifier bias, pooling not
@@ -152,8 +153,9 @@ class NASBench201(ImageSpace[NB201Arch]):
         return Block(key, 0, 0)  # skip_connect, avg_pool_3x3: no weights, pooling not counted
 
     def blocks(self, arch: NB201Arch) -> list[Block]:
-        """Stem, then per stage (resblock), cells x the live edges' ops (EDGES order), then head."""
-        return self._walk(arch, [op for op, live in zip(arch.ops, live_edges(arch.ops), strict=True) if live])
+        """Stem, then per stage (resblock), cells x the live edges' ops (EDGES order, a shared
+        parameter-free op once: :meth:`Cell.executed`), then head."""
+        return [b for part in self.graph(arch) for b in (part.executed() if isinstance(part, Cell) else (part,))]
 
     def flops(self, arch: NB201Arch) -> int:
         return sum(b.flops for b in self._walk(arch, [op for op in arch.ops if op != "none"]))  # NB201 API
@@ -190,8 +192,9 @@ class NASBench201(ImageSpace[NB201Arch]):
 
     def graph(self, arch: NB201Arch) -> list[Block | Cell]:
         """Stem, then per stage (its resblock) ``cells`` cells of the live edges, then head."""
-        live = [edge for edge, alive in zip(EDGES, live_edges(arch.ops), strict=True) if alive]
-        it = iter(self.blocks(arch))
+        alive = live_edges(arch.ops)
+        live = [edge for edge, on in zip(EDGES, alive, strict=True) if on]
+        it = iter(self._walk(arch, [op for op, on in zip(arch.ops, alive, strict=True) if on]))
         out: list[Block | Cell] = [next(it)]
         for stage in range(len(self._stages())):
             if stage:
@@ -203,8 +206,8 @@ class NASBench201(ImageSpace[NB201Arch]):
     # ---- the walk folded into a cost table ------------------------------------------------
     def cost_terms(self, cost: KeyCost) -> tuple[float, list[CostTerm]]:
         """Fixed blocks (stem, reductions, head) + Σ over the *live* edges of the edge's op cost
-        summed over the stages (x cells). Whether an edge is live depends on the other edges, so
-        it is one term over all six edges: a 5^6 table."""
+        summed over the stages (x cells), a parameter-free op shared by edges from one node once.
+        Both depend on the other edges, so it is one term over all six edges: a 5^6 table."""
         ops = self.decisions[0].choices
         n_edges = len(self.decisions)
         none_tok = [0] * n_edges  # token 0 is 'none': the arch with no edge blocks is the fixed part
@@ -221,5 +224,14 @@ class NASBench201(ImageSpace[NB201Arch]):
         weights = 1 << np.arange(n_edges)
         live = np.array([live_edges([ops[1] if p >> e & 1 else ops[0] for e in range(n_edges)])
                          for p in range(1 << n_edges)])
-        table = (live[(grid != 0) @ weights] * per_op[grid]).sum(1)
+        on = live[(grid != 0) @ weights]
+        # an edge repeating an earlier live edge's parameter-free op on the same source runs nothing
+        c, h = self._stages()[0]
+        shared = np.array([o > 0 and self._op_block(op, c, h).params == 0 for o, op in enumerate(ops)])
+        repeat = np.zeros(grid.shape, dtype=bool)
+        for e, (_, src) in enumerate(EDGES):
+            for f in range(e):
+                if EDGES[f][1] == src:
+                    repeat[:, e] |= on[:, f] & (grid[:, f] == grid[:, e])
+        table = (on * ~(repeat & shared[grid]) * per_op[grid]).sum(1)
         return base, [CostTerm(tuple(range(n_edges)), table.reshape((len(ops),) * n_edges))]
