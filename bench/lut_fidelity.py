@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> None:
             for name, r in rows:
                 print(f"  {name:30}{r['mape']:8.2%}{r['rmspe']:8.2%}{r['within_5pct']:8.1%}{r['within_10pct']:8.1%}"
                       f"{r['kendall_tau']:8.3f}")
-            print("  stage scales: " + ", ".join(f"{g.removeprefix('input:')} x{v:.3f}" for g, v in
+            print("  group scales: " + ", ".join(f"{g} x{v:.3f}" for g, v in
                                                 sorted(d["calibration"].get("group_scales", {}).items())))
             print(f"  -> {verdict(d['calibrated'])} with the grouped calibration, "
                   f"{verdict(d['calibrated_affine'])} with the affine one "

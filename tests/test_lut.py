@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from budgetnas.core.errors import DataFileError, InvalidArgumentError, MissingKeysError
-from budgetnas.luts.lut import LUT, Calibration, LatencyStats, LUTMeta, LUTPredictor, write_atomic
+from budgetnas.luts.lut import LUT, Calibration, LatencyStats, LUTMeta, LUTPredictor, key_group, write_atomic
 from budgetnas.spaces import get_space
 
 
@@ -128,6 +128,15 @@ def test_grouped_calibration_recovers_stage_scales() -> None:
         Calibration.fit(raw, measured, g, groups[:2])
     with pytest.raises(DataFileError, match="positive"):
         Calibration.from_dict({**cal.to_dict(), "group_scales": {"input:5x5x192": -1.0}})
+
+
+def test_a_group_is_an_op_at_a_shape_and_shape_only_scales_still_apply() -> None:
+    assert key_group("avg_pool_3x3-input:16x16x32-output:16x16x32") == "avg_pool_3x3@input:16x16x32"
+    old = Calibration(1.0, 0.0, 10, 0.01, {"input:16x16x32": 1.3})  # as stored before groups named their op
+    assert old.scale("avg_pool_3x3@input:16x16x32") == old.scale("nor_conv_1x1@input:16x16x32") == 1.3
+    assert old.scale("avg_pool_3x3@input:8x8x64") == 1.0
+    new = Calibration(1.0, 0.0, 10, 0.01, {"avg_pool_3x3@input:16x16x32": 0.5, "input:16x16x32": 1.3})
+    assert new.scale("avg_pool_3x3@input:16x16x32") == 0.5 and new.scale("nor_conv_1x1@input:16x16x32") == 1.3
 
 
 @pytest.mark.parametrize("content,needle", [

@@ -164,6 +164,10 @@ def _charged_ops(arch: NB201Arch) -> Counter[str]:
     # shared pools beside convs of the same node (convs have weights: never shared)
     "|avg_pool_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|avg_pool_3x3~0|avg_pool_3x3~1|nor_conv_3x3~2|",
     "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|nor_conv_3x3~0|skip_connect~1|avg_pool_3x3~2|",
+    # node 1 is skip(x0) = x0, so pool(x1) is pool(x0): one pool per cell (2<-0 is dead)
+    "|skip_connect~0|+|nor_conv_1x1~0|none~1|+|avg_pool_3x3~0|avg_pool_3x3~1|none~2|",
+    # nodes 1 and 2 both hold pool(x0): pool(x1) and pool(x2) are one
+    "|avg_pool_3x3~0|+|avg_pool_3x3~0|none~1|+|nor_conv_1x1~0|avg_pool_3x3~1|avg_pool_3x3~2|",
 ])
 def test_charged_block_keys_are_the_ops_the_optimised_onnx_graph_runs(text: str, tmp_path: Path) -> None:
     arch = _arch(text)

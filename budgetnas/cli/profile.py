@@ -121,6 +121,6 @@ def validate_cmd(
                        f"{tau_text(r['kendall_tau'], 8)}")
     typer.echo(session_line(d, d["disturbed_models"]))
     c = d["calibration"]
-    scales = ", ".join(f"{g.removeprefix('input:')} x{v:.3f}" for g, v in sorted(c.get("group_scales", {}).items()))
+    scales = ", ".join(f"{g} x{v:.3f}" for g, v in sorted(c.get("group_scales", {}).items()))
     typer.echo(f"calibration: measured = {c['slope']:.4f} * {'scaled ' if scales else ''}raw + "
-               f"{c['intercept']:.4f} ms" + (f"; stage scales {scales}" if scales else ""))
+               f"{c['intercept']:.4f} ms" + (f"; group scales {scales}" if scales else ""))

@@ -44,7 +44,7 @@ def _grouped(predictor: LUTPredictor, archs: Sequence[Any], measured: np.ndarray
     return Calibration.fit(predictor.raw(archs), measured, g, groups, names=names)
 
 
-# grouped: one scale per stage (budgetnas.luts.lut.key_group) beside slope and intercept; affine: those two only
+# grouped: one scale per op and stage (budgetnas.luts.lut.key_group) beside slope and intercept; affine: those two only
 METHODS: dict[str, Callable[[LUTPredictor, Sequence[Any], np.ndarray, Sequence[str]], Calibration]] = {
     "grouped": _grouped, "affine": _affine}
 

@@ -1,7 +1,8 @@
 """Which whole models to measure so that a LUT's calibration is well determined.
 
-The grouped calibration (``budgetnas.luts.lut.Calibration``) fits one scale per stage (a block's input
-shape, ``budgetnas.luts.lut.key_group``) plus a slope and an intercept, from the models' per-stage sums.
+The grouped calibration (``budgetnas.luts.lut.Calibration``) fits one scale per op and stage (a block's op
+at its input shape, ``budgetnas.luts.lut.key_group``) plus a slope and an intercept, from the models' per-group
+sums; the design here varies the stages (ofa-mbv3's groups: one block op).
 Uniform draws of a space mostly repeat the same mix of stages (every ofa-mbv3 model has all five
 units; depths and expansions average out), so with a few dozen models some stage scales are
 barely determined. :func:`calibration_archs` draws a pool of uniform archs and keeps, greedily,

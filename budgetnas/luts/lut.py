@@ -18,14 +18,15 @@ LUT file (JSON, ``format: budgetnas-lut``, ``version: 1``)::
                                   "warmup_runs": 10, "seconds": 1.2, "overhead_ms": 0.004,
                                   "noisy": false, "samples_ms": [...]}},
       "calibration": null | {"slope": 0.97, "intercept": 0.12, "n_models": 50, "rel_residual_std": 0.012,
-                             "group_scales": {"input:80x80x24": 1.04, ...}}
+                             "group_scales": {"expanded_conv@input:80x80x24": 1.04, ...}}
     }
 
 Calibration: measured ≈ slope · Σ_blocks scale(group of block) · value(block) + intercept. A block's
-group is its input shape (``key_group``: the stage it sits in); ``group_scales`` is optional (absent:
-every scale is 1, the plain affine fit of the sum). Per-stage scales exist because a block timed
-alone and the same block inside a whole model differ by different factors per stage: on ort-cpu at
-r160 the last (5x5) stage needed a factor about 1.3 times the other stages'.
+group is its op at its input shape (``key_group``: what it is, in the stage it sits in);
+``group_scales`` is optional (absent: every scale is 1, the plain affine fit of the sum). Group
+scales exist because a block timed alone and the same block inside a whole model differ by
+different factors per stage and per op: on ort-cpu at r160 the last (5x5) stage needed a factor
+about 1.3 times the other stages'; nb201's pools and 1x1 convs about half its 3x3 convs'.
 
 ``statistic`` names the stat a prediction sums (``median`` for our measurements, ``mean`` for
 Once-for-All's YAML, which only has count/mean/std).
@@ -347,10 +348,17 @@ def _fields_of(cls: type, d: Any, what: str, required: tuple[str, ...]) -> dict[
 
 
 def key_group(key: str) -> str:
-    """The calibration group of a block key: its input shape (``input:HxWxC``), i.e. its stage."""
-    for part in key.split("-")[1:]:
+    """The calibration group of a block key: its operation at its input shape (``op@input:HxWxC``).
+
+    A block timed alone and inside a whole model differ by a factor that depends on where it sits
+    (ofa-mbv3's one block op: x0.9-1.2 across stages) and on what it is (nb201's tiny ops alone pay
+    per-graph costs the whole model pays once: a 1x1 conv or a pool there runs at ~0.4-0.7x its
+    LUT value, a 3x3 conv at ~1x). Calibrations stored before groups named their op (``input:...``)
+    still apply: :meth:`Calibration.scale` falls back to the shape alone."""
+    op, *rest = key.split("-")
+    for part in rest:
         if part.startswith("input:"):
-            return part
+            return f"{op}@{part}"
     return key
 
 
@@ -439,7 +447,9 @@ class Calibration:
             raise InvalidArgumentError(f"calibration: the fit is degenerate ({exc})") from None
 
     def scale(self, group: str) -> float:
-        return self.group_scales.get(group, 1.0)
+        if group in self.group_scales:
+            return self.group_scales[group]
+        return self.group_scales.get(group.partition("@")[2], 1.0)  # a calibration stored with shape-only groups
 
     def key_scales(self, keys: Sequence[str]) -> np.ndarray:
         """Each block key's factor inside the sum (1 for every key without group scales)."""

@@ -43,8 +43,8 @@ class DAGCell(nn.Module):
         index: dict[tuple[int, str], int] = {}
         edges: list[tuple[int, int, int]] = []
         ops: list[nn.Module] = []
-        for to, src, block in cell.edges:
-            key = (src, block.key_str) if block.params == 0 else (src, f"#{len(ops)}")  # only these share
+        for (to, src, block), ident in zip(cell.edges, cell.shared(), strict=True):
+            key = ident if ident is not None else (-1, f"#{len(ops)}")  # a block with weights: its own module
             if key not in index:
                 index[key] = len(ops)
                 ops.append(build_block(block.key))  # in edge order: modules are built (seeded) as walked
@@ -53,13 +53,13 @@ class DAGCell(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = {0: x}  # an edge reads only nodes the input reaches, so only those are made
-        done: dict[tuple[int, int], torch.Tensor] = {}
+        done: dict[int, torch.Tensor] = {}  # a shared module's one output (its edges read equal values)
         for j in range(1, self.nodes):
             for to, frm, k in self.edges:
                 if to == j:
-                    if (frm, k) not in done:
-                        done[frm, k] = self.ops[k](nodes[frm])
-                    y = done[frm, k]
+                    if k not in done:
+                        done[k] = self.ops[k](nodes[frm])
+                    y = done[k]
                     nodes[j] = nodes[j] + y if j in nodes else y
         out = self.nodes - 1
         return nodes[out] if out in nodes else x.mul(0.0)

@@ -101,24 +101,60 @@ class Cell:
     reaches is zeros.
 
     A parameter-free block (``params == 0``: pooling, identity) is a function of its input alone, so
-    edges that apply the same one to the same node share one computation: every graph compiler's
+    edges that apply the same one to the same *value* share one computation: every graph compiler's
     common-subexpression elimination merges them (the ONNX exporters and onnxruntime do), and the
-    built model computes it once. :meth:`executed` lists what runs, the blocks a LUT sum charges."""
+    built model computes it once. Two nodes hold the same value when they sum the same terms, or
+    when one is only an ``identities`` op of the other (nb201's ``skip_connect``: node 1 = x0 makes
+    ``pool(x1)`` the same as ``pool(x0)``). :meth:`executed` lists what runs, the blocks a LUT sum
+    charges."""
 
     nodes: int
     edges: tuple[tuple[int, int, Block], ...]
+    identities: frozenset[str] = frozenset()  # block ops that return their input
+
+    def values(self) -> tuple[int, ...]:
+        """A value number per node (value numbering): nodes that compute the same tensor share one."""
+        numbers: dict[tuple[object, ...], int] = {("input",): 0}
+        out = [0]
+        for j in range(1, self.nodes):
+            terms: list[tuple[object, ...]] = []
+            passed = []  # values an identity op passes on
+            for e, (to, src, block) in enumerate(self.edges):
+                if to != j:
+                    continue
+                if block.key.op in self.identities:
+                    terms.append(("pass", out[src]))
+                    passed.append(out[src])
+                elif block.params == 0:
+                    terms.append(("op", block.key_str, out[src]))
+                else:
+                    terms.append(("edge", e))  # weights of its own: never the same as another edge
+            if len(terms) == 1 and passed:
+                out.append(passed[0])  # the node is its only input's value
+                continue
+            expr: tuple[object, ...] = ("sum", *sorted(terms, key=repr)) if terms else ("zeros", j)
+            out.append(numbers.setdefault(expr, len(numbers)))
+        return tuple(out)
+
+    def shared(self) -> tuple[tuple[int, str] | None, ...]:
+        """Per edge, what identifies its computation among the cell's: ``(value, key)`` for a
+        parameter-free block (equal pairs are one computation), None for a block with weights."""
+        values = self.values()
+        return tuple((values[src], block.key_str) if block.params == 0 else None for _, src, block in self.edges)
+
+    def runs(self) -> tuple[bool, ...]:
+        """Per edge, whether its block runs: not when an earlier edge already computes it."""
+        seen: set[tuple[int, str]] = set()
+        out = []
+        for ident in self.shared():
+            out.append(ident not in seen)
+            if ident is not None:
+                seen.add(ident)
+        return tuple(out)
 
     def executed(self) -> tuple[Block, ...]:
         """The blocks the cell runs, in edge order, a shared parameter-free block once."""
-        seen: set[tuple[int, str]] = set()
-        out = []
-        for _, src, block in self.edges:
-            if block.params == 0:
-                if (src, block.key_str) in seen:
-                    continue
-                seen.add((src, block.key_str))
-            out.append(block)
-        return tuple(out)
+        return tuple(block for (_, _, block), run in zip(self.edges, self.runs(), strict=True) if run)
 
 
 class SearchSpace(abc.ABC, Generic[A]):

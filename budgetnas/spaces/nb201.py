@@ -8,7 +8,8 @@ count and feature size (``nor_conv_3x3-input:32x32x16-output:32x32x16``) plus ``
 edges that ``none`` edges cut off from the cell's input or output, are not run by the exported model
 (a graph optimiser drops an unused output; the built model skips them), so a LUT sum must not charge
 them. Nor does it charge twice a parameter-free op (``avg_pool_3x3``, ``skip_connect``) that two edges
-apply to the same node: that is one computation (:meth:`budgetnas.spaces.base.Cell.executed`).
+apply to one value (the same node, or a node that is only ``skip_connect`` of it): that is one
+computation (:func:`runs`, :meth:`budgetnas.spaces.base.Cell.executed`), built once.
 
 FLOPs and params follow the NB201 API, whose tables count every non-``none`` edge, dead or not:
 multiply-accumulates of convolutions and the classifier plus the classifier bias, pooling not
@@ -18,9 +19,11 @@ arch has dead edges.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -51,6 +54,23 @@ def live_edges(ops: Sequence[str]) -> tuple[bool, ...]:
     for (j, i), e in sorted(zip(EDGES, on, strict=True), key=lambda t: -t[0][1]):
         reaches[i] = reaches[i] or (e and reaches[j])
     return tuple(e and reached[i] and reaches[j] for (j, i), e in zip(EDGES, on, strict=True))
+
+
+WEIGHTED = frozenset({"nor_conv_1x1", "nor_conv_3x3"})  # ops with weights (ReLU-Conv-BN); the others are functions
+IDENTITIES = frozenset({"skip_connect"})  # ops that return their input: node j = skip(x_i) is x_i
+
+
+@cache
+def runs(ops: tuple[str, ...]) -> tuple[bool, ...]:
+    """Per edge (``EDGES`` order), whether the cell runs its op: live (:func:`live_edges`) and not
+    an op an earlier edge already computes on the same value (:meth:`Cell.executed`: a
+    parameter-free op, ``avg_pool_3x3`` or ``skip_connect``, applied twice to one node, or to two
+    nodes that hold one value)."""
+    alive = live_edges(ops)
+    edges = tuple((j, i, Block(BlockKey(op, (1, 1, 1), (1, 1, 1)), 0, int(op in WEIGHTED)))
+                  for (j, i), op, on in zip(EDGES, ops, alive, strict=True) if on)
+    run = iter(Cell(4, edges, IDENTITIES).runs())
+    return tuple(on and next(run) for on in alive)
 
 
 _SWAP_12 = (1, 0, 2, 3, 5, 4)  # edge positions after exchanging the labels of nodes 1 and 2 (when 2<-1 is none)
@@ -146,16 +166,14 @@ class NASBench201(ImageSpace[NB201Arch]):
 
     def _op_block(self, op: str, c: int, h: int) -> Block:
         key = BlockKey(op, (h, h, c), (h, h, c))
-        if op == "nor_conv_1x1":
-            return Block(key, *_conv_cost(h, c, c, 1))
-        if op == "nor_conv_3x3":
-            return Block(key, *_conv_cost(h, c, c, 3))
+        if op in WEIGHTED:
+            return Block(key, *_conv_cost(h, c, c, int(op[-1])))  # nor_conv_KxK
         return Block(key, 0, 0)  # skip_connect, avg_pool_3x3: no weights, pooling not counted
 
     def blocks(self, arch: NB201Arch) -> list[Block]:
-        """Stem, then per stage (resblock), cells x the live edges' ops (EDGES order, a shared
-        parameter-free op once: :meth:`Cell.executed`), then head."""
-        return [b for part in self.graph(arch) for b in (part.executed() if isinstance(part, Cell) else (part,))]
+        """Stem, then per stage (resblock), cells x the ops of the edges that run (EDGES order: live,
+        a shared parameter-free op once, :func:`runs`), then head."""
+        return self._walk(arch, [op for op, run in zip(arch.ops, runs(arch.ops), strict=True) if run])
 
     def flops(self, arch: NB201Arch) -> int:
         return sum(b.flops for b in self._walk(arch, [op for op in arch.ops if op != "none"]))  # NB201 API
@@ -199,15 +217,16 @@ class NASBench201(ImageSpace[NB201Arch]):
         for stage in range(len(self._stages())):
             if stage:
                 out.append(next(it))
-            out += [Cell(4, tuple((j, i, next(it)) for j, i in live)) for _ in range(self.cells)]
+            out += [Cell(4, tuple((j, i, next(it)) for j, i in live), IDENTITIES) for _ in range(self.cells)]
         out.append(next(it))
         return out
 
     # ---- the walk folded into a cost table ------------------------------------------------
     def cost_terms(self, cost: KeyCost) -> tuple[float, list[CostTerm]]:
-        """Fixed blocks (stem, reductions, head) + Σ over the *live* edges of the edge's op cost
-        summed over the stages (x cells), a parameter-free op shared by edges from one node once.
-        Both depend on the other edges, so it is one term over all six edges: a 5^6 table."""
+        """Fixed blocks (stem, reductions, head) + Σ over the edges that run (:func:`runs`: live,
+        a shared parameter-free op once) of the edge's op cost summed over the stages (x cells).
+        Whether an edge runs depends on the other edges, so it is one term over all six edges: a
+        5^6 table."""
         ops = self.decisions[0].choices
         n_edges = len(self.decisions)
         none_tok = [0] * n_edges  # token 0 is 'none': the arch with no edge blocks is the fixed part
@@ -219,19 +238,13 @@ class NASBench201(ImageSpace[NB201Arch]):
             toks = list(none_tok)
             toks[probe] = o
             per_op[o] = sum(cost(b.key_str) for b in self.blocks(self.from_tokens(toks)) if b.key.op == ops[o])
-        # liveness depends only on which edges are 'none': one live_edges call per such pattern
         grid = np.indices((len(ops),) * n_edges).reshape(n_edges, -1).T  # every token vector, C order
-        weights = 1 << np.arange(n_edges)
-        live = np.array([live_edges([ops[1] if p >> e & 1 else ops[0] for e in range(n_edges)])
-                         for p in range(1 << n_edges)])
-        on = live[(grid != 0) @ weights]
-        # an edge repeating an earlier live edge's parameter-free op on the same source runs nothing
-        c, h = self._stages()[0]
-        shared = np.array([o > 0 and self._op_block(op, c, h).params == 0 for o, op in enumerate(ops)])
-        repeat = np.zeros(grid.shape, dtype=bool)
-        for e, (_, src) in enumerate(EDGES):
-            for f in range(e):
-                if EDGES[f][1] == src:
-                    repeat[:, e] |= on[:, f] & (grid[:, f] == grid[:, e])
-        table = (on * ~(repeat & shared[grid]) * per_op[grid]).sum(1)
+        table = (_runs_grid() * per_op[grid]).sum(1)
         return base, [CostTerm(tuple(range(n_edges)), table.reshape((len(ops),) * n_edges))]
+
+
+@cache
+def _runs_grid() -> np.ndarray:
+    """:func:`runs` of every cell, rows in C order of the token grid (5^6 x 6 bools, computed once)."""
+    cells = itertools.product(OPS, repeat=len(EDGES))  # C order: the last edge varies fastest
+    return np.array([runs(ops) for ops in cells])
