@@ -361,6 +361,9 @@ def batch_figures(base: str, lut: int, seed: int, fig: Figures) -> None:
                 raise SystemExit(f"batch predict: HTTP {r.status_code}, {n} predictions: {r.text[:300]}")
 
 
+RUN_ID = f"{os.getpid()}{int(time.time()) % 100000}"  # names this run's campaigns apart from a kept database's
+
+
 def lease_figures(base: str, token: str, backend: str, n_jobs: int, agents: int, batch: int, fig: Figures) -> None:
     """``agents`` threads lease and report until the queue is empty; counts lost and duplicated jobs."""
     camp = httpx.post(f"{base}/v1/campaigns", json={"space": {"space": "nb201"}, "device": "bench-rig",
@@ -369,6 +372,8 @@ def lease_figures(base: str, token: str, backend: str, n_jobs: int, agents: int,
     if camp.status_code not in (200, 201):
         raise SystemExit(f"campaign: HTTP {camp.status_code}: {camp.text[:300]}")
     total = int(camp.json()["jobs_created"])
+    if total == 0:
+        raise SystemExit(f"lease+result: the campaign of backend {backend!r} created no jobs (already measured?)")
     stats = {"count": 3, "mean_ms": 1.0, "std_ms": 0.1, "median_ms": 1.0}
     leased: Counter[int] = Counter()
     stored: Counter[int] = Counter()
@@ -478,7 +483,9 @@ def run_setting(db_arg: str, workers: int, args: argparse.Namespace, cpus: set[i
                 asyncio.run(single_figures(ep, bodies, args, fig))
             batch_figures(lut_base, lut, seed=1000 + rep, fig=fig)
             for b in args.lease_batch if args.jobs else []:
-                lease_figures(lut_base, token, f"bench-r{rep}-x{b}", args.jobs, args.agents, b, fig)
+                # a backend of its own per setting and run: a database kept between settings (PostgreSQL)
+                # already holds the measurements of an earlier setting's campaign, which enqueues nothing again
+                lease_figures(lut_base, token, f"bench-{RUN_ID}-w{workers}-r{rep}-x{b}", args.jobs, args.agents, b, fig)
             print(f"  [{shown}, {workers} worker(s)] repetition {rep + 1}/{args.repeats} done, "
                   f"load average {os.getloadavg()[0]:.2f}", flush=True)
     finally:
