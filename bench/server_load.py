@@ -160,9 +160,18 @@ def sched(pid: int) -> tuple[float, float]:
     return run, wait / 1e9
 
 
-def others_report(before: dict[int, tuple[int, float, str]], wall: float, top: int = 5) -> str:
-    """The processes outside this bench's tree that used CPU since ``before``, busiest first."""
-    now = cpu_seconds()
+def machine_busy() -> float:
+    """CPU seconds every CPU spent busy so far (/proc/stat: user, nice, system, irq, softirq)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return sum(int(fields[i]) for i in (0, 1, 2, 5, 6)) / os.sysconf("SC_CLK_TCK")
+
+
+def others_report(before: dict[int, tuple[int, float, str]], now: dict[int, tuple[int, float, str]],
+                  busy: float, wall: float, top: int = 5) -> str:
+    """The processes outside this bench's tree that used CPU between the snapshots ``before`` and
+    ``now``, busiest first, and all the CPU the machine spent outside the tree (``busy``: the
+    machine's busy CPU seconds meanwhile), which also counts processes that started and ended
+    between the snapshots (a test run)."""
     ours = {os.getpid()}
     changed = True
     while changed:  # descendants of this process: the servers and their workers
@@ -174,7 +183,11 @@ def others_report(before: dict[int, tuple[int, float, str]], wall: float, top: i
     used = sorted(((cpu - before.get(pid, (0, 0.0, ""))[1], pid, cmd) for pid, (_, cpu, cmd) in now.items()
                    if pid not in ours), reverse=True)
     total = sum(u for u, _, _ in used)
-    lines = [f"  other processes used {total:.1f} CPU-s in {wall:.0f} s ({total / wall:.2f} CPUs); busiest:"]
+    mine = sum(cpu - before.get(pid, (0, 0.0, ""))[1] for pid, (_, cpu, _) in now.items() if pid in ours)
+    outside = max(busy - mine, 0.0)
+    lines = [f"  the machine spent {outside:.1f} CPU-s outside this bench in {wall:.0f} s ({outside / wall:.2f} CPUs, "
+             "exited processes included)",
+             f"  other processes alive at the end used {total:.1f} CPU-s ({total / wall:.2f} CPUs); busiest:"]
     lines += [f"    {u:7.1f} s  pid {pid}: {cmd[:90]}" for u, pid, cmd in used[:top] if u >= 0.05]
     return "\n".join(lines)
 
@@ -466,7 +479,7 @@ def run_setting(db_arg: str, workers: int, args: argparse.Namespace, cpus: set[i
     lut_proc, lut_base = start_server(db, workers, cpus)
     bare_proc, bare_base = start_bare(workers, cpus)
     fig = Figures()
-    before, t_start, load0 = cpu_seconds(), time.perf_counter(), os.getloadavg()
+    before, busy0, t_start, load0 = cpu_seconds(), machine_busy(), time.perf_counter(), os.getloadavg()
     try:
         lut = httpx.post(f"{lut_base}/v1/luts/import", json={"format": "ofa-yaml", "content": YAML.read_text(),
                                                               "device": "note10",
@@ -489,13 +502,14 @@ def run_setting(db_arg: str, workers: int, args: argparse.Namespace, cpus: set[i
             print(f"  [{shown}, {workers} worker(s)] repetition {rep + 1}/{args.repeats} done, "
                   f"load average {os.getloadavg()[0]:.2f}", flush=True)
     finally:
+        now, busy = cpu_seconds(), machine_busy() - busy0  # while the servers still count as this bench's
         stop(lut_proc)
         stop(bare_proc)
     wall = time.perf_counter() - t_start
     load1 = os.getloadavg()
     lines = [f"== {shown}, {workers} uvicorn worker(s), {args.repeats} repetitions "
              f"(load average {load0[0]:.2f} before, {load1[0]:.2f} after) ==",
-             others_report(before, wall)]
+             others_report(before, now, busy, wall)]
     for who in ("bare", "lut"):
         name = "bare endpoint" if who == "bare" else "LUT server"
         lines += [f"  {name}:",
