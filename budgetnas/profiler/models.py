@@ -23,10 +23,10 @@ class BlockSequence(nn.Sequential):
 class DAGCell(nn.Module):
     """A cell DAG (``budgetnas.spaces.base.Cell``): ``edges`` are ``(to, from, module index)`` in
     edge order, ``ops`` one module per block of :meth:`Cell.executed` (nb201: its live edges,
-    ``budgetnas.spaces.nb201.live_edges``, a parameter-free op shared by edges from one node once).
+    ``budgetnas.spaces.nb201.runs``, a parameter-free op that edges apply to one value once).
 
     Dead edges are not built, so neither eager torch nor an exported graph runs them; a shared
-    module runs once per source node, as a graph compiler's CSE would run it. A node with no input
+    module runs once (:meth:`Cell.shared`), as a graph compiler's CSE would run it. A node with no input
     edge is never read, except the output of a cell with no edge: that is ``x * 0``, NB201's own
     ``none``, which depends on ``x`` so that no graph optimiser folds the rest of the network into a
     constant (the next cells still run and are charged).
