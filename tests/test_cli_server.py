@@ -61,6 +61,13 @@ def test_server_workflow_through_the_cli(live, capsys) -> None:
     assert code == 0
     camp = out.splitlines()[-1]
     assert camp.isdigit() and camp != lut_id
+    camp_lut = httpx.get(f"{live.url}/v1/luts/{camp}").json()
+    assert camp_lut["progress"]["queued"] == 16 + 3
+    assert camp_lut["meta"]["statistic"] == "min"  # ort-cpu's default
+    # the same identity asked to sum another statistic: refused, nothing enqueued
+    code, _, err = cli(capsys, "campaign", "create", *srv, "--token", ADMIN, "--space", "nb201", "--device", "note10",
+                       "--backend", "ort-cpu", "--validation-models", "5", "--statistic", "median")
+    assert code == 2 and err.startswith("error: ") and "statistic 'median'" in err and "'min'" in err
     assert httpx.get(f"{live.url}/v1/luts/{camp}").json()["progress"]["queued"] == 16 + 3
 
 
@@ -71,6 +78,8 @@ def test_server_workflow_through_the_cli(live, capsys) -> None:
       "--backend", "b"], "HTTP 401"),
     (["campaign", "create", "--server", "{url}", "--token", ADMIN, "--space", "nope", "--device", "d",
       "--backend", "b"], "unknown search space 'nope'"),
+    (["campaign", "create", "--server", "{url}", "--token", ADMIN, "--space", "nb201", "--device", "d",
+      "--backend", "b", "--statistic", "p50"], "statistic"),
     (["device", "register", "--name", "x", "--server", "{url}", "--token", ADMIN, "--facts", "[1]"], "--facts"),
     (["lut", "show", "1", "--server", "http://127.0.0.1:9"], "cannot reach"),
 ])

@@ -58,7 +58,8 @@ def populated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, 
                     continue
                 samples = list(rng.uniform(1.0, 3.0, 5) * (10 if job["kind"] == "model" else 1))
                 stats = {"count": 5, "mean_ms": float(np.mean(samples)), "std_ms": float(np.std(samples)),
-                         "median_ms": float(np.median(samples)), "samples_ms": samples}
+                         "median_ms": float(np.median(samples)), "min_ms": float(np.min(samples)),
+                         "samples_ms": samples}
                 r = c.post(f"/v1/jobs/{job['id']}/result", json={"idempotency_key": f"k{job['id']}", "stats": stats},
                            headers=agent)
                 assert r.status_code == 200, r.text

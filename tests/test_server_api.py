@@ -21,7 +21,7 @@ from tests.server_support import *  # noqa: F403
 from tests.server_support import ADMIN_H, make_client
 
 NB201 = {"space": "nb201"}
-STATS = {"count": 3, "mean_ms": 1.0, "std_ms": 0.1, "median_ms": 1.0, "samples_ms": [0.9, 1.0, 1.1]}
+STATS = {"count": 3, "mean_ms": 1.0, "std_ms": 0.1, "median_ms": 1.0, "min_ms": 0.9, "samples_ms": [0.9, 1.0, 1.1]}
 
 
 def register(c, name="dev1", facts=None) -> dict:
@@ -142,6 +142,24 @@ def test_arch_csv_import_fits_blocks(client) -> None:
     assert client.get(f"/v1/luts/{lut['id']}").json()["calibration"]["n_models"] == 300
 
 
+def test_a_campaigns_statistic_defaults_by_backend_and_is_kept(client) -> None:
+    register(client)
+
+    def stat(lut_id: int) -> str:
+        return client.get(f"/v1/luts/{lut_id}").json()["meta"]["statistic"]
+
+    assert stat(nb201_campaign(client)["lut_id"]) == "min"  # a CPU backend
+    assert stat(nb201_campaign(client, backend="ort-cuda")["lut_id"]) == "median"
+    body = {"space": NB201, "device": "dev1", "backend": "torch-cpu", "statistic": "p90", "validation_models": 1}
+    r = client.post("/v1/campaigns", json=body, headers=ADMIN_H)
+    assert r.status_code == 201 and stat(r.json()["lut_id"]) == "p90"
+    before = client.get(f"/v1/luts/{r.json()['lut_id']}").json()["progress"]
+    r = client.post("/v1/campaigns", json={**body, "statistic": "min", "validation_models": 9}, headers=ADMIN_H)
+    assert r.status_code == 409 and "statistic 'min'" in r.json()["detail"] and "'p90'" in r.json()["detail"], r.text
+    lut_id = client.post("/v1/campaigns", json={**body, "statistic": None}, headers=ADMIN_H).json()["lut_id"]
+    assert client.get(f"/v1/luts/{lut_id}").json()["progress"] == before  # left out: the LUT's own, nothing new
+
+
 def test_campaign_lease_result_idempotent_completes_lut(client, db_url) -> None:
     dev = register(client)
     camp = nb201_campaign(client, validation_models=2)
@@ -180,10 +198,10 @@ def test_campaign_lease_result_idempotent_completes_lut(client, db_url) -> None:
     with db.session() as s:  # stored exactly once
         assert s.scalar(select(func.count()).select_from(LutEntry)) == n_keys
     db.dispose()
-    # a complete LUT predicts; an arch of the space sums its keys' medians
+    # a complete LUT predicts; an arch of the space sums its keys' statistic (an ort-cpu LUT's: min)
     arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
     p = client.post("/v1/predict", json={"lut": camp["lut_id"], "archs": [arch]}).json()["predictions"][0]
-    assert p["latency_ms"] == pytest.approx(len(sp.blocks(sp.parse(arch))) * 1.0)
+    assert p["latency_ms"] == pytest.approx(len(sp.blocks(sp.parse(arch))) * STATS["min_ms"])
     exported = LUT.from_json_dict(client.get(f"/v1/luts/{camp['lut_id']}/export").json())
     assert exported.entries[sp.all_block_keys()[0]].samples_ms == (0.9, 1.0, 1.1)
     # the two model jobs measured whole models: calibration can be fitted from them

@@ -74,7 +74,8 @@ def test_transfer_end_to_end_then_superseded(client) -> None:
                     ["latency_ms"] for w, sid in zip((0.6, 0.9), sources[:2], strict=True))
         measured[arch] = v
         r = client.post(f"/v1/jobs/{job['id']}/result", json={"idempotency_key": f"k{job['id']}", "stats": {
-            "count": 50, "mean_ms": v, "std_ms": 0.01 * v, "median_ms": v}}, headers={"Authorization": f"Bearer {token}"})
+            "count": 50, "mean_ms": v, "std_ms": 0.01 * v, "median_ms": v, "min_ms": v}},
+            headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200 and r.json()["stored"]
     r = client.post("/v1/predict", json={"lut": lut_id, "archs": archs})
     assert r.status_code == 200, r.text
@@ -91,7 +92,8 @@ def test_transfer_end_to_end_then_superseded(client) -> None:
     assert r.status_code == 201 and r.json()["jobs_created"] == len(SP.all_block_keys())
     for job in lease_all(client, token, "newdev"):
         r = client.post(f"/v1/jobs/{job['id']}/result", json={"idempotency_key": f"b{job['id']}", "stats": {
-            "count": 50, "mean_ms": 0.5, "std_ms": 0.01, "median_ms": 0.5}}, headers={"Authorization": f"Bearer {token}"})
+            "count": 50, "mean_ms": 0.5, "std_ms": 0.01, "median_ms": 0.5, "min_ms": 0.5}},
+            headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200
     assert client.get(f"/v1/luts/{lut_id}").json()["status"] == "complete"
     p = client.post("/v1/predict", json={"lut": lut_id, "archs": archs[:3]}).json()["predictions"]
@@ -156,7 +158,8 @@ def test_device_adapt_on_a_live_server(live, tmp_path, capsys) -> None:
         p = httpx.post(f"{live.url}/v1/predict", json={"lut": int(ids[0]), "archs": [j["arch"]]}).json()
         v = 1.5 * p["predictions"][0]["latency_ms"]
         r = httpx.post(f"{live.url}/v1/jobs/{j['id']}/result", headers=h, json={
-            "idempotency_key": f"k{j['id']}", "stats": {"count": 9, "mean_ms": v, "std_ms": 0.0, "median_ms": v}})
+            "idempotency_key": f"k{j['id']}", "stats": {"count": 9, "mean_ms": v, "std_ms": 0.0, "median_ms": v,
+                                                            "min_ms": v}})
         assert r.status_code == 200
     assert run(["predict", archs[0], archs[1], "--server", live.url, "--lut", lut_id]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -33,6 +33,7 @@ from budgetnas.db import queue, repo
 from budgetnas.db.models import Lut
 from budgetnas.lut_server.convert import space_for
 from budgetnas.lut_server.service import lut_model
+from budgetnas.luts.lut import default_statistic
 from budgetnas.luts.token_cost import canonical_tokens, cost_model_from_lut
 from budgetnas.luts.transfer import DEFAULT_METHOD, MIN_MEASURED, Fleet, TransferPrediction, choose_archs, fit
 from budgetnas.spaces import SearchSpace
@@ -86,7 +87,9 @@ def source_fleet(s: Session, source_ids: list[int]) -> tuple[SearchSpace[Any], F
 
 
 def create_transfer(s: Session, *, device: str, backend: str, batch: int, threads: int, runtime_version: str,
-                    statistic: str, sources: list[int], measure: int, seed: int, selection: str) -> dict[str, Any]:
+                    statistic: str | None, sources: list[int], measure: int, seed: int,
+                    selection: str) -> dict[str, Any]:
+    """``statistic`` None: the backend's default (``default_statistic``), or the reused LUT's."""
     space, fleet, _ = source_fleet(s, sources)
     dev = repo.get_device(s, device)
     desc = space.describe()
@@ -96,13 +99,16 @@ def create_transfer(s: Session, *, device: str, backend: str, batch: int, thread
     lut = repo.find_lut(s, ident)
     if lut is None:
         lut = repo.create_lut(s, device=dev, backend=backend, batch=batch, threads=threads,
-                              runtime_version=runtime_version, space=desc, statistic=statistic,
-                              n_keys=len(space.all_block_keys()),
+                              runtime_version=runtime_version, space=desc,
+                              statistic=statistic or default_statistic(backend), n_keys=len(space.all_block_keys()),
                               meta={"source": "transfer", "transfer": meta_transfer})
     else:
         lut = repo.get_lut(s, lut.id, lock=True)
         if lut.status == "complete":
             raise ConflictError(f"device: LUT {lut.id} of this identity is measured in full; nothing to transfer")
+        if statistic is not None and statistic != lut.statistic:
+            raise ConflictError(f"statistic {statistic!r}: LUT {lut.id} of this identity sums {lut.statistic!r}; "
+                                "leave statistic out to reuse it")
         lut.meta = {**lut.meta, "transfer": meta_transfer}
         lut.revision += 1
     idx = choose_archs(fleet, measure, np.random.default_rng(seed), selection)

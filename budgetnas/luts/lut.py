@@ -58,6 +58,16 @@ from budgetnas.spaces.base import SearchSpace, whole
 LUT_FORMAT = "budgetnas-lut"
 LUT_VERSION = 1
 STATISTICS = ("median", "mean", "min", "p90")
+# What a LUT sums when nobody says: on a CPU thread the noise is one-sided (preemption, a neighbour's
+# cache traffic only ever add time), so the fastest of many runs reproduces between sessions far better
+# than the median (whole models: 0.5-0.7% RMS vs 3-4%, bench/results/lut_fidelity). Other backends keep
+# the median: a phone's benchmark tool does not always report a min, and a GPU's noise is not one-sided.
+DEFAULT_STATISTICS = {"ort-cpu": "min", "torch-cpu": "min", "litert-cpu": "min"}
+
+
+def default_statistic(backend: str) -> str:
+    """The statistic a LUT for ``backend`` sums when none is given."""
+    return DEFAULT_STATISTICS.get(backend, "median")
 
 
 # ---- reading files a user gives us -------------------------------------------------------------

@@ -18,7 +18,7 @@ from budgetnas.lut_server.service import calibrate, enqueue_campaign, lut_model,
 from budgetnas.lut_server.state import check_read, require_admin, state_of
 from budgetnas.lut_server.views import LutFileMetaOut, LutOut, StatsOut, lut_object, lut_objects
 from budgetnas.luts.calibration import METHODS as CALIBRATION_METHODS
-from budgetnas.luts.lut import STATISTICS
+from budgetnas.luts.lut import STATISTICS, default_statistic
 
 router = APIRouter(prefix="/v1", tags=["luts"])
 
@@ -33,7 +33,9 @@ class LutIn(BaseModel):
     batch: int = Field(default=1, ge=1, le=4096)
     threads: int = Field(default=1, ge=0, le=1024)
     runtime_version: Line = Field(default="unknown", min_length=1, max_length=NAME_LEN)
-    statistic: Literal["median", "mean", "min", "p90"] = "median"
+    statistic: Literal["median", "mean", "min", "p90"] | None = Field(
+        default=None, description="what predictions sum; default: min for CPU backends (ort-cpu, torch-cpu, "
+                                  "litert-cpu), median for the others")
 
 
 class ImportIn(BaseModel):
@@ -155,7 +157,8 @@ def create_lut(body: LutIn, request: Request) -> dict[str, Any]:
     with st.db.session(write=True) as s:
         dev = repo.get_device(s, body.device)
         lut = repo.create_lut(s, device=dev, backend=body.backend, batch=body.batch, threads=body.threads,
-                              runtime_version=body.runtime_version, space=space.describe(), statistic=body.statistic,
+                              runtime_version=body.runtime_version, space=space.describe(),
+                              statistic=body.statistic or default_statistic(body.backend),
                               n_keys=len(space.all_block_keys()), meta={"source": "campaign"})
         return lut_object(s, lut)
 
@@ -257,11 +260,16 @@ def create_campaign(body: CampaignCreateIn, request: Request) -> dict[str, Any]:
         if lut is None:
             try:
                 lut = repo.create_lut(s, device=dev, backend=body.backend, batch=body.batch, threads=body.threads,
-                                      runtime_version=body.runtime_version, space=desc, statistic=body.statistic,
+                                      runtime_version=body.runtime_version, space=desc,
+                                      statistic=body.statistic or default_statistic(body.backend),
                                       n_keys=len(space.all_block_keys()), meta={"source": "campaign"})
             except ConflictError:  # a concurrent campaign created it first: reuse it
                 lut = repo.find_lut(s, ident)
                 assert lut is not None
+        if body.statistic is not None and body.statistic != lut.statistic:
+            # its entries are already that statistic's; mixing would make one LUT sum two kinds of number
+            raise ConflictError(f"statistic {body.statistic!r}: LUT {lut.id} of this identity sums "
+                                f"{lut.statistic!r}; leave statistic out to add to it")
         n = enqueue_campaign(s, lut, body.validation_models, body.seed)
         return {"lut_id": lut.id, "jobs_created": n, "status": lut.status}
 

@@ -25,7 +25,9 @@ class TransferIn(BaseModel):
     batch: int = Field(default=1, ge=1, le=4096)
     threads: int = Field(default=1, ge=0, le=1024)
     runtime_version: Line = Field(default="unknown", min_length=1, max_length=NAME_LEN)
-    statistic: Literal["median", "mean", "min", "p90"] = "median"
+    statistic: Literal["median", "mean", "min", "p90"] | None = Field(
+        default=None, description="what the measured whole models give; default: min for CPU backends, median "
+                                  "for the others")
     selection: Literal["dopt", "random"] = "dopt"  # iopt is offline only (measured level with dopt)
     seed: Seed = 0
 
