@@ -5,7 +5,7 @@
 - the server stopped for 20 s while agents measure: nothing lost, nothing duplicated;
 - an android agent against the loopback ADB phone: a small campaign with real LiteRT timings.
 
-Cheap settings: the nb201 space (16 small keys), torch-cpu with the quick protocol, leases of a
+Cheap settings: the nb201 space (22 small keys), torch-cpu with the quick protocol, leases of a
 few seconds. Agents and server share one artifact cache (BUDGETNAS_CACHE) under tmp_path.
 """
 

@@ -16,7 +16,7 @@ from budgetnas.luts.lut import LUT
 from budgetnas.profiler.fidelity import metrics
 from budgetnas.spaces import get_space
 
-# a small nb201 (16 block keys, 16x16 input, 1 cell per stage) keeps the real runs short
+# a small nb201 (22 block keys, 16x16 input, 1 cell per stage) keeps the real runs short
 NB = ["--space", "nb201", "--resolution", "16", "--exporter", "torchscript", "--quick"]
 
 

@@ -154,6 +154,31 @@ def _skip(key: BlockKey) -> nn.Module:
     return nn.Identity()
 
 
+class Add(nn.Module):
+    """One addition of a node's sum: ``x + y`` in a cell; alone (profiled from one input), ``x + x``."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return x + (x if y is None else y)
+
+
+@register("add")
+def _add(key: BlockKey) -> nn.Module:
+    return Add()
+
+
+class Zeros(nn.Module):
+    """The output of a cell no edge reaches: NB201's ``none``, ``x * 0``, which depends on ``x`` so that
+    no graph optimiser folds the rest of the network into a constant (the next cells still run)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul(0.0)
+
+
+@register("zeros")
+def _zeros(key: BlockKey) -> nn.Module:
+    return Zeros()
+
+
 @register("stem")
 def _nb_stem(key: BlockKey) -> nn.Module:
     return nn.Sequential(*_conv_bn(key.input[2], key.output[2], 3))

@@ -22,21 +22,24 @@ class BlockSequence(nn.Sequential):
 
 class DAGCell(nn.Module):
     """A cell DAG (``budgetnas.spaces.base.Cell``): ``edges`` are ``(to, from, module index)`` in
-    edge order, ``ops`` one module per block of :meth:`Cell.executed` (nb201: its live edges,
+    edge order, ``ops`` one module per edge block of :meth:`Cell.executed` (nb201: its live edges,
     ``budgetnas.spaces.nb201.runs``, a parameter-free op that edges apply to one value once).
 
     Dead edges are not built, so neither eager torch nor an exported graph runs them; a shared
-    module runs once (:meth:`Cell.shared`), as a graph compiler's CSE would run it. A node with no input
-    edge is never read, except the output of a cell with no edge: that is ``x * 0``, NB201's own
-    ``none``, which depends on ``x`` so that no graph optimiser folds the rest of the network into a
-    constant (the next cells still run and are charged).
+    module runs once (:meth:`Cell.shared`), as a graph compiler's CSE would run it. A node sums its
+    terms with the cell's ``add`` block's module (:meth:`Cell.additions` of them). A node with no
+    input edge is never read, except the output of a cell with no edge: that is the ``zero`` block's
+    module, NB201's own ``none`` (``x * 0``), which depends on ``x`` so that no graph optimiser folds
+    the rest of the network into a constant (the next cells still run and are charged).
     """
 
-    def __init__(self, edges: list[tuple[int, int, int]], ops: list[nn.Module], nodes: int = 4) -> None:
+    def __init__(self, edges: list[tuple[int, int, int]], ops: list[nn.Module], nodes: int = 4,
+                 add: nn.Module | None = None, zero: nn.Module | None = None) -> None:
         super().__init__()
         self.nodes = nodes
         self.edges = edges
         self.ops = nn.ModuleList(ops)
+        self.add, self.zero = add, zero
 
     @classmethod
     def from_cell(cls, cell: Cell) -> DAGCell:
@@ -49,20 +52,55 @@ class DAGCell(nn.Module):
                 index[key] = len(ops)
                 ops.append(build_block(block.key))  # in edge order: modules are built (seeded) as walked
             edges.append((to, src, index[key]))
-        return cls(edges, ops, cell.nodes)
+        add = build_block(cell.add.key) if cell.add is not None else None
+        zero = build_block(cell.zero.key) if cell.zero is not None else None
+        return cls(edges, ops, cell.nodes, add, zero)
+
+    def _partial_sums(self) -> set[tuple[int, ...]]:
+        """Each partial sum its nodes compute, by the modules summed in order (:meth:`Cell.additions`)."""
+        out: set[tuple[int, ...]] = set()
+        for j in range(1, self.nodes):
+            chain: tuple[int, ...] = ()
+            for to, _, k in self.edges:
+                if to == j:
+                    chain = (*chain, k)
+                    if len(chain) > 1:
+                        out.add(chain)
+        return out
+
+    def block_modules(self) -> list[nn.Module]:
+        """One module per block of :meth:`Cell.executed`: the add module once per addition it runs,
+        the zero module when no edge reaches the output."""
+        out = list(self.ops)
+        if self.add is not None:
+            out += [self.add] * len(self._partial_sums())
+        if self.zero is not None and all(to != self.nodes - 1 for to, _, _ in self.edges):
+            out.append(self.zero)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = {0: x}  # an edge reads only nodes the input reaches, so only those are made
         done: dict[int, torch.Tensor] = {}  # a shared module's one output (its edges read equal values)
+        sums: dict[tuple[int, ...], torch.Tensor] = {}  # a partial sum two nodes share is computed once
         for j in range(1, self.nodes):
+            chain: tuple[int, ...] = ()
             for to, frm, k in self.edges:
-                if to == j:
-                    if k not in done:
-                        done[k] = self.ops[k](nodes[frm])
+                if to != j:
+                    continue
+                if k not in done:
+                    done[k] = self.ops[k](nodes[frm])
+                if not chain:
+                    chain, nodes[j] = (k,), done[k]
+                    continue
+                chain = (*chain, k)
+                if chain not in sums:
                     y = done[k]
-                    nodes[j] = nodes[j] + y if j in nodes else y
+                    sums[chain] = self.add(nodes[j], y) if self.add is not None else nodes[j] + y
+                nodes[j] = sums[chain]
         out = self.nodes - 1
-        return nodes[out] if out in nodes else x.mul(0.0)
+        if out in nodes:
+            return nodes[out]
+        return self.zero(x) if self.zero is not None else x.mul(0.0)
 
 
 class CellNetwork(nn.Module):
@@ -81,7 +119,7 @@ class CellNetwork(nn.Module):
     def block_modules(self) -> list[nn.Module]:
         out: list[nn.Module] = [self.stem]
         for m in self.body:
-            out += list(m.ops) if isinstance(m, DAGCell) else [m]
+            out += m.block_modules() if isinstance(m, DAGCell) else [m]
         return [*out, self.head]
 
 

@@ -106,11 +106,18 @@ class Cell:
     built model computes it once. Two nodes hold the same value when they sum the same terms, or
     when one is only an ``identities`` op of the other (nb201's ``skip_connect``: node 1 = x0 makes
     ``pool(x1)`` the same as ``pool(x0)``). :meth:`executed` lists what runs, the blocks a LUT sum
-    charges."""
+    charges.
+
+    Summing a node's terms runs additions too (:meth:`additions`), and a cell whose output no edge
+    reaches multiplies its input by zero. Where the space gives them, ``add`` (one addition) and
+    ``zero`` (that product) are blocks: charged like the rest. On a small cell they are not small (an
+    addition of two nb201 feature maps costs about as much as the pooling of one)."""
 
     nodes: int
     edges: tuple[tuple[int, int, Block], ...]
     identities: frozenset[str] = frozenset()  # block ops that return their input
+    add: Block | None = None  # one addition of two terms of a node (None: not charged)
+    zero: Block | None = None  # the output of a cell with no edge into it (None: not charged)
 
     def values(self) -> tuple[int, ...]:
         """A value number per node (value numbering): nodes that compute the same tensor share one."""
@@ -152,9 +159,35 @@ class Cell:
                 seen.add(ident)
         return tuple(out)
 
+    def additions(self) -> int:
+        """Additions its nodes run. A node sums its terms in edge order, ``((t1 + t2) + t3)``; a partial
+        sum that another node already computes (the same terms in the same order: parameter-free ops of
+        the same values) is that computation, as CSE makes it: ``x1 = pool(x0)``, ``x2 = pool(x0) +
+        pool(x1)``, ``x3 = pool(x0) + pool(x1) + pool(x2)`` run 2 additions, not 3."""
+        shared = self.shared()
+        partial: set[tuple[object, ...]] = set()
+        for j in range(1, self.nodes):
+            chain: tuple[object, ...] = ()
+            for e, (to, _, _) in enumerate(self.edges):
+                if to == j:
+                    chain = (*chain, shared[e] if shared[e] is not None else ("edge", e))
+                    if len(chain) > 1:
+                        partial.add(chain)
+        return len(partial)
+
+    def outputs_zeros(self) -> bool:
+        """No edge reaches the output node: the cell returns zeros (its input times zero)."""
+        return all(to != self.nodes - 1 for to, _, _ in self.edges)
+
     def executed(self) -> tuple[Block, ...]:
-        """The blocks the cell runs, in edge order, a shared parameter-free block once."""
-        return tuple(block for (_, _, block), run in zip(self.edges, self.runs(), strict=True) if run)
+        """The blocks the cell runs: its edges' in edge order (a shared parameter-free block once),
+        then one ``add`` per addition and the ``zero`` of an output no edge reaches, where given."""
+        out = [block for (_, _, block), run in zip(self.edges, self.runs(), strict=True) if run]
+        if self.add is not None:
+            out += [self.add] * self.additions()
+        if self.zero is not None and self.outputs_zeros():
+            out.append(self.zero)
+        return tuple(out)
 
 
 class SearchSpace(abc.ABC, Generic[A]):

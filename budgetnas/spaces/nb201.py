@@ -9,7 +9,10 @@ edges that ``none`` edges cut off from the cell's input or output, are not run b
 (a graph optimiser drops an unused output; the built model skips them), so a LUT sum must not charge
 them. Nor does it charge twice a parameter-free op (``avg_pool_3x3``, ``skip_connect``) that two edges
 apply to one value (the same node, or a node that is only ``skip_connect`` of it): that is one
-computation (:func:`runs`, :meth:`budgetnas.spaces.base.Cell.executed`), built once.
+computation (:func:`runs`, :meth:`budgetnas.spaces.base.Cell.executed`), built once. What a node's
+sum runs is charged too: an ``add`` block per addition, and a ``zeros`` block for a cell whose output
+no live edge reaches (:func:`joins`). Summed over 15 cells, the additions are 10-20% of a small
+model's time on a CPU (bench/results/lut_fidelity).
 
 FLOPs and params follow the NB201 API, whose tables count every non-``none`` edge, dead or not:
 multiply-accumulates of convolutions and the classifier plus the classifier bias, pooling not
@@ -58,6 +61,15 @@ def live_edges(ops: Sequence[str]) -> tuple[bool, ...]:
 
 WEIGHTED = frozenset({"nor_conv_1x1", "nor_conv_3x3"})  # ops with weights (ReLU-Conv-BN); the others are functions
 IDENTITIES = frozenset({"skip_connect"})  # ops that return their input: node j = skip(x_i) is x_i
+JOINS = ("add", "zeros")  # blocks a cell runs besides its edges' ops (:func:`joins`)
+
+
+@cache
+def _unit_cell(ops: tuple[str, ...]) -> Cell:
+    """The cell of the live edges, shapes left out: what runs in it depends on its ops alone."""
+    edges = tuple((j, i, Block(BlockKey(op, (1, 1, 1), (1, 1, 1)), 0, int(op in WEIGHTED)))
+                  for (j, i), op, on in zip(EDGES, ops, live_edges(ops), strict=True) if on)
+    return Cell(4, edges, IDENTITIES)
 
 
 @cache
@@ -66,11 +78,16 @@ def runs(ops: tuple[str, ...]) -> tuple[bool, ...]:
     an op an earlier edge already computes on the same value (:meth:`Cell.executed`: a
     parameter-free op, ``avg_pool_3x3`` or ``skip_connect``, applied twice to one node, or to two
     nodes that hold one value)."""
-    alive = live_edges(ops)
-    edges = tuple((j, i, Block(BlockKey(op, (1, 1, 1), (1, 1, 1)), 0, int(op in WEIGHTED)))
-                  for (j, i), op, on in zip(EDGES, ops, alive, strict=True) if on)
-    run = iter(Cell(4, edges, IDENTITIES).runs())
-    return tuple(on and next(run) for on in alive)
+    run = iter(_unit_cell(ops).runs())
+    return tuple(on and next(run) for on in live_edges(ops))
+
+
+@cache
+def joins(ops: tuple[str, ...]) -> tuple[int, bool]:
+    """What the cell runs besides its edges' ops: its nodes' additions (:meth:`Cell.additions`), and
+    whether its output is zeros (no live edge reaches it: the input times zero)."""
+    cell = _unit_cell(ops)
+    return cell.additions(), cell.outputs_zeros()
 
 
 _SWAP_12 = (1, 0, 2, 3, 5, 4)  # edge positions after exchanging the labels of nodes 1 and 2 (when 2<-1 is none)
@@ -168,12 +185,16 @@ class NASBench201(ImageSpace[NB201Arch]):
         key = BlockKey(op, (h, h, c), (h, h, c))
         if op in WEIGHTED:
             return Block(key, *_conv_cost(h, c, c, int(op[-1])))  # nor_conv_KxK
-        return Block(key, 0, 0)  # skip_connect, avg_pool_3x3: no weights, pooling not counted
+        return Block(key, 0, 0)  # skip_connect, avg_pool_3x3, add, zeros: no weights, not counted
 
     def blocks(self, arch: NB201Arch) -> list[Block]:
-        """Stem, then per stage (resblock), cells x the ops of the edges that run (EDGES order: live,
-        a shared parameter-free op once, :func:`runs`), then head."""
-        return self._walk(arch, [op for op, run in zip(arch.ops, runs(arch.ops), strict=True) if run])
+        """Stem, then per stage (resblock), cells x (the ops of the edges that run, in EDGES order:
+        live, a shared parameter-free op once, :func:`runs`; then an ``add`` per addition and the
+        ``zeros`` of an output no edge reaches, :func:`joins`), then head: ``Cell.executed`` of
+        :meth:`graph`'s cells."""
+        adds, zeros = joins(arch.ops)
+        cell_ops = [op for op, run in zip(arch.ops, runs(arch.ops), strict=True) if run]
+        return self._walk(arch, [*cell_ops, *["add"] * adds, *["zeros"] * zeros])
 
     def flops(self, arch: NB201Arch) -> int:
         return sum(b.flops for b in self._walk(arch, [op for op in arch.ops if op != "none"]))  # NB201 API
@@ -204,7 +225,7 @@ class NASBench201(ImageSpace[NB201Arch]):
         r, c0 = self.resolution, self.channels
         keys = {str(b.key) for b in self.blocks(NB201Arch(("nor_conv_3x3",) * 6))}
         for c, h in self._stages():
-            keys.update(str(self._op_block(op, c, h).key) for op in OPS[1:])
+            keys.update(str(self._op_block(op, c, h).key) for op in (*OPS[1:], *JOINS))
         keys.add(str(BlockKey("stem", (r, r, 3), (r, r, c0))))
         return sorted(keys)
 
@@ -217,20 +238,25 @@ class NASBench201(ImageSpace[NB201Arch]):
         for stage in range(len(self._stages())):
             if stage:
                 out.append(next(it))
-            out += [Cell(4, tuple((j, i, next(it)) for j, i in live), IDENTITIES) for _ in range(self.cells)]
+            c, h = self._stages()[stage]
+            add, zero = self._op_block("add", c, h), self._op_block("zeros", c, h)
+            out += [Cell(4, tuple((j, i, next(it)) for j, i in live), IDENTITIES, add, zero)
+                    for _ in range(self.cells)]
         out.append(next(it))
         return out
 
     # ---- the walk folded into a cost table ------------------------------------------------
     def cost_terms(self, cost: KeyCost) -> tuple[float, list[CostTerm]]:
         """Fixed blocks (stem, reductions, head) + Σ over the edges that run (:func:`runs`: live,
-        a shared parameter-free op once) of the edge's op cost summed over the stages (x cells).
-        Whether an edge runs depends on the other edges, so it is one term over all six edges: a
-        5^6 table."""
+        a shared parameter-free op once) of the edge's op cost summed over the stages (x cells), +
+        the cell's additions and zeros (:func:`joins`) likewise. Whether an edge runs depends on the
+        other edges, so it is one term over all six edges: a 5^6 table."""
         ops = self.decisions[0].choices
         n_edges = len(self.decisions)
-        none_tok = [0] * n_edges  # token 0 is 'none': the arch with no edge blocks is the fixed part
-        base = sum(cost(k) for k in self.block_keys(self.from_tokens(none_tok)))
+        none_tok = [0] * n_edges  # token 0 is 'none'
+        base = sum(cost(str(b.key)) for b in self._walk(self.from_tokens(none_tok), []))  # stem, resblocks, head
+        per_cell = {j: self.cells * sum(cost(str(self._op_block(j, c, h).key)) for c, h in self._stages())
+                    for j in JOINS}
         # an op's blocks cost the same on every live edge; probe them with edge 3<-0, live on its own
         probe = EDGES.index((3, 0))
         per_op = np.zeros(len(ops))
@@ -239,7 +265,8 @@ class NASBench201(ImageSpace[NB201Arch]):
             toks[probe] = o
             per_op[o] = sum(cost(b.key_str) for b in self.blocks(self.from_tokens(toks)) if b.key.op == ops[o])
         grid = np.indices((len(ops),) * n_edges).reshape(n_edges, -1).T  # every token vector, C order
-        table = (_runs_grid() * per_op[grid]).sum(1)
+        adds, zeros = _joins_grid()
+        table = (_runs_grid() * per_op[grid]).sum(1) + adds * per_cell["add"] + zeros * per_cell["zeros"]
         return base, [CostTerm(tuple(range(n_edges)), table.reshape((len(ops),) * n_edges))]
 
 
@@ -248,3 +275,10 @@ def _runs_grid() -> np.ndarray:
     """:func:`runs` of every cell, rows in C order of the token grid (5^6 x 6 bools, computed once)."""
     cells = itertools.product(OPS, repeat=len(EDGES))  # C order: the last edge varies fastest
     return np.array([runs(ops) for ops in cells])
+
+
+@cache
+def _joins_grid() -> tuple[np.ndarray, np.ndarray]:
+    """:func:`joins` of every cell in the same order: additions, and whether the output is zeros."""
+    both = np.array([joins(ops) for ops in itertools.product(OPS, repeat=len(EDGES))], dtype=float)
+    return both[:, 0], both[:, 1]
