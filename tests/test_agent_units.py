@@ -88,6 +88,22 @@ def test_torch_cpu_backend_measures_a_block_and_a_model() -> None:
     assert facts["kind"] == "cpu" and facts["runtime_version"].startswith("torch ")
 
 
+def test_a_profiler_backend_measures_jobs_together_in_one_session() -> None:
+    be = get_backend("torch-cpu", BackendOptions(quick=True))
+    arch = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|"
+    jobs = [JobSpec(1, "block", "nor_conv_3x3-input:8x8x64-output:8x8x64", None, {"space": "nb201"}, 1, 1),
+            JobSpec(2, "block", "nor_conv_1x1-input:8x8x64-output:8x8x64", None, {"space": "nb201"}, 1, 1),
+            JobSpec(3, "model", None, arch, {"space": "nb201"}, 1, 1),
+            JobSpec(4, "block", "nor_conv_3x3-input:8x8x64-output:8x8x64", None, {"space": "nb201"}, 1, 2)]
+    out = be.measure_together(jobs)
+    assert sorted(out) == [1, 2, 3, 4]
+    assert all(m.stats.count >= 10 and (m.stats.median_ms or 0) > 0 for m in out.values())
+    # one session per runner: jobs 1-3 share one (1 thread), job 4 has its own (2 threads)
+    assert [out[i].environment["measured_together"] for i in (1, 2, 3, 4)] == [3, 3, 3, 1]
+    assert out[4].environment["threads"] == 2
+    assert (out[3].stats.median_ms or 0) > (out[1].stats.median_ms or 0) > (out[2].stats.median_ms or 0)
+
+
 def _torch_cuda() -> bool:
     import torch
 

@@ -296,3 +296,50 @@ def test_the_agent_batches_where_the_server_can_and_loses_nothing_where_it_canno
     else:
         assert rest.calls["/v1/jobs/results"] == 1  # asked once, then the single-job route
         assert rest.calls["/v1/jobs/{id}/result"] == agent.done
+
+
+class _Together(_Instant):
+    """Measures a leased batch in one session (as the CPU and GPU profilers do); a batch holding a job it
+    cannot measure fails whole, and that job alone fails when measured alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.together: Counter[str] = Counter()
+
+    def measure_together(self, jobs: list[JobSpec]) -> dict[int, Measured]:
+        self.together["calls"] += 1
+        if any(job.id % 13 == 0 for job in jobs):
+            raise DeviceUnavailableError("one of them crashed")
+        self.together["jobs"] += len(jobs)
+        return {job.id: Measured(LatencyStats.from_samples([2.0, 2.1]), {"measured_together": len(jobs)})
+                for job in jobs}
+
+    def measure(self, job: JobSpec) -> Measured:
+        self.together["alone"] += 1
+        if job.id % 13 == 0:
+            raise DeviceUnavailableError("this one crashed")
+        return super().measure(job)
+
+
+def test_a_batch_is_measured_together_and_a_bad_job_fails_alone(live, db_url, tmp_path) -> None:
+    token = httpx.post(f"{live.url}/v1/devices", json={"name": "rig"}, headers=ADMIN_H).json()["token"]
+    total = httpx.post(f"{live.url}/v1/campaigns", json={"space": {"space": "nb201"}, "device": "rig",
+                                                         "backend": "test-instant", "validation_models": 10},
+                       headers=ADMIN_H).json()["jobs_created"]
+    config = AgentConfig(server=live.url, token=token, name="rig", backend="test-instant", lease_seconds=5,
+                         poll_s=0.05, max_backoff_s=0.2, idle_exit_s=0.5, spool=str(tmp_path / "spool"),
+                         lease_batch=4)
+    backend = _Together()
+    agent = Agent(config, backend, Rest(live.url, token))
+    _run(agent)
+    db = Database(db_url)
+    try:
+        with db.session() as s:
+            states = Counter(s.scalars(select(Job.state)))
+            bad = sum(1 for i in s.scalars(select(Job.id)) if i % 13 == 0)
+    finally:
+        db.dispose()
+    assert states == {"done": total - bad, "failed": bad} and stored_rows(db_url) == total - bad
+    # batches without a bad job came from one session; those with one were measured job by job
+    assert backend.together["jobs"] > 0 and backend.together["alone"] > 0
+    assert agent.done == total - bad

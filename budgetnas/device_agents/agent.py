@@ -22,6 +22,9 @@
   each spooled first as above. A server without the batched routes (404/405) gets the single-job calls;
   a batch it refuses (409/422) is sent again one result at a time, so each gets its own answer. After a
   signal, the jobs of the batch not measured yet are released.
+- A batch is measured in one session where the backend can (the CPU and GPU profilers: interleaved rounds,
+  as ``budgetnas profile`` measures a LUT, so each entry is timed in the cache state its neighbours leave,
+  not hot after its own runs); if that fails, each job is measured alone and a bad job fails alone.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from typing import Any
 
 from budgetnas.core.errors import BudgetNASError, ServerError, ServerRefusedError, ServerUnreachableError
 from budgetnas.core.text import make_printable
-from budgetnas.device_agents.backends import Backend, JobSpec
+from budgetnas.device_agents.backends import Backend, JobSpec, Measured
 from budgetnas.device_agents.rest import Rest
 from budgetnas.device_agents.spool import Spool
 
@@ -260,13 +263,14 @@ class Agent:
         return True
 
     # ---- one job ---------------------------------------------------------------------------------
-    def _measure(self, job: JobSpec, key: str, lease_id: str | None, lease: Callable[[], tuple[int, bool]]
-                 ) -> tuple[str, dict[str, Any]]:
+    def _measure(self, job: JobSpec, key: str, lease_id: str | None, lease: Callable[[], tuple[int, bool]],
+                 measured: Measured | None = None) -> tuple[str, dict[str, Any]]:
         """The record of one measurement: ("result", body) or ("fail", body); ``_Abort`` passes through.
-        ``lease``: the lease keeper's (heartbeats sent, lease lost) for the result's environment."""
+        ``lease``: the lease keeper's (heartbeats sent, lease lost) for the result's environment.
+        ``measured``: the job's measurement when it was taken together with others."""
         self._measuring = True
         try:
-            m = self.backend.measure(job)
+            m = measured if measured is not None else self.backend.measure(job)
         except _Abort:
             raise
         except (BudgetNASError, Exception) as exc:  # a bad job must not stop the agent
@@ -322,8 +326,14 @@ class Agent:
         keeper.start()
         results: list[dict[str, Any]] = []
         try:
+            try:
+                together = self._measure_together([job for job, _ in specs])
+            except _Abort:
+                for job, job_json in specs:
+                    self._release(job.id, job_json.get("lease_id"))
+                return
             for n, (job, job_json) in enumerate(specs):
-                if self.stop.is_set():  # a signal: what is not measured yet goes back to the queue
+                if self.stop.is_set() and job.id not in together:  # a signal: what is not measured yet goes back
                     for later, later_json in specs[n:]:
                         self._release(later.id, later_json.get("lease_id"))
                     break
@@ -334,7 +344,7 @@ class Agent:
                     return keeper.beats, j in keeper.lost
 
                 try:
-                    kind, body = self._measure(job, key, lease_id, lease)
+                    kind, body = self._measure(job, key, lease_id, lease, together.get(job.id))
                 except _Abort:
                     for later, later_json in specs[n:]:
                         self._release(later.id, later_json.get("lease_id"))
@@ -351,6 +361,21 @@ class Agent:
             keeper.stop()
         if results and not self._post_results(results):
             log.warning("server unreachable; %d result(s) spooled in %s", len(results), self.spool.path)
+
+    def _measure_together(self, jobs: list[JobSpec]) -> dict[int, Measured]:
+        """The batch measured in one session where the backend can (``Backend.measure_together``); {}
+        when it cannot or anything in it fails: then each job is measured alone, its failure its own."""
+        self._measuring = True
+        try:
+            return self.backend.measure_together(jobs)
+        except _Abort:
+            raise
+        except Exception as exc:  # one bad job must not fail the others
+            log.info("measuring %d jobs together failed (%s: %s); measuring each alone", len(jobs),
+                     type(exc).__name__, exc)
+            return {}
+        finally:
+            self._measuring = False
 
     def _post_results(self, recs: list[dict[str, Any]]) -> bool:
         """Deliver spooled results, in one call where the server can; False when it is unreachable."""

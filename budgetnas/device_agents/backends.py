@@ -89,6 +89,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def measure(self, job: JobSpec) -> Measured: ...
 
+    def measure_together(self, jobs: list[JobSpec]) -> dict[int, Measured]:
+        """Several jobs measured in one session, by job id; {} where the backend measures one at a time."""
+        return {}
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the device (phone connection)."""
 
@@ -177,6 +181,28 @@ class ProfilerBackend(Backend):
         if self.pinned:
             env["pinned_cores"] = self.pinned
         return Measured(stats, env)
+
+
+    def measure_together(self, jobs: list[JobSpec]) -> dict[int, Measured]:
+        """The jobs in interleaved rounds (``measure_many``), as ``budgetnas profile`` measures a LUT: every
+        entry is timed between the others, in the cache state a whole model leaves it, rather than hot
+        after its own runs. Jobs that share a runner (threads, batch) share a session."""
+        from budgetnas.profiler.protocol import measure_many
+
+        groups: dict[tuple[int, int | None], list[JobSpec]] = {}
+        for job in jobs:
+            groups.setdefault((self.threads_for(job), job.batch or self.options.batch), []).append(job)
+        out: dict[int, Measured] = {}
+        for (threads, batch), group in groups.items():
+            runner = self.runner(threads, batch)
+            targets = [job_target(job, runner.batch) for job in group]
+            m = measure_many(runner, targets, self.protocol(), progress=False)
+            env = {**runner.environment(), "protocol": self.protocol().to_dict(), "measured_together": len(group)}
+            if self.pinned:
+                env["pinned_cores"] = self.pinned
+            for job, target in zip(group, targets, strict=True):
+                out[job.id] = Measured(m.stats[target.name], dict(env))
+        return out
 
 
 @register_backend
