@@ -58,7 +58,8 @@ def agent_cmd(
                                                     help="exit after this many seconds without a job")] = None,
     max_jobs: Annotated[int | None, typer.Option("--max-jobs", min=1, help="exit after this many jobs")] = None,
     lease_batch: Annotated[int, typer.Option("--lease-batch", min=1, max=100,
-                                             help="jobs per lease, their results reported in one call "
+                                             help="jobs per lease, measured in one session on CPU/GPU "
+                                                  "backends (interleaved rounds) and reported in one call "
                                                   "(where the server has batches)")] = 1,
     spool: Annotated[str | None, typer.Option("--spool", help="JSONL spool of unsent results "
                                                               "(default under ~/.cache/budgetnas/agent)")] = None,

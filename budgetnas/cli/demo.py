@@ -55,6 +55,7 @@ EVAL_ARCHS = 150  # sub-networks the supernet evaluates (the accuracy records)
 MAX_QUERIES = 150  # accuracy records the evaluator reads, at most
 N_BUDGETS = 5
 SAMPLES = 1000  # generated per budget
+LEASE_BATCH = 8  # jobs the demo's agent leases and measures together
 
 
 @dataclass
@@ -170,8 +171,10 @@ class Demo:
                        "--device", DEVICE, "--backend", BACKEND, "--threads", "1",
                        "--validation-models", str(self.cfg.validation_models), "--seed", str(self.cfg.seed))
         lut_id = int(out.strip().splitlines()[-1])
+        # leases of LEASE_BATCH jobs, each lease measured in one session (interleaved rounds, as `profile` does)
         agent_args = ["agent", "--server", self.url, "--token", token, "--name", DEVICE, "--backend", BACKEND,
-                      "--threads", "1", "--spool", str(self.cfg.out / "agent-spool.jsonl"),
+                      "--threads", "1", "--lease-batch", str(LEASE_BATCH),
+                      "--spool", str(self.cfg.out / "agent-spool.jsonl"),
                       "--cache-dir", str(self.cfg.out / "artifacts")]
         if self.cfg.quick:
             agent_args.append("--quick")
