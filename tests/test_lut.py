@@ -83,7 +83,7 @@ def test_calibration_fit_and_band() -> None:
     ([1.0, 2.0, 3.0], [1.0, float("nan"), 3.0], "measured latency is nan ms"),
     ([1.0, float("inf"), 3.0], [1.0, 2.0, 3.0], "raw LUT sum is inf ms"),
     ([0.0, 0.0, 0.0], [1.0, 2.0, 3.0], "raw LUT sum is 0 ms"),  # y / x: inf slope before
-    ([1.0, 2.0, 3.0], [3.0, 2.0, 1.0], "slope is -1.0"),  # shrinking with the sum: no calibration
+    ([1.0, 2.0, 3.0], [3.0, 2.0, 1.0], "the fitted slope is -"),  # shrinking with the sum: no calibration
     ([1.0, 2.0, 3.0], [2.0, 2.0, 2.0], "do not grow with"),
 ])
 def test_calibration_fit_refuses_measurements_it_cannot_fit(raw: list[float], measured: list[float],

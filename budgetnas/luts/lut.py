@@ -436,7 +436,9 @@ class Calibration:
                                            "to fit (the LUT's entries are all 0 ms)")
             slope, intercept = float(np.mean(y / x)), 0.0
         else:
-            slope, intercept = (float(v) for v in np.polyfit(x, y, 1))
+            # relative least squares (residuals / measured): an error matters as a share of the latency,
+            # as every figure judges it; absolute ones would let the largest models set the fit
+            slope, intercept = (float(v) for v in np.polyfit(x, y, 1, w=1.0 / y))
         if not (math.isfinite(slope) and slope > 0):
             raise InvalidArgumentError(f"calibration: the fitted slope is {slope!r}: the measured latencies do not "
                                        "grow with the LUT's raw sums, so no calibration can be fitted")
@@ -490,8 +492,9 @@ def _fit_group_scales(g: np.ndarray, groups: list[str], y: np.ndarray, slope: fl
     """Per-group scales (relative to ``slope``) and a new intercept, by ridge least squares.
 
     Groups whose share is the same in every model (the stem, the head) cannot be told apart from
-    the intercept: they keep scale 1. The others fit ``y - slope·fixed ≈ Σ b_g·share_g + c`` with
-    a penalty ``GROUP_RIDGE · n·var(share_g) · (b_g - slope)²``; scale_g = b_g / slope.
+    the intercept: they keep scale 1. The others fit ``y - slope·fixed ≈ Σ b_g·share_g + c``
+    relative to ``y`` (each row divided by it, as the affine fit) with a penalty
+    ``GROUP_RIDGE · n·var(share_g / y) · (b_g - slope)²``; scale_g = b_g / slope.
     """
     n = len(y)
     var = g.var(axis=0)
@@ -499,9 +502,10 @@ def _fit_group_scales(g: np.ndarray, groups: list[str], y: np.ndarray, slope: fl
     if not free or slope <= 0:
         return {}, intercept
     fixed = [i for i in range(len(groups)) if i not in free]
-    target = y - slope * g[:, fixed].sum(axis=1)
-    a = np.column_stack([g[:, free], np.ones(n)])
-    w = np.sqrt(GROUP_RIDGE * n * var[free])
+    rel = 1.0 / y
+    target = (y - slope * g[:, fixed].sum(axis=1)) * rel
+    a = np.column_stack([g[:, free], np.ones(n)]) * rel[:, None]
+    w = np.sqrt(GROUP_RIDGE * n * a[:, :-1].var(axis=0))
     prior = np.zeros((len(free), len(free) + 1))
     prior[np.arange(len(free)), np.arange(len(free))] = w
     coef, *_ = np.linalg.lstsq(np.vstack([a, prior]), np.concatenate([target, w * slope]), rcond=None)
