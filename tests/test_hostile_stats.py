@@ -143,14 +143,13 @@ def test_bad_result_stats_are_a_422_naming_the_field(client, db_url, override: s
 
 @pytest.mark.parametrize("kind", ["block", "model"])
 def test_result_without_the_luts_statistic_is_refused(client, db_url, kind: str) -> None:
-    """A LUT given stats with only count/mean/std, not its statistic (min: the campaign's backend is a
-    CPU one): storing them would break its export for good."""
+    """A median LUT given stats with only count/mean/std: storing them would break its export for good."""
     job, agent, lut_id = leased_job(client, kind)
-    assert client.get(f"/v1/luts/{lut_id}").json()["meta"]["statistic"] == "min"
+    assert client.get(f"/v1/luts/{lut_id}").json()["meta"]["statistic"] == "median"
     before = counts(db_url)
     r = client.post(f"/v1/jobs/{job['id']}/result", json={"idempotency_key": "k", "stats": {
-        "count": 3, "mean_ms": 1.0, "std_ms": 0.1, "median_ms": 1.0}}, headers=agent)
-    assert r.status_code == 422 and "min_ms" in r.json()["detail"], r.text
+        "count": 3, "mean_ms": 1.0, "std_ms": 0.1, "min_ms": 0.9}}, headers=agent)
+    assert r.status_code == 422 and "median_ms" in r.json()["detail"], r.text
     assert counts(db_url) == before
     assert client.get(f"/v1/luts/{lut_id}/export").status_code == 200
     assert client.get(f"/v1/luts/{lut_id}/validation").status_code == 200

@@ -148,8 +148,7 @@ def test_a_campaigns_statistic_defaults_by_backend_and_is_kept(client) -> None:
     def stat(lut_id: int) -> str:
         return client.get(f"/v1/luts/{lut_id}").json()["meta"]["statistic"]
 
-    assert stat(nb201_campaign(client)["lut_id"]) == "min"  # a CPU backend
-    assert stat(nb201_campaign(client, backend="ort-cuda")["lut_id"]) == "median"
+    assert stat(nb201_campaign(client)["lut_id"]) == "median"  # the default
     body = {"space": NB201, "device": "dev1", "backend": "torch-cpu", "statistic": "p90", "validation_models": 1}
     r = client.post("/v1/campaigns", json=body, headers=ADMIN_H)
     assert r.status_code == 201 and stat(r.json()["lut_id"]) == "p90"
@@ -198,10 +197,10 @@ def test_campaign_lease_result_idempotent_completes_lut(client, db_url) -> None:
     with db.session() as s:  # stored exactly once
         assert s.scalar(select(func.count()).select_from(LutEntry)) == n_keys
     db.dispose()
-    # a complete LUT predicts; an arch of the space sums its keys' statistic (an ort-cpu LUT's: min)
+    # a complete LUT predicts; an arch of the space sums its keys' statistic (the default: median)
     arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
     p = client.post("/v1/predict", json={"lut": camp["lut_id"], "archs": [arch]}).json()["predictions"][0]
-    assert p["latency_ms"] == pytest.approx(len(sp.blocks(sp.parse(arch))) * STATS["min_ms"])
+    assert p["latency_ms"] == pytest.approx(len(sp.blocks(sp.parse(arch))) * STATS["median_ms"])
     exported = LUT.from_json_dict(client.get(f"/v1/luts/{camp['lut_id']}/export").json())
     assert exported.entries[sp.all_block_keys()[0]].samples_ms == (0.9, 1.0, 1.1)
     # the two model jobs measured whole models: calibration can be fitted from them

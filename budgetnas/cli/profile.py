@@ -31,9 +31,9 @@ def profile_cmd(
     device: Annotated[str | None, typer.Option("--device", help="device name stored in the LUT "
                                                                 "(default: hostname)")] = None,
     exporter: Annotated[str, typer.Option("--exporter", help="ONNX exporter: dynamo or torchscript")] = "dynamo",
-    statistic: Annotated[str | None, typer.Option(
-        "--statistic", help="what predictions sum: median, mean, min or p90 (default: min on CPU backends, where "
-                            "noise only adds time; median on the others)")] = None,
+    statistic: Annotated[str, typer.Option(
+        "--statistic", help="what predictions sum: median (default), mean, min or p90 (min reproduces better on "
+                            "small models, e.g. nb201 or ofa-mbv3 at 128 on a busy CPU)")] = "median",
     quick: Quick = False,
 ) -> None:
     """Measure every block key of SPACE at RESOLUTION on BACKEND and write a LUT file.
@@ -45,13 +45,12 @@ def profile_cmd(
 
     from budgetnas.cli.spaces import space_with
     from budgetnas.core.errors import InvalidArgumentError
-    from budgetnas.luts.lut import STATISTICS, default_statistic
+    from budgetnas.luts.lut import STATISTICS
     from budgetnas.profiler.fidelity import check_writable
     from budgetnas.profiler.lutbuild import profile_space
     from budgetnas.profiler.protocol import Protocol
     from budgetnas.profiler.runners import get_runner
 
-    statistic = statistic or default_statistic(backend)
     if statistic not in STATISTICS:
         raise InvalidArgumentError(f"--statistic {statistic!r} is not one of {list(STATISTICS)}")
     sp = space_with(space, width, resolution)

@@ -115,14 +115,14 @@ def campaign_create_cmd(
                                            "stage (the demo's 24 by default; 0: none)")] = DEFAULT_VALIDATION_MODELS,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     statistic: Annotated[str | None, typer.Option(
-        "--statistic", help="what the LUT sums: median, mean, min or p90 (default: min on CPU backends, median "
-                            "on the others; a reused LUT keeps its own)")] = None,
+        "--statistic", help="what the LUT sums: median (default), mean, min or p90; a reused LUT keeps its "
+                            "own")] = None,
 ) -> None:
     """Create (or reuse) the LUT and enqueue its missing block keys; prints the LUT id last."""
     body: dict[str, Any] = {"space": _space(space, width, resolution), "device": device, "backend": backend,
                             "batch": batch, "threads": threads, "runtime_version": runtime_version,
                             "validation_models": validation_models, "seed": seed}
-    if statistic is not None:  # the server checks it (a 422 names it) and picks the backend's default otherwise
+    if statistic is not None:  # the server checks it (a 422 names it); left out, a reused LUT keeps its own
         body["statistic"] = statistic
     out = call("POST", server, "/v1/campaigns", token, json=body)
     echo_lut_id(f"jobs created: {out['jobs_created']} (LUT status {out.get('status', '?')})", out["lut_id"])

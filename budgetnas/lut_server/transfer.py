@@ -33,7 +33,7 @@ from budgetnas.db import queue, repo
 from budgetnas.db.models import Lut
 from budgetnas.lut_server.convert import space_for
 from budgetnas.lut_server.service import lut_model
-from budgetnas.luts.lut import default_statistic
+from budgetnas.luts.lut import DEFAULT_STATISTIC
 from budgetnas.luts.token_cost import canonical_tokens, cost_model_from_lut
 from budgetnas.luts.transfer import DEFAULT_METHOD, MIN_MEASURED, Fleet, TransferPrediction, choose_archs, fit
 from budgetnas.spaces import SearchSpace
@@ -89,7 +89,7 @@ def source_fleet(s: Session, source_ids: list[int]) -> tuple[SearchSpace[Any], F
 def create_transfer(s: Session, *, device: str, backend: str, batch: int, threads: int, runtime_version: str,
                     statistic: str | None, sources: list[int], measure: int, seed: int,
                     selection: str) -> dict[str, Any]:
-    """``statistic`` None: the backend's default (``default_statistic``), or the reused LUT's."""
+    """``statistic`` None: the reused LUT's, or ``DEFAULT_STATISTIC`` for a new one."""
     space, fleet, _ = source_fleet(s, sources)
     dev = repo.get_device(s, device)
     desc = space.describe()
@@ -100,7 +100,7 @@ def create_transfer(s: Session, *, device: str, backend: str, batch: int, thread
     if lut is None:
         lut = repo.create_lut(s, device=dev, backend=backend, batch=batch, threads=threads,
                               runtime_version=runtime_version, space=desc,
-                              statistic=statistic or default_statistic(backend), n_keys=len(space.all_block_keys()),
+                              statistic=statistic or DEFAULT_STATISTIC, n_keys=len(space.all_block_keys()),
                               meta={"source": "transfer", "transfer": meta_transfer})
     else:
         lut = repo.get_lut(s, lut.id, lock=True)

@@ -58,16 +58,11 @@ from budgetnas.spaces.base import SearchSpace, whole
 LUT_FORMAT = "budgetnas-lut"
 LUT_VERSION = 1
 STATISTICS = ("median", "mean", "min", "p90")
-# What a LUT sums when nobody says: on a CPU thread the noise is one-sided (preemption, a neighbour's
-# cache traffic only ever add time), so the fastest of many runs reproduces between sessions far better
-# than the median (whole models: 0.5-0.7% RMS vs 3-4%, bench/results/lut_fidelity). Other backends keep
-# the median: a phone's benchmark tool does not always report a min, and a GPU's noise is not one-sided.
-DEFAULT_STATISTICS = {"ort-cpu": "min", "torch-cpu": "min", "litert-cpu": "min"}
-
-
-def default_statistic(backend: str) -> str:
-    """The statistic a LUT for ``backend`` sums when none is given."""
-    return DEFAULT_STATISTICS.get(backend, "median")
+# What a LUT sums when nobody says. The min reproduces better between sessions on small models (whole
+# models at r128: 0.7% RMS vs 2.9%), but a model's fastest run is not the sum of its blocks' fastest runs:
+# at ofa-mbv3 r160/r224 (5-11 ms models) the min's held-out fidelity is 65-77% within ±5% against the
+# median's 86-94% (bench/results/lut_fidelity). The median is the default; the min is a choice.
+DEFAULT_STATISTIC = "median"
 
 
 # ---- reading files a user gives us -------------------------------------------------------------

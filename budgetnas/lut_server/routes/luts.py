@@ -18,7 +18,7 @@ from budgetnas.lut_server.service import calibrate, enqueue_campaign, lut_model,
 from budgetnas.lut_server.state import check_read, require_admin, state_of
 from budgetnas.lut_server.views import LutFileMetaOut, LutOut, StatsOut, lut_object, lut_objects
 from budgetnas.luts.calibration import METHODS as CALIBRATION_METHODS
-from budgetnas.luts.lut import STATISTICS, default_statistic
+from budgetnas.luts.lut import DEFAULT_STATISTIC, STATISTICS
 
 router = APIRouter(prefix="/v1", tags=["luts"])
 
@@ -34,8 +34,7 @@ class LutIn(BaseModel):
     threads: int = Field(default=1, ge=0, le=1024)
     runtime_version: Line = Field(default="unknown", min_length=1, max_length=NAME_LEN)
     statistic: Literal["median", "mean", "min", "p90"] | None = Field(
-        default=None, description="what predictions sum; default: min for CPU backends (ort-cpu, torch-cpu, "
-                                  "litert-cpu), median for the others")
+        default=None, description="what predictions sum (default median; a reused LUT keeps its own)")
 
 
 class ImportIn(BaseModel):
@@ -158,7 +157,7 @@ def create_lut(body: LutIn, request: Request) -> dict[str, Any]:
         dev = repo.get_device(s, body.device)
         lut = repo.create_lut(s, device=dev, backend=body.backend, batch=body.batch, threads=body.threads,
                               runtime_version=body.runtime_version, space=space.describe(),
-                              statistic=body.statistic or default_statistic(body.backend),
+                              statistic=body.statistic or DEFAULT_STATISTIC,
                               n_keys=len(space.all_block_keys()), meta={"source": "campaign"})
         return lut_object(s, lut)
 
@@ -261,7 +260,7 @@ def create_campaign(body: CampaignCreateIn, request: Request) -> dict[str, Any]:
             try:
                 lut = repo.create_lut(s, device=dev, backend=body.backend, batch=body.batch, threads=body.threads,
                                       runtime_version=body.runtime_version, space=desc,
-                                      statistic=body.statistic or default_statistic(body.backend),
+                                      statistic=body.statistic or DEFAULT_STATISTIC,
                                       n_keys=len(space.all_block_keys()), meta={"source": "campaign"})
             except ConflictError:  # a concurrent campaign created it first: reuse it
                 lut = repo.find_lut(s, ident)

@@ -26,8 +26,8 @@ class TransferIn(BaseModel):
     threads: int = Field(default=1, ge=0, le=1024)
     runtime_version: Line = Field(default="unknown", min_length=1, max_length=NAME_LEN)
     statistic: Literal["median", "mean", "min", "p90"] | None = Field(
-        default=None, description="what the measured whole models give; default: min for CPU backends, median "
-                                  "for the others")
+        default=None, description="what the measured whole models give (default median; a reused LUT keeps "
+                                  "its own)")
     selection: Literal["dopt", "random"] = "dopt"  # iopt is offline only (measured level with dopt)
     seed: Seed = 0
 
