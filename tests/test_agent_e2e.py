@@ -25,12 +25,13 @@ from typing import Any
 import httpx
 import pytest
 
+from budgetnas.spaces import get_space
 from tests.adb_loopback import LoopbackPhone
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 ADMIN = "e2e-admin-token"
 BIN = [sys.executable, "-m", "budgetnas"]
-NB201_KEYS = 16
+NB201_KEYS = len(get_space("nb201").all_block_keys())  # 22: ops, add and zeros per stage, stem, resblocks, head
 
 
 def free_port() -> int:

@@ -9,7 +9,16 @@ import pytest
 import yaml
 
 from budgetnas.core.errors import DataFileError, InvalidArgumentError, MissingKeysError
-from budgetnas.luts.lut import LUT, Calibration, LatencyStats, LUTMeta, LUTPredictor, key_group, write_atomic
+from budgetnas.luts.lut import (
+    LUT,
+    MAX_KEPT_SAMPLES,
+    Calibration,
+    LatencyStats,
+    LUTMeta,
+    LUTPredictor,
+    key_group,
+    write_atomic,
+)
 from budgetnas.spaces import get_space
 
 
@@ -179,3 +188,15 @@ def test_a_predictor_follows_the_luts_calibration_when_it_changes() -> None:
                                       group_scales=scales)
         want = slope * (sums * np.array([scales[g] for g in groups])).sum(axis=1) + intercept
         assert [p.latency_ms for p in pred.predict(archs)] == pytest.approx(want)
+
+
+def test_a_measurement_keeps_its_samples_only_up_to_the_cap() -> None:
+    """A sub-microsecond block timed for seconds makes millions of samples: its statistics come from all of them,
+    its result carries none (a body of millions of numbers is over the server's limit and would be lost)."""
+    x = np.linspace(0.001, 0.002, MAX_KEPT_SAMPLES + 1)
+    many = LatencyStats.from_samples(x)
+    assert many.count == x.size and many.samples_ms is None and many.min_ms == pytest.approx(0.001)
+    assert many.median_ms == pytest.approx(float(np.median(x)))
+    few = LatencyStats.from_samples(x[:MAX_KEPT_SAMPLES])
+    assert few.samples_ms is not None and len(few.samples_ms) == few.count == MAX_KEPT_SAMPLES
+    assert LatencyStats.from_dict(many.to_dict()) == many

@@ -58,6 +58,7 @@ from budgetnas.spaces.base import SearchSpace, whole
 LUT_FORMAT = "budgetnas-lut"
 LUT_VERSION = 1
 STATISTICS = ("median", "mean", "min", "p90")
+MAX_KEPT_SAMPLES = 20_000  # samples kept beside a measurement's statistics, at most (~400 KB of JSON each)
 # What a LUT sums when nobody says. The min reproduces better between sessions on small models (whole
 # models at r128: 0.7% RMS vs 2.9%), but a model's fastest run is not the sum of its blocks' fastest runs:
 # at ofa-mbv3 r160/r224 (5-11 ms models) the min's held-out fidelity is 65-77% within ±5% against the
@@ -299,7 +300,9 @@ class LatencyStats:
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float] | np.ndarray, keep_samples: bool = True,
                      **how: Any) -> LatencyStats:
-        """Robust statistics of per-call timings (already in ms, overhead already subtracted)."""
+        """Robust statistics of per-call timings (already in ms, overhead already subtracted). The samples
+        are kept (``keep_samples``) only up to ``MAX_KEPT_SAMPLES`` of them: a sub-microsecond block timed
+        for seconds makes millions, whose list no result body may carry (the server's limit is 16 MiB)."""
         x = np.asarray(samples_ms, dtype=np.float64)
         if x.size == 0 or not (np.all(np.isfinite(x)) and x.min() >= 0.0 and x.max() <= MAX_MS):
             raise InvalidArgumentError(f"latency samples must be a non-empty list of numbers in [0, {MAX_MS:g}]")
@@ -309,7 +312,7 @@ class LatencyStats:
             count=int(x.size), mean_ms=mean, std_ms=std, median_ms=float(np.median(x)), min_ms=float(x.min()),
             p90_ms=float(np.percentile(x, 90)), p99_ms=float(np.percentile(x, 99)),
             cv=std / mean if mean > 0 else 0.0,
-            samples_ms=tuple(float(v) for v in x) if keep_samples else None, **how,
+            samples_ms=tuple(float(v) for v in x) if keep_samples and x.size <= MAX_KEPT_SAMPLES else None, **how,
         )
 
     def value(self, statistic: str) -> float:
