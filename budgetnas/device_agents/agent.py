@@ -23,8 +23,9 @@
   a batch it refuses (409/422) is sent again one result at a time, so each gets its own answer. After a
   signal, the jobs of the batch not measured yet are released.
 - A batch is measured in one session where the backend can (the CPU and GPU profilers: interleaved rounds,
-  as ``budgetnas profile`` measures a LUT, so each entry is timed in the cache state its neighbours leave,
-  not hot after its own runs); if that fails, each job is measured alone and a bad job fails alone.
+  as ``budgetnas profile`` measures a LUT; one overhead and reference workload for all, and steadier minima
+  than one job at a time, bench/results/lut_fidelity); if that fails, each job is measured alone and a bad
+  job fails alone.
 """
 
 from __future__ import annotations

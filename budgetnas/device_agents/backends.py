@@ -185,8 +185,8 @@ class ProfilerBackend(Backend):
 
     def measure_together(self, jobs: list[JobSpec]) -> dict[int, Measured]:
         """The jobs in interleaved rounds (``measure_many``), as ``budgetnas profile`` measures a LUT: every
-        entry is timed between the others, in the cache state a whole model leaves it, rather than hot
-        after its own runs. Jobs that share a runner (threads, batch) share a session."""
+        entry is timed between the others, not alone after its own warm-up. Jobs that share a runner
+        (threads, batch) share a session."""
         from budgetnas.profiler.protocol import measure_many
 
         groups: dict[tuple[int, int | None], list[JobSpec]] = {}
