@@ -143,7 +143,7 @@ def test_bad_result_stats_are_a_422_naming_the_field(client, db_url, override: s
 
 @pytest.mark.parametrize("kind", ["block", "model"])
 def test_result_without_the_luts_statistic_is_refused(client, db_url, kind: str) -> None:
-    """A median LUT given stats with only count/mean/std: storing them would break its export for good."""
+    """A median LUT given stats without a median: storing them would break its export for good."""
     job, agent, lut_id = leased_job(client, kind)
     assert client.get(f"/v1/luts/{lut_id}").json()["meta"]["statistic"] == "median"
     before = counts(db_url)
