@@ -177,11 +177,14 @@ class ProfilerBackend(Backend):
 
         runner = self.runner(self.threads_for(job), job.batch or self.options.batch)
         stats = measure(runner, job_target(job, runner.batch), self.protocol())
-        env = {**runner.environment(), "protocol": self.protocol().to_dict()}
+        return Measured(stats, self._environment(runner))
+
+    def _environment(self, runner: Any, **extra: Any) -> dict[str, Any]:
+        """What a result says about how it was measured: the runner's facts, the protocol, the pinning."""
+        env = {**runner.environment(), "protocol": self.protocol().to_dict(), **extra}
         if self.pinned:
             env["pinned_cores"] = self.pinned
-        return Measured(stats, env)
-
+        return env
 
     def measure_together(self, jobs: list[JobSpec]) -> dict[int, Measured]:
         """The jobs in interleaved rounds (``measure_many``), as ``budgetnas profile`` measures a LUT: every
@@ -197,11 +200,8 @@ class ProfilerBackend(Backend):
             runner = self.runner(threads, batch)
             targets = [job_target(job, runner.batch) for job in group]
             m = measure_many(runner, targets, self.protocol(), progress=False)
-            env = {**runner.environment(), "protocol": self.protocol().to_dict(), "measured_together": len(group)}
-            if self.pinned:
-                env["pinned_cores"] = self.pinned
             for job, target in zip(group, targets, strict=True):
-                out[job.id] = Measured(m.stats[target.name], dict(env))
+                out[job.id] = Measured(m.stats[target.name], self._environment(runner, measured_together=len(group)))
         return out
 
 

@@ -428,6 +428,7 @@ class Calibration:
                 i = int(bad[0])
                 raise InvalidArgumentError(f"calibration: {model(i)}'s {what} is {float(v[i])!r} ms; calibration "
                                            f"needs every {what} {bound}, {MAX_MS:g}] ms")
+        rel = 1.0 / y  # every fit here is relative least squares: residuals as a share of the measured latency
         if np.ptp(x) == 0:
             if x[0] <= 0:
                 raise InvalidArgumentError("calibration: every model's raw LUT sum is 0 ms, so there is no slope "
@@ -436,7 +437,7 @@ class Calibration:
         else:
             # relative least squares (residuals / measured): an error matters as a share of the latency,
             # as every figure judges it; absolute ones would let the largest models set the fit
-            slope, intercept = (float(v) for v in np.polyfit(x, y, 1, w=1.0 / y))
+            slope, intercept = (float(v) for v in np.polyfit(x, y, 1, w=rel))
         if not (math.isfinite(slope) and slope > 0):
             raise InvalidArgumentError(f"calibration: the fitted slope is {slope!r}: the measured latencies do not "
                                        "grow with the LUT's raw sums, so no calibration can be fitted")
@@ -448,7 +449,7 @@ class Calibration:
                 raise InvalidArgumentError(f"group_ms must be {x.size} x {len(groups)}, got {g.shape}")
             if not np.all(np.isfinite(g)):
                 raise InvalidArgumentError("calibration: group_ms must be finite numbers")
-            scales, intercept = _fit_group_scales(g, list(groups), y, slope, intercept)
+            scales, intercept = _fit_group_scales(g, list(groups), y, rel, slope, intercept)
             scaled = g @ np.array([scales.get(n, 1.0) for n in groups])
         resid = (y - (slope * scaled + intercept)) / y
         try:
@@ -485,13 +486,13 @@ class Calibration:
         return cls(d["slope"], d["intercept"], d["n_models"], d["rel_residual_std"], raw_scales)
 
 
-def _fit_group_scales(g: np.ndarray, groups: list[str], y: np.ndarray, slope: float,
+def _fit_group_scales(g: np.ndarray, groups: list[str], y: np.ndarray, rel: np.ndarray, slope: float,
                       intercept: float) -> tuple[dict[str, float], float]:
     """Per-group scales (relative to ``slope``) and a new intercept, by ridge least squares.
 
     Groups whose share is the same in every model (the stem, the head) cannot be told apart from
     the intercept: they keep scale 1. The others fit ``y - slope·fixed ≈ Σ b_g·share_g + c``
-    relative to ``y`` (each row divided by it, as the affine fit) with a penalty
+    relative to ``y`` (each row times ``rel = 1/y``, as the affine fit) with a penalty
     ``GROUP_RIDGE · n·var(share_g / y) · (b_g - slope)²``; scale_g = b_g / slope.
     """
     n = len(y)
@@ -500,7 +501,6 @@ def _fit_group_scales(g: np.ndarray, groups: list[str], y: np.ndarray, slope: fl
     if not free or slope <= 0:
         return {}, intercept
     fixed = [i for i in range(len(groups)) if i not in free]
-    rel = 1.0 / y
     target = (y - slope * g[:, fixed].sum(axis=1)) * rel
     a = np.column_stack([g[:, free], np.ones(n)]) * rel[:, None]
     w = np.sqrt(GROUP_RIDGE * n * a[:, :-1].var(axis=0))

@@ -34,12 +34,13 @@ class DAGCell(nn.Module):
     """
 
     def __init__(self, edges: list[tuple[int, int, int]], ops: list[nn.Module], nodes: int = 4,
-                 add: nn.Module | None = None, zero: nn.Module | None = None) -> None:
+                 add: nn.Module | None = None, zero: nn.Module | None = None, cell: Cell | None = None) -> None:
         super().__init__()
         self.nodes = nodes
         self.edges = edges
         self.ops = nn.ModuleList(ops)
         self.add, self.zero = add, zero
+        self.cell = cell  # what it was built from: the one count of additions and of a zero output
 
     @classmethod
     def from_cell(cls, cell: Cell) -> DAGCell:
@@ -54,27 +55,17 @@ class DAGCell(nn.Module):
             edges.append((to, src, index[key]))
         add = build_block(cell.add.key) if cell.add is not None else None
         zero = build_block(cell.zero.key) if cell.zero is not None else None
-        return cls(edges, ops, cell.nodes, add, zero)
-
-    def _partial_sums(self) -> set[tuple[int, ...]]:
-        """Each partial sum its nodes compute, by the modules summed in order (:meth:`Cell.additions`)."""
-        out: set[tuple[int, ...]] = set()
-        for j in range(1, self.nodes):
-            chain: tuple[int, ...] = ()
-            for to, _, k in self.edges:
-                if to == j:
-                    chain = (*chain, k)
-                    if len(chain) > 1:
-                        out.add(chain)
-        return out
+        return cls(edges, ops, cell.nodes, add, zero, cell)
 
     def block_modules(self) -> list[nn.Module]:
         """One module per block of :meth:`Cell.executed`: the add module once per addition it runs,
         the zero module when no edge reaches the output."""
+        if self.cell is None:
+            raise InvalidArgumentError("a DAGCell built without its Cell (use DAGCell.from_cell) has no block list")
         out = list(self.ops)
         if self.add is not None:
-            out += [self.add] * len(self._partial_sums())
-        if self.zero is not None and all(to != self.nodes - 1 for to, _, _ in self.edges):
+            out += [self.add] * self.cell.additions()
+        if self.zero is not None and self.cell.outputs_zeros():
             out.append(self.zero)
         return out
 
