@@ -1,11 +1,14 @@
-"""The demo report's reading of the generated answers: distinct fitting samples, shared answers."""
+"""The demo report's reading of the generated answers: distinct fitting samples, shared answers, the verdict."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from budgetnas.cli.demo import distinct_fitting, parse_args, shared_answers
+from budgetnas.cli.demo import distinct_fitting, drift_line, judge, parse_args, shared_answers
 from budgetnas.cli.util import session_line, tau_text
+from budgetnas.luts.lut import LatencyStats
 
 
 def test_distinct_fitting_counts_archs_within_the_budget_asked() -> None:
@@ -38,3 +41,19 @@ def test_session_line_says_whether_the_sessions_were_compared() -> None:
 
 def test_tau_text_says_na_for_an_undefined_tau() -> None:
     assert tau_text(0.51234) == "0.512" and tau_text(None) == "n/a" and tau_text(None, 8) == "     n/a"
+
+
+def _stats(value_ms: float) -> LatencyStats:
+    return LatencyStats.from_samples([value_ms, value_ms * 1.01, value_ms * 1.02])
+
+
+def test_a_generated_arch_is_judged_on_the_lut_sessions_scale_with_the_raw_verdict_beside() -> None:
+    row: dict[str, Any] = {"budget_ms": 2.0}
+    judge(row, _stats(2.1), "min", 1.08)  # 5% over as measured, while the machine runs 8% slower
+    assert row["measured_ms"] == pytest.approx(2.1) and row["corrected_ms"] == pytest.approx(2.1 / 1.08)
+    assert row["fits"] and not row["fits_as_measured"] and row["session_ratio"] == 1.08
+    judge(row, _stats(2.1), "min", None)  # no reference in the LUT's session: judged as measured
+    assert row["corrected_ms"] == row["measured_ms"] and not row["fits"] and not row["fits_as_measured"]
+    judge(row, _stats(1.9), "median", 1.1)
+    assert row["measured_ms"] == pytest.approx(1.9 * 1.01) and row["fits"] and row["fits_as_measured"]
+    assert "x1.080" in drift_line(1.08) and "not measured" in drift_line(None)

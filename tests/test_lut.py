@@ -200,3 +200,19 @@ def test_a_measurement_keeps_its_samples_only_up_to_the_cap() -> None:
     few = LatencyStats.from_samples(x[:MAX_KEPT_SAMPLES])
     assert few.samples_ms is not None and len(few.samples_ms) == few.count == MAX_KEPT_SAMPLES
     assert LatencyStats.from_dict(many.to_dict()) == many
+
+
+def test_grouped_calibration_strength_follows_the_data() -> None:
+    """The ridge's strength is the data's (empirical Bayes): 12 noisy models whose stages share one factor
+    keep the affine fit's scales (the noise is not fitted as stage scales), while 12 whose stages differ
+    get them."""
+    rng = np.random.default_rng(3)
+    n, groups = 12, [f"input:{s}x{s}x8" for s in (40, 20, 10, 5)]
+    g = rng.uniform(0.2, 1.0, (n, 4))
+    raw = g.sum(axis=1)
+    noisy = 1.3 * raw * np.exp(rng.normal(0, 0.03, n)) + 0.1
+    shared = Calibration.fit(raw, noisy, g, groups)
+    assert max(abs(v - 1.0) for v in shared.group_scales.values()) < 0.05
+    differ = 1.3 * (g @ np.array([0.7, 1.0, 1.0, 1.6])) * np.exp(rng.normal(0, 0.005, n)) + 0.1
+    cal = Calibration.fit(g.sum(axis=1), differ, g, groups)
+    assert cal.scale(groups[3]) / cal.scale(groups[0]) == pytest.approx(1.6 / 0.7, rel=0.1)

@@ -370,9 +370,6 @@ def key_group(key: str) -> str:
     return key
 
 
-GROUP_RIDGE = 0.1  # prior weight pulling each stage's scale to the global slope, relative to the data's
-
-
 @dataclass(frozen=True)
 class Calibration:
     """measured ≈ slope · Σ scale(key_group(k)) · value(k) + intercept, fitted on measured whole models.
@@ -405,10 +402,11 @@ class Calibration:
     @classmethod
     def fit(cls, raw_ms: Sequence[float] | np.ndarray, measured_ms: Sequence[float] | np.ndarray,
             group_ms: np.ndarray | None = None, groups: Sequence[str] = (),
-            names: Sequence[str] = ()) -> Calibration:
+            names: Sequence[str] = (), ridge: float | None = None) -> Calibration:
         """The affine fit of the raw sums; with ``group_ms`` (models x groups: each group's share of
         the raw sum, columns named by ``groups``) also one scale per group whose share varies
-        between the models (ridge towards the affine slope, so few models cannot run away).
+        between the models (ridge towards the affine slope, so few models cannot run away; its strength
+        ``ridge`` in models, by default chosen by the data: :func:`_fit_group_scales`).
 
         Refuses (``InvalidArgumentError``, naming the model by ``names`` when given) measurements
         that are not finite numbers > 0 ms (the residuals are relative to them) and fits with no
@@ -449,7 +447,7 @@ class Calibration:
                 raise InvalidArgumentError(f"group_ms must be {x.size} x {len(groups)}, got {g.shape}")
             if not np.all(np.isfinite(g)):
                 raise InvalidArgumentError("calibration: group_ms must be finite numbers")
-            scales, intercept = _fit_group_scales(g, list(groups), y, rel, slope, intercept)
+            scales, intercept = _fit_group_scales(g, list(groups), y, rel, slope, intercept, ridge)
             scaled = g @ np.array([scales.get(n, 1.0) for n in groups])
         resid = (y - (slope * scaled + intercept)) / y
         try:
@@ -487,28 +485,58 @@ class Calibration:
 
 
 def _fit_group_scales(g: np.ndarray, groups: list[str], y: np.ndarray, rel: np.ndarray, slope: float,
-                      intercept: float) -> tuple[dict[str, float], float]:
-    """Per-group scales (relative to ``slope``) and a new intercept, by ridge least squares.
+                      intercept: float, ridge: float | None = None) -> tuple[dict[str, float], float]:
+    """Per-group scales (relative to ``slope``) and a new intercept, by ridge least squares whose strength
+    the data choose.
 
     Groups whose share is the same in every model (the stem, the head) cannot be told apart from
     the intercept: they keep scale 1. The others fit ``y - slope·fixed ≈ Σ b_g·share_g + c``
     relative to ``y`` (each row times ``rel = 1/y``, as the affine fit) with a penalty
-    ``GROUP_RIDGE · n·var(share_g / y) · (b_g - slope)²``; scale_g = b_g / slope.
+    ``λ · var(share_g / y) · (b_g - slope)²``; scale_g = b_g / slope. ``λ`` counts in models: at
+    ``λ = n`` the prior weighs as much as the data. Unless ``ridge`` gives it, it is the λ of
+    :data:`RIDGE_GRID` that maximises the restricted marginal likelihood (empirical Bayes: each
+    ``b_g - slope`` a priori normal, the intercept free). So a few models whose stages share one
+    factor stay near the affine fit, while many models, or stages that really differ (nb201's ops),
+    get their own scales; no fixed λ does both (``bench/calibration_ridge.py`` on stored runs).
     """
-    n = len(y)
     var = g.var(axis=0)
     free = [i for i in range(len(groups)) if var[i] > 1e-12 * max(float(np.abs(g).max()), 1e-12) ** 2]
     if not free or slope <= 0:
         return {}, intercept
     fixed = [i for i in range(len(groups)) if i not in free]
-    target = (y - slope * g[:, fixed].sum(axis=1)) * rel
-    a = np.column_stack([g[:, free], np.ones(n)]) * rel[:, None]
-    w = np.sqrt(GROUP_RIDGE * n * a[:, :-1].var(axis=0))
-    prior = np.zeros((len(free), len(free) + 1))
-    prior[np.arange(len(free)), np.arange(len(free))] = w
-    coef, *_ = np.linalg.lstsq(np.vstack([a, prior]), np.concatenate([target, w * slope]), rcond=None)
-    scales = {groups[i]: float(np.clip(coef[j] / slope, 0.25, 4.0)) for j, i in enumerate(free)}
+    x = g[:, free] * rel[:, None]  # relative shares
+    # the deviations d_g = b_g - slope: what the prior pulls to 0
+    target = (y - slope * g[:, fixed].sum(axis=1)) * rel - slope * x.sum(axis=1)
+    sd2 = np.maximum(x.var(axis=0), 1e-300)
+    lam = _evidence_ridge(x, rel, target, sd2) if ridge is None else ridge
+    a = np.column_stack([x, rel])
+    penalty = np.diag(np.append(lam * sd2, 0.0))  # the intercept is not pulled
+    coef = np.linalg.lstsq(a.T @ a + penalty, a.T @ target, rcond=None)[0]
+    scales = {groups[i]: float(np.clip(1.0 + coef[j] / slope, 0.25, 4.0)) for j, i in enumerate(free)}
     return scales, float(coef[-1])
+
+
+RIDGE_GRID = np.logspace(-2, 4, 31)  # λ in models, from none to far more than any fit has
+
+
+def _evidence_ridge(x: np.ndarray, one: np.ndarray, t: np.ndarray, sd2: np.ndarray) -> float:
+    """The λ of :data:`RIDGE_GRID` with the highest restricted likelihood of ``t = x·d + c·one + e``,
+    ``d_j ~ N(0, σ²/(λ sd2_j))``, ``e ~ N(0, σ²)``, σ² profiled out and ``c`` projected out (REML)."""
+    q, _ = np.linalg.qr(one[:, None], mode="complete")
+    k = q[:, 1:]  # contrasts orthogonal to the intercept's column
+    tk, xk = k.T @ t, k.T @ x
+    m = tk.size
+    best, best_lam = -np.inf, float(RIDGE_GRID[-1])
+    for lam in RIDGE_GRID:
+        cov = np.eye(m) + (xk / (lam * sd2)) @ xk.T
+        _, logdet = np.linalg.slogdet(cov)
+        quad = float(tk @ np.linalg.solve(cov, tk))
+        if quad <= 0:  # an exact fit: every λ explains it; keep the strongest prior
+            break
+        ll = -0.5 * (logdet + m * np.log(quad / m))
+        if ll > best:
+            best, best_lam = ll, float(lam)
+    return best_lam
 
 
 @dataclass(frozen=True)
