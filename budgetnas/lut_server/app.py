@@ -70,8 +70,10 @@ def create_app(settings: Settings | None = None, freeze_gc: bool = False) -> Fas
                   description="Latency LUTs, measurement campaigns and job leases, predictions, "
                               "accuracy records and architecture generation (docs/rest.md).")
     app.state.budgetnas = st
-    for router in ROUTERS:
-        app.include_router(router)
+    # Our routers carry only a prefix and tags, both already in their routes, so the routes are mounted
+    # as the app's own (as ``@app.post`` mounts them), first: ``include_router`` would dispatch each
+    # request through FastAPI's lazily included router, 20-30% of a warm single-arch predict's CPU.
+    app.router.routes[0:0] = [route for router in ROUTERS for route in router.routes]
     if (STATIC / "dashboard.html").is_file():
         @app.get("/dashboard/", include_in_schema=False)
         def dashboard() -> FileResponse:
@@ -140,9 +142,19 @@ class BodyLimit:
             return
         path: str = scope["path"]
         limit = self.max_upload if path.startswith(("/v1/artifacts/", "/v1/checkpoints")) else self.max_body
-        length = dict(scope["headers"]).get(b"content-length")
+        length, chunked = None, False
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                length = v
+            elif k == b"transfer-encoding":
+                chunked = True
         if length is not None and (not length.isdigit() or int(length) > limit):
             await _send_json(send, 413, {"detail": f"body: larger than the limit of {limit} bytes"})
+            return
+        if length is not None and not chunked:
+            # the server frames such a body by its Content-Length (uvicorn's parsers do): it cannot be
+            # longer, so only a streamed body needs counting
+            await self.app(scope, receive, send)
             return
         seen, refused = 0, False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections import defaultdict
 
 # label values come from the request: anything else is "other", so a client cannot add series
@@ -14,16 +15,15 @@ class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._count: dict[tuple[str, str, int], int] = defaultdict(int)
-        self._hist: dict[tuple[str, str], list[float]] = {}  # bucket counts..., sum, count
+        # per bucket the requests whose time it is the first to hold, then those over every bucket, sum, count
+        self._hist: dict[tuple[str, str], list[float]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in METHODS else "other"
         with self._lock:
             self._count[(method, route, status)] += 1
-            h = self._hist.setdefault((method, route), [0.0] * (len(BUCKETS) + 2))
-            for i, b in enumerate(BUCKETS):
-                if seconds <= b:
-                    h[i] += 1
+            h = self._hist.setdefault((method, route), [0.0] * (len(BUCKETS) + 3))
+            h[bisect_left(BUCKETS, seconds)] += 1  # the first bucket with le >= seconds; cumulated on render
             h[-2] += seconds
             h[-1] += 1
 
@@ -39,8 +39,10 @@ class Metrics:
                 "# TYPE budgetnas_http_request_seconds histogram"]
         for (m, r), h in hists:
             lab = f'method="{m}",route="{_esc(r)}"'
+            below = 0.0
             for i, b in enumerate(BUCKETS):
-                out.append(f'budgetnas_http_request_seconds_bucket{{{lab},le="{b}"}} {int(h[i])}')
+                below += h[i]
+                out.append(f'budgetnas_http_request_seconds_bucket{{{lab},le="{b}"}} {int(below)}')
             out.append(f'budgetnas_http_request_seconds_bucket{{{lab},le="+Inf"}} {int(h[-1])}')
             out.append(f"budgetnas_http_request_seconds_sum{{{lab}}} {h[-2]}")
             out.append(f"budgetnas_http_request_seconds_count{{{lab}}} {int(h[-1])}")

@@ -83,7 +83,7 @@ def _body(raw: bytes, content_type: str | None) -> PredictIn:
     if not _json_media(content_type):
         raise RequestValidationError([{"type": "model_attributes_type", "loc": ("body",), "input": None,
                                        "msg": "Input should be a valid dictionary or object to extract fields from"}])
-    return json_body(raw, PredictIn)  # the stdlib's JSON, as FastAPI: the same model messages
+    return json_body(raw, PredictIn)  # what FastAPI accepts, with its model messages (json_body)
 
 
 PREDICT_BODY = json_body_schema(PredictIn)["requestBody"]
