@@ -216,3 +216,8 @@ def test_grouped_calibration_strength_follows_the_data() -> None:
     differ = 1.3 * (g @ np.array([0.7, 1.0, 1.0, 1.6])) * np.exp(rng.normal(0, 0.005, n)) + 0.1
     cal = Calibration.fit(g.sum(axis=1), differ, g, groups)
     assert cal.scale(groups[3]) / cal.scale(groups[0]) == pytest.approx(1.6 / 0.7, rel=0.1)
+    pinned = Calibration.fit(raw, noisy, g, groups, ridge=0.0)  # no prior: the noise becomes stage scales
+    assert max(abs(v - 1.0) for v in pinned.group_scales.values()) > 0.05
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(InvalidArgumentError, match="ridge must be a finite number"):
+            Calibration.fit(raw, noisy, g, groups, ridge=bad)

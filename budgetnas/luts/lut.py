@@ -413,6 +413,8 @@ class Calibration:
         usable slope: every raw sum 0, or measured latencies that do not grow with the raw sums.
         """
         x, y = np.asarray(raw_ms, np.float64), np.asarray(measured_ms, np.float64)
+        if ridge is not None and not (math.isfinite(ridge) and ridge >= 0):
+            raise InvalidArgumentError(f"calibration: ridge must be a finite number >= 0 (models), got {ridge!r}")
         if x.ndim != 1 or x.size < 2 or x.shape != y.shape:
             raise InvalidArgumentError("calibration needs at least 2 (predicted, measured) pairs of equal length")
 
