@@ -79,7 +79,8 @@ def test_torch_cpu_backend_measures_a_block_and_a_model() -> None:
     be = get_backend("torch-cpu", BackendOptions(quick=True))
     key = "nor_conv_3x3-input:8x8x64-output:8x8x64"
     m = be.measure(JobSpec(1, "block", key, None, {"space": "nb201"}, 1, 1))
-    assert m.stats.count >= 10 and m.stats.median_ms is not None and m.stats.median_ms > 0
+    # >= 1, not min_runs: a visit the reference workload found disturbed is dropped (busy machines)
+    assert m.stats.count >= 1 and m.stats.median_ms is not None and m.stats.median_ms > 0
     assert m.environment["backend"] == "torch-cpu" and m.environment["threads"] == 1
     arch = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|"
     m2 = be.measure(JobSpec(2, "model", None, arch, {"space": "nb201"}, 1, 1))
