@@ -75,6 +75,27 @@ def test_constrained_sampler_lands_near_targets() -> None:
     assert np.all(np.abs(got - targets) <= 0.02 * targets + 1e-9)
 
 
+def test_constrained_sampler_reaches_targets_a_uniform_pool_misses() -> None:
+    """The largest archs are rare in a uniform pool: 50 draws reach no target near the top of the
+    range, so without ``reach`` those targets all get the pool's largest arch; walked, they land."""
+    o = oracle()
+    lo, hi = o.bounds()
+    every = np.unique(o(np.stack(np.meshgrid(*[np.arange(5)] * 6, indexing="ij"), -1).reshape(-1, 6)))
+    targets = every[every >= hi - 0.15 * (hi - lo)]  # latencies some arch has, near the top
+    rng = np.random.default_rng(0)
+    pool_lat = o(uniform_tokens(SP, 50, np.random.default_rng(0)))
+    assert pool_lat.max() < targets[0] * 0.98  # the precondition: the pool falls short of every target
+    plain = constrained_sample(SP, o, targets, np.random.default_rng(0), pool=50)
+    assert len(np.unique(plain, axis=0)) == 1
+    walked = constrained_sample(SP, o, targets, rng, pool=50, reach=True)
+    got = o(walked)
+    assert np.all(np.abs(got - targets) <= 0.02 * targets + 1e-9)
+    assert len(np.unique(walked, axis=0)) > 1
+    listed = uniform_tokens(SP, 50, np.random.default_rng(0))  # a listed source: only its archs may be answered
+    from_list = constrained_sample(SP, o, targets, rng, candidates=listed, reach=True)
+    assert {r.tobytes() for r in from_list} <= {r.tobytes() for r in listed}
+
+
 def test_pareto_labels_follow_eq6() -> None:
     acc = np.array([90.0, 80.0, 95.0, 70.0, 90.0])
     lat = np.array([5.0, 4.0, 12.0, 11.0, 5.0])
