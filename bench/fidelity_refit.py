@@ -3,9 +3,10 @@
     .venv/bin/python bench/fidelity_refit.py DIR [DIR ...]
 
 DIR is a run's ``--out-dir``: its ``lut_r{R}.json`` and ``models_r{R}_{median,min}.json`` (every model's arch, raw
-sum and measured latency, and which were held out). Nothing is measured: the same measurements, the same held-out
-models, the calibration fitted again by the current code (``budgetnas.luts.calibration``), so a change to the fit
-is compared on identical data. Prints the table ``lut_fidelity.py`` prints.
+sum and measured latency). Nothing is measured: the same measurements judged by the current code's calibration and
+held-out procedure (``budgetnas.luts.calibration.holdout``, seed 0), so a change to either is compared on identical
+data. ``--split`` judges, as runs before the cross-validation did, only the run's own held-out half (its stored
+``eval_idx``) by a fit on the other half. Prints the table ``lut_fidelity.py`` prints.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from budgetnas.luts.calibration import apply, fit_calibration, metrics
+from budgetnas.luts.calibration import apply, fit_calibration, holdout, metrics
 from budgetnas.luts.lut import LUT, LUTPredictor
 from budgetnas.spaces import get_space
 
 
-def refit(lut_path: Path, models_path: Path, stat: str) -> dict[str, dict[str, float | None]]:
+def refit(lut_path: Path, models_path: Path, stat: str, split: bool = False) -> dict[str, dict[str, float | None]]:
     lut = LUT.load(lut_path)
     lut = replace(lut, meta=replace(lut.meta, statistic=stat))
     desc = lut.meta.space
@@ -31,13 +32,19 @@ def refit(lut_path: Path, models_path: Path, stat: str) -> dict[str, dict[str, f
     d = json.loads(models_path.read_text())
     archs = [space.parse(a) for a in d["archs"]]
     y = np.asarray(d["measured_ms"], np.float64)
-    ev = np.asarray(d["eval_idx"], np.int64)
-    fit = np.setdiff1d(np.arange(len(archs)), ev)
     pred = LUTPredictor(lut, space)
     raw = pred.raw(archs)
     if not np.allclose(raw, d["raw_ms"], rtol=1e-9):
         raise SystemExit(f"{models_path}: its raw sums are not this checkout's sums of {lut_path.name} "
                          "(the space's walk changed since the run): refit would compare different things")
+    if not split:
+        return {"raw": metrics(raw, y), **{name: metrics(holdout(pred, archs, y, 0, method).predicted_ms, y)
+                                           for name, method in (("calibrated_affine", "affine"),
+                                                                ("calibrated", "grouped"))}}
+    ev = np.asarray(d["eval_idx"], np.int64)
+    fit = np.setdiff1d(np.arange(len(archs)), ev)
+    if not len(fit):
+        raise SystemExit(f"{models_path}: every model was held out (a cross-validated run): no half to refit on")
     out = {"raw": metrics(raw[ev], y[ev])}
     for name, method in (("calibrated_affine", "affine"), ("calibrated", "grouped")):
         cal = fit_calibration(pred, [archs[i] for i in fit], y[fit], method)
@@ -48,6 +55,7 @@ def refit(lut_path: Path, models_path: Path, stat: str) -> dict[str, dict[str, f
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dirs", type=Path, nargs="+", help="lut_fidelity.py --out-dir directories")
+    ap.add_argument("--split", action="store_true", help="judge the run's own held-out half only (its eval_idx)")
     args = ap.parse_args()
     for d in args.dirs:
         for models in sorted(d.glob("models_r*_*.json")):
@@ -55,7 +63,7 @@ def main() -> None:
             if not m:
                 continue
             res, stat = m.groups()
-            rows = refit(d / f"lut_r{res}.json", models, stat)
+            rows = refit(d / f"lut_r{res}.json", models, stat, args.split)
             print(f"{d} r{res} statistic={stat}")
             print(f"  {'':20}{'MAPE':>8}{'RMSPE':>8}{'±5%':>8}{'±10%':>8}{'tau':>8}")
             for name, r in rows.items():

@@ -1,8 +1,8 @@
 """LUT fidelity: profile ofa-mbv3 block keys, then measure random whole models on the same runner.
 
 For each resolution: build the LUT (every block key, interleaved rounds), measure ``--models``
-random whole models (interleaved rounds, same runner and threads), fit the calibration on a random
-half and report on the held-out half: MAPE, RMSPE, share within ±5% / ±10%, Kendall tau, for the raw
+random whole models (interleaved rounds, same runner and threads), fit the calibration and report,
+cross-validated over 5 random folds (each model judged by the fit without its fold), MAPE, RMSPE, share within ±5% / ±10%, Kendall tau, for the raw
 sum, the affine calibration (slope, intercept) and the grouped one (a scale per stage, see
 ``budgetnas.luts.lut.Calibration``; the LUT's default). The same measurements are summarised twice, with
 the median and with the min of each entry's samples (the LUT ``statistic``), since on a shared VM long calls are
@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--space", choices=["ofa-mbv3", "nb201"], default="ofa-mbv3")
     ap.add_argument("--resolutions", type=int, nargs="+", default=None, help="default: 224 160 (nb201: 32)")
     ap.add_argument("--interference", action="store_true", help="a CPU hog on the other core while measuring")
-    ap.add_argument("--models", type=int, default=200, help="whole models per resolution (half held out)")
+    ap.add_argument("--models", type=int, default=200, help="whole models per resolution (each judged by a fit on the others)")
     ap.add_argument("--width", type=float, default=1.2)
     ap.add_argument("--backend", default="ort-cpu")
     ap.add_argument("--threads", type=int, default=1)

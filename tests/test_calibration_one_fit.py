@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from budgetnas.core.errors import InvalidArgumentError, UnknownNameError
-from budgetnas.luts.calibration import fit_calibration, holdout, metrics, split
+from budgetnas.luts.calibration import apply, fit_calibration, folds, holdout, metrics
 from budgetnas.luts.lut import LUT, LatencyStats, LUTMeta, LUTPredictor
 from budgetnas.profiler.fidelity import report_from
 from budgetnas.profiler.protocol import Measurement, Protocol
@@ -128,7 +128,12 @@ def test_the_grouped_fit_recovers_stage_speeds_better_than_affine() -> None:
     a = holdout(pred, archs, y, seed=0, method="affine")
     e = g.eval_idx
     assert metrics(g.predicted_ms[e], y[e])["rmspe"] < metrics(a.predicted_ms[e], y[e])["rmspe"]
-    assert g.calibration.n_models == 60 and g.half.n_models == 30
+    assert g.calibration.n_models == 60 and len(g.folds) == 5 and g.n_fit == 48
+    # cross-validated: each model's prediction is the fit made without its fold, judged on it
+    part = g.folds[2]
+    rest = np.setdiff1d(np.arange(60), part)
+    without = fit_calibration(pred, [archs[i] for i in rest], y[rest], "grouped")
+    np.testing.assert_allclose(g.predicted_ms[part], apply(pred, without, [archs[i] for i in part]))
 
 
 def test_bad_calibration_requests_are_refused_by_name(client: Any) -> None:
@@ -153,8 +158,10 @@ def test_fit_contract() -> None:
         fit_calibration(pred, archs, np.ones(5))
     with pytest.raises(InvalidArgumentError, match="needs 4"):
         holdout(pred, archs[:3], np.ones(3))
-    fit, ev = split(7, 0)
-    assert len(fit) == 3 and len(ev) == 4 and set(fit) | set(ev) == set(range(7)) and not set(fit) & set(ev)
+    parts = folds(7, 0)
+    assert sorted(len(f) for f in parts) == [1, 1, 1, 2, 2]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(7))  # disjoint, and every model in one
+    assert len(folds(3, 0)) == 3 and [len(f) for f in folds(12, 1, k=2)] == [6, 6]
 
 
 def test_kendall_tau_is_scipys_tau_b() -> None:
@@ -218,9 +225,10 @@ def test_a_campaign_run_again_queues_no_model_twice(client: Any) -> None:
     assert again.json()["jobs_created"] == 0  # queued, not measured yet: still not twice
 
 
-def test_a_half_without_a_slope_keeps_the_calibration_of_every_model(client: Any) -> None:
-    """Four models whose random half holds a falling pair: the fit of all four is stored, the
-    held-out figures are missing with the reason (not a 422 that stores nothing)."""
+def test_a_fold_without_a_slope_keeps_the_calibration_of_every_model(client: Any) -> None:
+    """Four models, three of them falling: the fit of all four is stored, and the fit without the
+    fourth (its fold) has no slope, so the held-out figures are missing with the reason (not a 422
+    that stores nothing)."""
     lut = nb201_lut(2)
     sp = get_space("nb201")
     pred = LUTPredictor(lut, sp)
@@ -233,12 +241,11 @@ def test_a_half_without_a_slope_keeps_the_calibration_of_every_model(client: Any
                        headers=tok).json()["jobs"]
     archs = [j["arch"] for j in jobs]
     raw = pred.raw([sp.parse(a) for a in archs])
-    fit, _ = split(4, 0)
-    # the held-out models follow their raw sums steeply; the fit half's two sit at their mean, falling
-    measured = {a: 2.0 * float(r) for a, r in zip(archs, raw, strict=True)}
-    lo, hi = sorted(fit, key=lambda i: raw[i])
-    mid = float(np.mean([measured[a] for a in archs]))
-    measured[archs[lo]], measured[archs[hi]] = mid + 0.01 * mid, mid
+    # the three smallest fall gently as their raw sums grow; the largest rises steeply above them
+    order = np.argsort(raw)
+    base = 2.0 * float(raw[order[1]])
+    measured = {archs[i]: base * (1.02 - 0.01 * k) for k, i in enumerate(order[:3])}
+    measured[archs[order[3]]] = 4.0 * float(raw[order[3]])
     for j in jobs:
         ms = float(measured[j["arch"]])
         client.post(f"/v1/jobs/{j['id']}/result", headers=tok, json={
@@ -246,6 +253,6 @@ def test_a_half_without_a_slope_keeps_the_calibration_of_every_model(client: Any
     out = client.post(f"/v1/luts/{lut_id}/calibrate", json={"method": "affine", "seed": 0}, headers=ADMIN_H)
     assert out.status_code == 200, out.text
     d = out.json()
-    assert d["holdout"] is None and "random half" in d["holdout_error"]
+    assert d["holdout"] is None and "without a fold of 1" in d["holdout_error"]
     assert d["calibration"]["n_models"] == 4 and d["calibration"]["slope"] > 0
     assert client.get(f"/v1/luts/{lut_id}").json()["calibration"] == d["calibration"]

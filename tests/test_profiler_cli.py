@@ -70,7 +70,7 @@ def test_validate_json_plot_and_update(small_lut_file: Path, tmp_path: Path,
                 "--plot", str(png), "--update-lut"]) == 0
     out = capsys.readouterr().out
     d = json.loads(out)  # stdout holds exactly one JSON object
-    assert d["n_models"] == 6 and d["n_fit"] == 3 and d["n_eval"] == 3
+    assert d["n_models"] == 6 and d["n_fit"] == 4 and d["n_eval"] == 6 and d["folds"] == 5
     for part in ("raw", "calibrated"):
         assert set(d[part]) >= {"mape", "rmspe", "within_5pct", "within_10pct", "kendall_tau"}
         assert 0 <= d[part]["within_5pct"] <= d[part]["within_10pct"] <= 1
@@ -88,7 +88,7 @@ def test_validate_human_output(small_lut_file: Path, capsys: pytest.CaptureFixtu
     capsys.readouterr()
     assert run(["validate", "--lut", str(small_lut_file), "--models", "4", "--quick"]) == 0
     out = capsys.readouterr().out
-    assert "calibrated" in out and "RMSPE" in out and "judged on 2 held out" in out
+    assert "calibrated" in out and "RMSPE" in out and "each of the 4 judged by the fit on at least 3 others" in out
     assert "calibrated_affine" in out  # the grouped default is shown beside the affine fit
     assert "Sessions: the models' reference workload ran at x" in out
     assert LUT.load(small_lut_file).calibration is None  # only --update-lut writes it

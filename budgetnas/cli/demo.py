@@ -213,7 +213,7 @@ class Demo:
 
     def calibrate(self, lut_id: int) -> dict[str, Any]:
         """The server's one calibration fit (the same as ``budgetnas validate``'s) on every measured model,
-        stored in the LUT; its figures come from the same fit on a random half, judged on the other half."""
+        stored in the LUT; its figures are cross-validated (each model judged by the same fit without its fold)."""
         out = self.api("POST", f"/v1/luts/{lut_id}/calibrate", json={"method": "grouped", "seed": self.cfg.seed})
         if out["holdout"] is None:
             raise SystemExit(f"demo: calibrated, but no held-out figures: {out['holdout_error']}")
@@ -435,8 +435,9 @@ returned architecture was measured on this CPU with the LUT's runner; it fits wh
 <p>{escape(shared)}</p>
 <h2>LUT fidelity</h2>
 <p>The stored calibration (the server's grouped fit, as <code>budgetnas validate</code> fits it) uses all
-{len(models)} measured whole models; the figures are the same fit made on {fidelity['n_fit']} of them, judged on
-the {fidelity['n_held_out']} others. {escape(session_line(fidelity.get("sessions")))}</p>
+{len(models)} measured whole models; the figures are cross-validated: each of the {fidelity['n_held_out']} models is
+judged by the same fit made on {fidelity['n_fit']} or more of the others, without it ({fidelity['folds']} folds).
+{escape(session_line(fidelity.get("sessions")))}</p>
 <table><tr><th></th><th>MAPE</th><th>RMSPE</th><th>within ±5%</th><th>within ±10%</th><th>Kendall tau</th></tr>
 {fm}</table>
 <img src="data:image/png;base64,{fid_png}">
@@ -464,7 +465,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p.add_argument("--seed", type=int, default=Settings.seed)
     a = p.parse_args(argv)
     if a.validation_models < MIN_HOLDOUT:
-        p.error(f"--validation-models must be >= {MIN_HOLDOUT} (half fit the calibration, half judge it), "
+        p.error(f"--validation-models must be >= {MIN_HOLDOUT} (each is judged by a fit on the others), "
                 f"got {a.validation_models}")
     out = a.out or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)

@@ -69,8 +69,8 @@ def profile_cmd(
 def validate_cmd(
     lut_path: Annotated[Path, typer.Option("--lut", help="LUT file written by `budgetnas profile`")],
     models: Annotated[int, typer.Option("--models", help="random whole models to measure (the calibration is "
-                                                         "fitted on all; its figures on half, judged on the "
-                                                         "other half)")] = 20,
+                                                         "fitted on all; its figures by 5-fold cross-"
+                                                         "validation)")] = 20,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="write predicted-vs-measured PNG here")] = None,
@@ -93,7 +93,7 @@ def validate_cmd(
     if calibration not in METHODS:
         raise InvalidArgumentError(f"--calibration must be {' or '.join(map(repr, METHODS))}, got {calibration!r}")
     if models < MIN_MODELS:
-        raise InvalidArgumentError(f"--models must be >= {MIN_MODELS} (half fit the calibration, half are held out)")
+        raise InvalidArgumentError(f"--models must be >= {MIN_MODELS} (each judged by a fit on the others)")
     lut = LUT.load(lut_path)
     runner = runner_for(lut)
     if plot is not None:
@@ -111,8 +111,8 @@ def validate_cmd(
     if as_json:
         typer.echo(json.dumps(d))
         return
-    typer.echo(f"{d['n_models']} models (stored calibration: all {d['n_models']}; figures: the same fit on "
-               f"{d['n_fit']}, judged on {d['n_eval']} held out), "
+    typer.echo(f"{d['n_models']} models (stored calibration: all {d['n_models']}; figures: cross-validated over "
+               f"{d['folds']} folds, each of the {d['n_eval']} judged by the fit on at least {d['n_fit']} others), "
                f"{d['backend']} threads={d['threads']} batch={d['batch']}")
     typer.echo(f"{'':18}{'MAPE':>8}{'RMSPE':>8}{'±5%':>8}{'±10%':>8}{'tau':>8}")
     for name in ("raw", "calibrated", "calibrated_affine"):  # the affine row only beside a grouped fit

@@ -97,7 +97,8 @@ def calibrate(st: AppState, s: Session, lut_id: int, method: str = DEFAULT_METHO
               correct_sessions: bool = True) -> dict[str, Any]:
     """Fit the LUT's calibration on every stored whole-model measurement (the project's one fit,
     ``budgetnas.luts.calibration``: the same measurements give ``budgetnas validate``'s calibration)
-    and store it; with 4 or more models also the held-out figures of the same fit on a random half.
+    and store it; with 4 or more models also the held-out figures, cross-validated (each model judged by
+    the same fit made without its fold).
     ``sessions`` says how the models' session compared with the LUT's by the reference workload
     (divided out with ``correct_sessions``, as ``validate`` does)."""
     check_method(method)

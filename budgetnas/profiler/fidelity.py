@@ -7,12 +7,12 @@ calibration, report on held-out models.
 
 The fit is the project's one calibration (``budgetnas.luts.calibration``, the same as the server's
 ``/calibrate``): ``calibration`` is fitted on every model (what ``--update-lut`` stores); the
-figures judge the same fit made on a random half against the other half. Metrics (fractions, not
-percents) for raw sums and calibrated predictions of the held-out half:
+figures are k-fold cross-validated: every model judged by the same fit made without its fold (5 random
+folds). Metrics (fractions, not percents) for raw sums and calibrated predictions of every model:
 ``mape``, ``rmspe``, ``within_5pct``, ``within_10pct`` (share with |error| <= 5% / 10% of
 measured) and ``kendall_tau``. Whole models run on the same runner (backend, threads, batch,
 exporter) with the same interleaved protocol as the blocks; all N models share the same rounds, and
-the fit/eval split is random, so neither half is measured in a different period than the other.
+the folds are random, so no fold is measured in a different period than the others.
 
 Sessions: the LUT's blocks and the whole models are measured at different times, maybe under
 different load. Both record the reference workload (``budgetnas.profiler.reference``); the ratio of
@@ -49,7 +49,7 @@ from budgetnas.profiler.runners import Runner, get_runner
 from budgetnas.profiler.targets import model_target
 from budgetnas.spaces import space_from_description
 
-MIN_MODELS = MIN_HOLDOUT  # half fit, half judge
+MIN_MODELS = MIN_HOLDOUT  # each fold's fit needs the others
 MAX_LIVE_MODELS = 24  # whole models kept loaded at once; beyond, each visit reloads (bounded memory)
 
 
@@ -70,21 +70,18 @@ class FidelityReport:
         return self.fit.calibration
 
     @property
-    def fit_idx(self) -> np.ndarray:
-        return self.fit.fit_idx
-
-    @property
     def eval_idx(self) -> np.ndarray:
         return self.fit.eval_idx
 
     @property
     def calibrated_ms(self) -> np.ndarray:
-        """Every model's prediction by the fit on the fit half (the held-out ones are judged)."""
+        """Every model's prediction by the fit made without its fold (every one is judged)."""
         return self.fit.predicted_ms
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "n_models": len(self.archs), "n_fit": len(self.fit_idx), "n_eval": len(self.eval_idx),
+            "n_models": len(self.archs), "n_fit": self.fit.n_fit, "n_eval": len(self.eval_idx),
+            "folds": len(self.fit.folds),
             "space": self.lut_meta.get("space"), "backend": self.lut_meta.get("backend"),
             "threads": self.lut_meta.get("threads"), "batch": self.lut_meta.get("batch"),
             **{k: v for k, v in self.fit.to_dict(self.raw_ms, self.measured_ms).items() if k in ("raw", "calibrated")},
@@ -109,7 +106,7 @@ def measure_models(lut: LUT, n_models: int, seed: int = 0, runner: Runner | None
     Returns the canonical arch strings, their raw LUT sums and the measurement.
     """
     if n_models < MIN_MODELS:
-        raise InvalidArgumentError(f"--models must be >= {MIN_MODELS} (half fit the calibration, half are held out)")
+        raise InvalidArgumentError(f"--models must be >= {MIN_MODELS} (each judged by a fit on the others)")
     space = space_from_description(lut.meta.space)
     runner = runner or runner_for(lut)
     archs = space.sample_many(n_models, seed)
@@ -127,7 +124,7 @@ def measure_models(lut: LUT, n_models: int, seed: int = 0, runner: Runner | None
 def report_from(lut: LUT, names: list[str], raw: np.ndarray, m: Measurement, seed: int = 0,
                 method: str = DEFAULT_METHOD, correct_sessions: bool = True) -> FidelityReport:
     """The calibration (``method``, see ``budgetnas.luts.calibration``) of every model, and its
-    figures fitted on a random half, judged on the other half.
+    figures cross-validated: each model judged by the same fit made without its fold.
 
     Whole models are summarised with the LUT's own statistic (median, min...), so both sides agree.
     Beside a grouped fit the report also gives the plain affine calibration's figures as

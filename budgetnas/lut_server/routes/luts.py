@@ -97,6 +97,7 @@ class FidelityOut(TypedDict):
 class HoldoutOut(TypedDict):
     n_fit: int
     n_held_out: int
+    folds: int
     raw: FidelityOut
     calibrated: FidelityOut
 
@@ -117,9 +118,9 @@ class CalibrateOut(TypedDict):
     id: int
     calibration: Annotated[dict[str, Any], Field(description="budgetnas.luts.lut.Calibration.to_dict()")]
     method: Literal["grouped", "affine"]
-    holdout: Annotated[HoldoutOut | None, Field(description="the same fit on a random half, judged on the other "
-                                                            "half (null when it could not be made: see "
-                                                            "holdout_error)")]
+    holdout: Annotated[HoldoutOut | None, Field(description="k-fold cross-validated: each model judged by the "
+                                                            "same fit made without its fold (null when it "
+                                                            "could not be made: see holdout_error)")]
     holdout_error: str | None
     sessions: SessionsOut
 
@@ -214,7 +215,7 @@ def import_(body: ImportIn, request: Request) -> dict[str, Any]:
 
 
 class CalibrateIn(BaseModel):
-    """The fit (``budgetnas.luts.calibration``); the seed draws the half that the held-out figures judge."""
+    """The fit (``budgetnas.luts.calibration``); the seed deals the models into the held-out figures' folds."""
 
     method: Literal["grouped", "affine"] = "grouped"
     seed: Seed = 0
