@@ -189,8 +189,9 @@ def table(runs: list[dict[str, Any]], q: int, res: str) -> list[str]:
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {sum(x['over'] for x in g)} | "
                      f"{np.mean([x['calls'] for x in g]):,.0f} | {np.mean([x['queries'] for x in g]):,.0f} | "
                      f"{np.mean([x['seconds'] for x in g]):.0f} |")
-    lines.append("\nLatency of the answers (ms, seed 0): " + "; ".join(
-        f"{m} " + ", ".join(f"{v:.1f}" for v in rs[0]["methods"][m]["latency"]) for m in methods))
+    first = min(rs, key=lambda r: r["seed"])  # rows are in the order their runs ended
+    lines.append(f"\nLatency of the answers (ms, seed {first['seed']}): " + "; ".join(
+        f"{m} " + ", ".join(f"{v:.1f}" for v in first["methods"][m]["latency"]) for m in methods))
     if "pnag" in methods and "ofa-evolution" in methods:
         gap = [np.mean([r["methods"]["pnag"]["top1"][i] - r["methods"]["ofa-evolution"]["top1"][i] for r in rs])
                for i in range(len(budgets))]
