@@ -158,6 +158,8 @@ def test_fit_contract() -> None:
         fit_calibration(pred, archs, np.ones(5))
     with pytest.raises(InvalidArgumentError, match="needs 4"):
         holdout(pred, archs[:3], np.ones(3))
+    with pytest.raises(InvalidArgumentError, match="2 folds or more"):
+        holdout(pred, archs, np.arange(1.0, 7.0), k=1)
     parts = folds(7, 0)
     assert sorted(len(f) for f in parts) == [1, 1, 1, 2, 2]
     assert sorted(np.concatenate(parts).tolist()) == list(range(7))  # disjoint, and every model in one

@@ -200,6 +200,8 @@ def holdout(predictor: LUTPredictor, archs: Sequence[Any], measured_ms: Sequence
     y = np.asarray(measured_ms, np.float64)
     if len(archs) < MIN_HOLDOUT:
         raise InvalidArgumentError(f"calibration: {len(archs)} models; a held-out report needs {MIN_HOLDOUT}")
+    if k < 2:
+        raise InvalidArgumentError(f"calibration: cross-validation needs 2 folds or more, got {k}")
     if full is None:
         full = fit_calibration(predictor, archs, y, method, names)
     parts = folds(len(archs), seed, k)
