@@ -52,8 +52,9 @@ class ScriptedRunner(OrtCpuRunner):
     """A real runner whose clock is scripted, to check the protocol's bookkeeping exactly."""
 
     def __init__(self, per_call_ms: dict[str, float], noisy: set[str] | None = None,
-                 busy: dict[str, int] | None = None) -> None:
+                 busy: dict[str, int] | None = None, cold_reference: float = 1.0) -> None:
         super().__init__(threads=1)
+        self.cold_reference = cold_reference  # the reference's first call after another entry: x this (caches)
         self.per_call, self.noisy = {REFERENCE_NAME: 0.3, **per_call_ms}, noisy or set()
         # busy[name]: that entry's first so many visits run on a busy machine (everything 2x slower, the
         # reference timed after the visit too; the one before it was still quiet)
@@ -83,7 +84,10 @@ class ScriptedRunner(OrtCpuRunner):
             self.busy_now = False  # the reference timed after a visit ends its busy spell
         if name in self.noisy:
             return base * self.rng.uniform(0.2, 3.0, n)
-        return np.full(n, base)
+        out = np.full(n, base)
+        if name == REFERENCE_NAME and n and len(self.visits) > 1 and self.visits[-2] != REFERENCE_NAME:
+            out[0] *= self.cold_reference
+        return out
 
 
 def test_budget_cap_interleaving_and_overhead() -> None:
@@ -140,7 +144,7 @@ def test_trim_upper_drops_only_preemptions() -> None:
 
 @pytest.mark.parametrize("bad", [dict(rounds=0), dict(min_runs=0), dict(max_runs=5, min_runs=10),
                                  dict(max_seconds=0.1, min_seconds=1.0), dict(reference_runs=-1),
-                                 dict(disturbed_ratio=1.0)])
+                                 dict(reference_warmup=-1), dict(disturbed_ratio=1.0)])
 def test_protocol_rejects_bad_settings(bad: dict[str, float]) -> None:
     with pytest.raises(InvalidArgumentError):
         Protocol(**bad)  # type: ignore[arg-type]
@@ -153,7 +157,8 @@ QUIET = dict(warmup_runs=0, warmup_seconds=0.0, min_runs=20, min_seconds=0.0, ma
 def test_reference_is_timed_around_every_visit() -> None:
     runner = ScriptedRunner({OVERHEAD_NAME: 0.0, KEYS[0]: 1.0, KEYS[1]: 2.0})
     m = measure_many(runner, KEYS[:2], Protocol(**QUIET, remeasure=0), progress=False)  # type: ignore[arg-type]
-    assert runner.calls[REFERENCE_NAME] == 2 * 4 * Protocol().reference_runs  # 2 entries x 4 rounds
+    p = Protocol()
+    assert runner.calls[REFERENCE_NAME] == 2 * 4 * (p.reference_runs + 2 * p.reference_warmup)  # 2 entries x 4 rounds
     assert m.reference_ms == pytest.approx(0.3) and m.disturbed_visits == 0 and m.disturbed == []
     for s in m.stats.values():
         assert s.reference_ms == pytest.approx(0.3) and not s.disturbed
@@ -162,6 +167,20 @@ def test_reference_is_timed_around_every_visit() -> None:
                        Protocol(**QUIET, remeasure=0, reference_runs=0), progress=False)  # type: ignore[arg-type]
     assert off.reference_ms is None and off.stats[KEYS[0]].reference_ms is None
     assert "reference_ms" not in off.record()
+
+
+def test_reference_is_timed_warm_whatever_ran_before_it() -> None:
+    # the reference's first call after an entry runs 3x (the entry evicted it from the caches): timed cold, a
+    # session's reference would depend on what it measured (whole models vs blocks), not on the machine
+    def session_reference(warmup: int) -> float | None:
+        runner = ScriptedRunner({OVERHEAD_NAME: 0.0, KEYS[0]: 1.0, KEYS[1]: 2.0}, cold_reference=3.0)
+        proto = Protocol(**QUIET, remeasure=0, reference_runs=2, reference_warmup=warmup)  # type: ignore[arg-type]
+        return measure_many(runner, KEYS[:2], proto, progress=False).reference_ms
+
+    # one call per half: the half after the visit is the cold call (0.9), the half before follows the previous
+    # visit's reference (0.3); a visit's reference is their median
+    assert session_reference(0) == pytest.approx(0.6)
+    assert session_reference(1) == pytest.approx(0.3)
 
 
 def test_a_disturbed_visit_is_dropped_from_the_statistics() -> None:

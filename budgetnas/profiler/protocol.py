@@ -22,12 +22,12 @@ sum of block latencies does not count one call overhead per block. Entries whose
 are re-measured up to ``remeasure`` times, the lowest-cv attempt kept; still noisy -> ``noisy``.
 
 Interference (``budgetnas.profiler.reference``): around every visit of an entry the fixed reference workload
-is timed (``reference_runs`` calls, half before the visit and half after); the median of those is
-the visit's reference time. A visit whose reference ran more than ``disturbed_ratio`` times the
-session's median reference was *disturbed* (another process, a frequency drop): an entry's
-statistics use its undisturbed visits only, when at least half of its visits are; otherwise it is
-re-measured with the noisy ones, and if that does not help it is kept with ``disturbed`` set.
-Every entry records ``reference_ms``, the median reference time of the visits it kept, so entries
+is timed (``reference_runs`` calls, half before the visit and half after, each half after
+``reference_warmup`` untimed calls); the median of those is the visit's reference time. A visit whose
+reference ran more than ``disturbed_ratio`` times the session's median reference was *disturbed* (another
+process, a frequency drop): an entry's statistics use its undisturbed visits only, when at least half of its
+visits are; otherwise it is re-measured with the noisy ones, and if that does not help it is kept with
+``disturbed`` set. Every entry records ``reference_ms``, the median reference time of the visits it kept, so entries
 measured in different sessions (a LUT, the whole models that validate it, an agent's job) can be
 compared and the sessions' drift divided out. ``reference_runs=0`` turns it off.
 
@@ -74,6 +74,10 @@ class Protocol:
     max_live: int = 128
     keep_samples: bool = True
     reference_runs: int = 6
+    # untimed calls before each half: the entry just run evicts the reference from the caches, so its first call
+    # is slow (+17% after an r128 model, +3% after a block, measured): without them a session of whole models reads
+    # a slower reference than a session of blocks, a drift that is not there
+    reference_warmup: int = 2
     disturbed_ratio: float = 1.2  # a priori: a fifth slower than usual is more than a quiet machine drifts
     seed: int = 0
 
@@ -83,6 +87,8 @@ class Protocol:
                 raise InvalidArgumentError(f"protocol {name} must be >= 1")
         if self.reference_runs < 0:
             raise InvalidArgumentError("protocol reference_runs must be >= 0 (0: no reference workload)")
+        if self.reference_warmup < 0:
+            raise InvalidArgumentError("protocol reference_warmup must be >= 0")
         if not self.disturbed_ratio > 1.0:
             raise InvalidArgumentError("protocol disturbed_ratio must be > 1")
         if self.max_runs < self.min_runs or self.max_seconds < self.min_seconds:
@@ -177,7 +183,8 @@ def _rounds(runner: Runner, entries: list[_Entry], overhead: _Entry, reference: 
 
     def ref_times(n: int) -> np.ndarray:
         assert reference.prepared is not None
-        return runner.time(reference.prepared, n) if n else np.zeros(0)
+        k = proto.reference_warmup  # one batch, its first k calls discarded (warm-up)
+        return runner.time(reference.prepared, k + n)[k:] if n else np.zeros(0)
 
     live = len(entries) <= proto.max_live
     runs, max_runs = math.ceil(proto.min_runs / r), max(1, proto.max_runs // r)
