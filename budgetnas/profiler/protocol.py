@@ -75,8 +75,8 @@ class Protocol:
     keep_samples: bool = True
     reference_runs: int = 6
     # untimed calls before each half: the entry just run evicts the reference from the caches, so its first call
-    # is slow (+17% after an r128 model, +3% after a block, measured): without them a session of whole models reads
-    # a slower reference than a session of blocks, a drift that is not there
+    # is slow (+17% after an r128 model, +3% after a block); timed cold, a session of whole models read its
+    # reference 2.6% slower than a session of blocks at r128 (bench/reference_bias.py), a drift that is not there
     reference_warmup: int = 2
     disturbed_ratio: float = 1.2  # a priori: a fifth slower than usual is more than a quiet machine drifts
     seed: int = 0
