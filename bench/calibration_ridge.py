@@ -25,7 +25,7 @@ import numpy as np
 
 from budgetnas.luts.calibration import apply, metrics
 from budgetnas.luts.lut import LUT, Calibration, LUTPredictor
-from budgetnas.spaces import get_space
+from budgetnas.spaces import space_from_description
 
 Fit = Callable[[LUTPredictor, list[Any], np.ndarray], Calibration]
 
@@ -47,8 +47,7 @@ FITS: dict[str, Fit] = {
 
 
 def _space(lut: LUT) -> Any:
-    desc = lut.meta.space
-    return get_space(desc["space"], **{k: v for k, v in desc.items() if k != "space"})
+    return space_from_description(lut.meta.space)
 
 
 def datasets(d: Path) -> Iterator[tuple[str, LUTPredictor, list[Any], np.ndarray]]:

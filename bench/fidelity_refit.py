@@ -26,7 +26,7 @@ import numpy as np
 
 from budgetnas.luts.calibration import apply, fit_calibration, holdout, metrics, sessions
 from budgetnas.luts.lut import LUT, LUTPredictor
-from budgetnas.spaces import get_space
+from budgetnas.spaces import space_from_description
 
 Rows = dict[str, dict[str, float | None]]
 
@@ -55,8 +55,7 @@ def demo_rows(db: Path, split: bool) -> Rows:
     with Database(f"sqlite:///{db}").session() as s:
         lut = LUT.from_json_dict({**load_lut(s, 1), "calibration": None})
         rows = model_measurement_rows(s, 1)
-    desc = lut.meta.space
-    space = get_space(desc["space"], **{k: v for k, v in desc.items() if k != "space"})
+    space = space_from_description(lut.meta.space)
     y, _ = sessions(lut, [r for _, _, r in rows], np.array([ms for _, ms, _ in rows]), True)
     order = np.random.default_rng(0).permutation(len(rows))  # the server's seed-0 half before the folds
     return judge(LUTPredictor(lut, space), [space.parse(a) for a, _, _ in rows], y,
@@ -66,8 +65,7 @@ def demo_rows(db: Path, split: bool) -> Rows:
 def refit(lut_path: Path, models_path: Path, stat: str, split: bool = False) -> Rows:
     lut = LUT.load(lut_path)
     lut = replace(lut, meta=replace(lut.meta, statistic=stat))
-    desc = lut.meta.space
-    space = get_space(desc["space"], **{k: v for k, v in desc.items() if k != "space"})
+    space = space_from_description(lut.meta.space)
     d = json.loads(models_path.read_text())
     archs = [space.parse(a) for a in d["archs"]]
     y = np.asarray(d["measured_ms"], np.float64)
