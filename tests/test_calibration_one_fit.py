@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from budgetnas.core.errors import InvalidArgumentError, UnknownNameError
-from budgetnas.luts.calibration import apply, fit_calibration, folds, holdout, metrics
+from budgetnas.luts.calibration import anchor_drift, apply, fit_calibration, folds, holdout, metrics, pick_anchors
 from budgetnas.luts.lut import LUT, LatencyStats, LUTMeta, LUTPredictor
 from budgetnas.profiler.fidelity import report_from
 from budgetnas.profiler.protocol import Measurement, Protocol
@@ -258,3 +258,27 @@ def test_a_fold_without_a_slope_keeps_the_calibration_of_every_model(client: Any
     assert d["holdout"] is None and "without a fold of 1" in d["holdout_error"]
     assert d["calibration"]["n_models"] == 4 and d["calibration"]["slope"] > 0
     assert client.get(f"/v1/luts/{lut_id}").json()["calibration"] == d["calibration"]
+
+
+def test_anchors_spread_over_the_measured_range_fastest_and_slowest_included() -> None:
+    ms = [3.0, 1.0, 2.5, 9.0, 4.0, 2.0, 7.0]
+    picks = pick_anchors(ms, 3)
+    assert picks == [0, 1, 3]  # 1.0, 3.0 and 9.0 ms: the fastest, the middle and the slowest, by index
+    assert pick_anchors(ms, 99) == list(range(len(ms)))  # more asked than measured: every model
+    with pytest.raises(InvalidArgumentError, match="anchors: need at least 1, got 0"):
+        pick_anchors(ms, 0)
+
+
+def test_anchor_drift_is_the_median_of_now_over_as_fitted() -> None:
+    d = anchor_drift([2.2, 1.1, 3.6], [2.0, 1.0, 3.0])  # x1.1, x1.1, x1.2: one anchor disturbed
+    assert d.ratios == pytest.approx((1.1, 1.1, 1.2)) and d.ratio == pytest.approx(1.1)
+    assert d.to_dict() == {"ratio": pytest.approx(1.1), "anchors": 3, "min": pytest.approx(1.1),
+                           "max": pytest.approx(1.2)}
+    with pytest.raises(InvalidArgumentError, match="2 times now for 1 as fitted"):
+        anchor_drift([1.0, 2.0], [1.0])
+    with pytest.raises(InvalidArgumentError, match="0 times now for 0 as fitted"):
+        anchor_drift([], [])
+    for now, fitted, what in (([float("nan")], [1.0], "now is nan"), ([1.0], [0.0], "as fitted is 0.0"),
+                              ([1.0], [True], "as fitted is True")):
+        with pytest.raises(InvalidArgumentError, match=f"a time {what}"):
+            anchor_drift(now, fitted)

@@ -19,7 +19,9 @@ different load. Both record the reference workload (``budgetnas.profiler.referen
 each model keeps the median over its kept visits (``reference_ms``); the LUT's session is the median
 of its entries' (else its meta's ``protocol.reference_ms``), the models' the median of theirs.
 :func:`sessions` compares them; with ``correct`` the models' times are divided by the ratio before
-anything is fitted, so a calibration predicts on the LUT session's scale.
+anything is fitted, so a calibration predicts on the LUT session's scale. A session after the fit
+(measuring what a calibrated LUT predicted) is put on that scale by :func:`anchor_drift`: a few of
+the fitted models (:func:`pick_anchors`) measured again beside the new ones.
 """
 
 from __future__ import annotations
@@ -149,6 +151,50 @@ def sessions(lut: LUT, model_reference_ms: Sequence[float | None], measured_ms: 
     if not correct or ratio is None or len(refs) < len(model_reference_ms):
         return np.asarray(measured_ms, np.float64), out
     return np.asarray(measured_ms, np.float64) / ratio, Sessions(out.lut_ms, models, len(refs), True)
+
+
+def pick_anchors(fitted_ms: Sequence[float] | np.ndarray, k: int) -> list[int]:
+    """``min(k, n)`` indices of measured models spread evenly over their sorted latencies, the fastest
+    and the slowest included: the anchors :func:`anchor_drift` re-measures."""
+    y = np.asarray(fitted_ms, np.float64)
+    if k < 1:
+        raise InvalidArgumentError(f"anchors: need at least 1, got {k}")
+    order = np.argsort(y, kind="stable")
+    return sorted({int(order[round(q)]) for q in np.linspace(0, len(y) - 1, min(k, len(y)))})
+
+
+@dataclass(frozen=True)
+class AnchorDrift:
+    """How a later session ran whole models against the calibration's scale: models the calibration
+    was fitted on (anchors), re-measured in that session, each ``now / as fitted`` (its earlier time
+    divided by its session's ratio, as :func:`sessions` fitted it).
+
+    Like for like, unlike the reference workload's ratio: the same kind of graph on the same runner,
+    and on the very scale the predictions are in, whatever the reference's own error was then. Two
+    demos' models re-measured on their VM: the reference read x1.046 and x0.943 the LUT session's,
+    the models x1.000 and x0.982 their fitted times (median of 6; bench/results/demo_anchors_*)."""
+
+    ratios: tuple[float, ...]
+
+    @property
+    def ratio(self) -> float:
+        return float(np.median(self.ratios))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ratio": self.ratio, "anchors": len(self.ratios), "min": min(self.ratios), "max": max(self.ratios)}
+
+
+def anchor_drift(now_ms: Sequence[float], fitted_ms: Sequence[float]) -> AnchorDrift:
+    """The drift from anchors measured ``now_ms`` and ``fitted_ms`` as the calibration saw them;
+    refuses unequal lengths, none, and times that are not finite numbers > 0 ms, by name."""
+    if len(now_ms) != len(fitted_ms) or not len(now_ms):
+        raise InvalidArgumentError(f"anchors: {len(now_ms)} times now for {len(fitted_ms)} as fitted; "
+                                   "need one of each per anchor, at least one")
+    for what, values in (("now", now_ms), ("as fitted", fitted_ms)):
+        bad = [v for v in values if positive_ms(v) is None]
+        if bad:
+            raise InvalidArgumentError(f"anchors: a time {what} is {bad[0]!r}; each must be a finite number > 0 ms")
+    return AnchorDrift(tuple(float(a) / float(b) for a, b in zip(now_ms, fitted_ms, strict=True)))
 
 
 FOLDS = 5  # cross-validation's parts: every fit on 4/5 of the models, as customary
