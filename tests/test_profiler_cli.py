@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from budgetnas.cli.main import run
+from budgetnas.core.errors import InvalidArgumentError
 from budgetnas.luts.lut import LUT
 from budgetnas.profiler.fidelity import metrics
 from budgetnas.spaces import get_space
@@ -123,6 +124,33 @@ def test_session_drift_is_divided_out(small_lut_file: Path) -> None:
     old = report_from(lut, names, raw, m)
     assert old.extra["session_ratio"] is None and old.extra["sessions_corrected"] is False
     np.testing.assert_allclose(old.measured_ms, as_taken.measured_ms)
+
+
+def test_sessions_of_the_same_models_are_pooled_on_the_first_sessions_scale(small_lut_file: Path) -> None:
+    from budgetnas.luts.lut import LatencyStats
+    from budgetnas.profiler.fidelity import measure_models, pooled_ms, report_from
+    from budgetnas.profiler.protocol import Measurement, Protocol
+
+    def session(ms: dict[str, float]) -> Measurement:
+        return Measurement({k: LatencyStats.from_samples([v]) for k, v in ms.items()}, LatencyStats.from_samples([0.0]),
+                           Protocol.quick(), 1.0)
+
+    first = session({"a": 1.0, "b": 2.0, "c": 4.0})
+    later = session({"a": 1.2, "b": 2.4, "c": 4.0 * 1.2 * 1.1})  # 20% slower, and c 10% more on top
+    pooled, noise = pooled_ms([first, later], ["a", "b", "c"], "median")
+    np.testing.assert_allclose(pooled, [1.0, 2.0, 4.0 * np.sqrt(1.1)])  # geometric mean, first session's scale
+    assert noise == pytest.approx(np.std(np.log([1.0, 1.0, 1.1])) / np.sqrt(2))
+    alone, none = pooled_ms([first], ["c", "a"], "median")
+    assert alone.tolist() == [4.0, 1.0] and none is None
+    with pytest.raises(InvalidArgumentError, match="no sessions"):
+        pooled_ms([], ["a"], "median")
+    # measured for real: one session pooled with itself is that session, with no noise between the two
+    lut = LUT.load(small_lut_file)
+    names, raw, m = measure_models(lut, 4, seed=3, protocol=Protocol.quick(), progress=False)
+    one, two = report_from(lut, names, raw, m), report_from(lut, names, raw, m, repeats=[m])
+    np.testing.assert_allclose(two.measured_ms, one.measured_ms)
+    assert (one.extra["model_sessions"], two.extra["model_sessions"]) == (1, 2)
+    assert one.extra["session_noise"] is None and two.extra["session_noise"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_metrics_by_hand() -> None:

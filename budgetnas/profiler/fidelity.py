@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -121,24 +122,42 @@ def measure_models(lut: LUT, n_models: int, seed: int = 0, runner: Runner | None
     return [t.name for t in targets], raw, m
 
 
+def pooled_ms(ms: Sequence[Measurement], names: Sequence[str], stat: str) -> tuple[np.ndarray, float | None]:
+    """Each model's time pooled over sessions that measured the same models, on the first session's
+    scale: every later session divided by the median ratio of all its models to the first's (like for
+    like: the same graphs), then each model's geometric mean. Also the noise of one session's time
+    (the sd of the log ratio between two sessions over sqrt 2, averaged over the pairs; None for one)."""
+    if not ms:
+        raise InvalidArgumentError("pooled_ms: no sessions")
+    if len(ms) == 1:
+        return np.array([ms[0].stats[n].value(stat) for n in names]), None
+    logs = np.log([[m.stats[n].value(stat) for n in names] for m in ms])
+    logs -= np.median(logs - logs[0], axis=1, keepdims=True)  # each session on the first's scale
+    pairs = [np.std(logs[i] - logs[j]) / np.sqrt(2) for i in range(len(ms)) for j in range(i)]
+    return np.exp(logs.mean(0)), float(np.mean(pairs)) if pairs else None
+
+
 def report_from(lut: LUT, names: list[str], raw: np.ndarray, m: Measurement, seed: int = 0,
-                method: str = DEFAULT_METHOD, correct_sessions: bool = True) -> FidelityReport:
+                method: str = DEFAULT_METHOD, correct_sessions: bool = True,
+                repeats: Sequence[Measurement] = ()) -> FidelityReport:
     """The calibration (``method``, see ``budgetnas.luts.calibration``) of every model, and its
     figures cross-validated: each model judged by the same fit made without its fold.
 
     Whole models are summarised with the LUT's own statistic (median, min...), so both sides agree.
-    Beside a grouped fit the report also gives the plain affine calibration's figures as
-    ``calibrated_affine``, for comparison.
+    ``repeats``: later sessions of the same models, pooled with ``m`` (:func:`pooled_ms`; the session
+    correction is ``m``'s, whose scale they are put on). Beside a grouped fit the report also gives the
+    plain affine calibration's figures as ``calibrated_affine``, for comparison.
     """
     stat = lut.meta.statistic
-    as_taken = np.array([m.stats[n].value(stat) for n in names])
+    as_taken, noise = pooled_ms([m, *repeats], names, stat)
     measured, sess = sessions(lut, [m.stats[n].reference_ms for n in names], as_taken, correct_sessions)
     space = space_from_description(lut.meta.space)
     predictor, archs = LUTPredictor(lut, space), [space.parse(a) for a in names]
     fit = holdout(predictor, archs, measured, seed, method, names)
     ev = fit.eval_idx
     extra: dict[str, Any] = {"statistic": stat, "overhead_ms": m.overhead.median_ms, "calibration_method": method,
-                             **sess.to_dict(), "disturbed_models": len(set(m.disturbed) & set(names))}
+                             **sess.to_dict(), "disturbed_models": len(set(m.disturbed) & set(names)),
+                             "model_sessions": 1 + len(repeats), "session_noise": noise}
     if method != "affine":
         affine = holdout(predictor, archs, measured, seed, "affine", names)
         extra["calibrated_affine"] = metrics(affine.predicted_ms[ev], measured[ev])
