@@ -93,6 +93,17 @@ def test_validate_human_output(small_lut_file: Path, capsys: pytest.CaptureFixtu
     assert "calibrated_affine" in out  # the grouped default is shown beside the affine fit
     assert "Sessions: the models' reference workload ran at x" in out
     assert LUT.load(small_lut_file).calibration is None  # only --update-lut writes it
+    assert "sessions and pooled" not in out  # one session: nothing pooled
+
+
+def test_validate_pools_models_measured_in_several_sessions(small_lut_file: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert run(["validate", "--lut", str(small_lut_file), "--models", "4", "--quick", "--sessions", "2", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["model_sessions"] == 2 and 0 <= d["session_noise"] < 1 and d["n_eval"] == 4
+    assert run(["validate", "--lut", str(small_lut_file), "--models", "4", "--quick", "--sessions", "2"]) == 0
+    assert "Models measured in 2 sessions and pooled; one session's time scatters by" in capsys.readouterr().out
 
 
 def test_session_drift_is_divided_out(small_lut_file: Path) -> None:
@@ -209,6 +220,8 @@ def test_validate_bad_input(small_lut_file: Path, tmp_path: Path, capsys: pytest
     _bad(["validate", "--lut", str(small_lut_file), "--models", "2"], capsys, "--models must be >= 4")
     _bad(["validate", "--lut", str(small_lut_file), "--models", "4", "--calibration", "cubic"], capsys,
          "--calibration must be 'grouped' or 'affine', got 'cubic'")
+    _bad(["validate", "--lut", str(small_lut_file), "--models", "4", "--sessions", "0"], capsys,
+         "--sessions must be >= 1, got 0")
     _bad(["validate", "--lut", str(small_lut_file), "--models", "4", "--plot", str(tmp_path / "x" / "p.png")], capsys,
          "cannot write")
     other = tmp_path / "other.json"

@@ -80,6 +80,9 @@ def validate_cmd(
     correct_sessions: Annotated[bool, typer.Option("--correct-sessions/--no-correct-sessions",
                                                    help="divide the models' times by the ratio of their session's "
                                                         "reference workload to the LUT's")] = True,
+    sessions: Annotated[int, typer.Option("--sessions", help="measure the models in this many sessions and pool "
+                                                             "their times (each session on the first's scale): "
+                                                             "a steadier truth on a noisy machine")] = 1,
     quick: Quick = False,
 ) -> None:
     """Measure random whole models on the LUT's runner; report raw and calibrated LUT accuracy."""
@@ -94,6 +97,8 @@ def validate_cmd(
         raise InvalidArgumentError(f"--calibration must be {' or '.join(map(repr, METHODS))}, got {calibration!r}")
     if models < MIN_MODELS:
         raise InvalidArgumentError(f"--models must be >= {MIN_MODELS} (each judged by a fit on the others)")
+    if sessions < 1:
+        raise InvalidArgumentError(f"--sessions must be >= 1, got {sessions}")
     lut = LUT.load(lut_path)
     runner = runner_for(lut)
     if plot is not None:
@@ -101,7 +106,7 @@ def validate_cmd(
     if update_lut:
         check_writable(lut_path)
     report = validate(lut, models, seed, runner, Protocol.quick() if quick else Protocol(),
-                      method=calibration, correct_sessions=correct_sessions)
+                      method=calibration, correct_sessions=correct_sessions, sessions=sessions)
     d = report.to_dict()
     if plot is not None:
         plot_fidelity(report, plot)
@@ -121,6 +126,9 @@ def validate_cmd(
             typer.echo(f"{name:18}{r['mape']:8.2%}{r['rmspe']:8.2%}{r['within_5pct']:8.0%}{r['within_10pct']:8.0%}"
                        f"{tau_text(r['kendall_tau'], 8)}")
     typer.echo(session_line(d, d["disturbed_models"]))
+    if d["session_noise"] is not None:
+        typer.echo(f"Models measured in {d['model_sessions']} sessions and pooled; one session's time scatters by "
+                   f"{d['session_noise']:.2%} (sd) between sessions.")
     c = d["calibration"]
     scales = ", ".join(f"{g} x{v:.3f}" for g, v in sorted(c.get("group_scales", {}).items()))
     typer.echo(f"calibration: measured = {c['slope']:.4f} * {'scaled ' if scales else ''}raw + "

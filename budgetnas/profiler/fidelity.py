@@ -172,10 +172,14 @@ def report_from(lut: LUT, names: list[str], raw: np.ndarray, m: Measurement, see
 
 def validate(lut: LUT, n_models: int, seed: int = 0, runner: Runner | None = None,
              protocol: Protocol | None = None, progress: bool = True, method: str = DEFAULT_METHOD,
-             correct_sessions: bool = True) -> FidelityReport:
+             correct_sessions: bool = True, sessions: int = 1) -> FidelityReport:
+    """Measure ``n_models`` random models in ``sessions`` sessions (pooled: :func:`pooled_ms`) and report."""
     check_method(method)  # before any measuring
+    if sessions < 1:
+        raise InvalidArgumentError(f"sessions: must be >= 1, got {sessions}")
     names, raw, m = measure_models(lut, n_models, seed, runner, protocol, progress)
-    return report_from(lut, names, raw, m, seed, method, correct_sessions)
+    repeats = [measure_models(lut, n_models, seed, runner, protocol, progress)[2] for _ in range(sessions - 1)]
+    return report_from(lut, names, raw, m, seed, method, correct_sessions, repeats)
 
 
 def check_writable(path: str | Path) -> Path:
