@@ -170,9 +170,10 @@ class AnchorDrift:
     divided by its session's ratio, as :func:`sessions` fitted it).
 
     Like for like, unlike the reference workload's ratio: the same kind of graph on the same runner,
-    and on the very scale the predictions are in, whatever the reference's own error was then. Two
-    demos' models re-measured on their VM: the reference read x1.046 and x0.943 the LUT session's,
-    the models x1.000 and x0.982 their fitted times (median of 6; bench/results/demo_anchors_*)."""
+    and on the very scale the predictions are in, whatever the reference's own error was then. Four
+    demos re-measured on their VM, 2 sessions each: the reference read x0.81-0.96 the LUT session's,
+    the anchors x0.95-1.00 their fitted times, each anchor within 2% of their median and each run's
+    two sessions within 0.1% (bench/results/demo_anchors_20261206.txt)."""
 
     ratios: tuple[float, ...]
 
