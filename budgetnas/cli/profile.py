@@ -106,7 +106,7 @@ def validate_cmd(
     if update_lut:
         check_writable(lut_path)
     report = validate(lut, models, seed, runner, Protocol.quick() if quick else Protocol(),
-                      method=calibration, correct_sessions=correct_sessions, sessions=sessions)
+                      method=calibration, correct_sessions=correct_sessions, model_sessions=sessions)
     d = report.to_dict()
     if plot is not None:
         plot_fidelity(report, plot)

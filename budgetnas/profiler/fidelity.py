@@ -21,6 +21,11 @@ with ``correct_sessions``, the whole models' times are divided by it before anyt
 compared (``budgetnas.luts.calibration.sessions``, the server's rule too), so the report judges the
 LUT, not the difference between the two sessions. ``uncorrected`` keeps the
 calibrated figures without that division; ``disturbed_models`` counts models the protocol flagged.
+
+The truth's own noise: one session's time of a whole model can scatter by a few percent from the next
+session's (2.4-2.7% sd on the project's VM in a noisy hour), which alone caps the share within ±5%.
+``validate(model_sessions=N)`` measures the models N times and pools them (:func:`pooled_ms`), and
+reports ``session_noise`` (that scatter) and ``model_sessions``.
 """
 
 from __future__ import annotations
@@ -172,13 +177,13 @@ def report_from(lut: LUT, names: list[str], raw: np.ndarray, m: Measurement, see
 
 def validate(lut: LUT, n_models: int, seed: int = 0, runner: Runner | None = None,
              protocol: Protocol | None = None, progress: bool = True, method: str = DEFAULT_METHOD,
-             correct_sessions: bool = True, sessions: int = 1) -> FidelityReport:
-    """Measure ``n_models`` random models in ``sessions`` sessions (pooled: :func:`pooled_ms`) and report."""
+             correct_sessions: bool = True, model_sessions: int = 1) -> FidelityReport:
+    """Measure ``n_models`` random models in ``model_sessions`` sessions (pooled: :func:`pooled_ms`) and report."""
     check_method(method)  # before any measuring
-    if sessions < 1:
-        raise InvalidArgumentError(f"sessions: must be >= 1, got {sessions}")
+    if model_sessions < 1:
+        raise InvalidArgumentError(f"model_sessions: must be >= 1, got {model_sessions}")
     names, raw, m = measure_models(lut, n_models, seed, runner, protocol, progress)
-    repeats = [measure_models(lut, n_models, seed, runner, protocol, progress)[2] for _ in range(sessions - 1)]
+    repeats = [measure_models(lut, n_models, seed, runner, protocol, progress)[2] for _ in range(model_sessions - 1)]
     return report_from(lut, names, raw, m, seed, method, correct_sessions, repeats)
 
 
