@@ -73,7 +73,7 @@ def test_live_edges_examples(text: str, live: tuple[bool, ...]) -> None:
 def test_blocks_charge_live_edges_only_while_flops_and_params_keep_nb201s_convention() -> None:
     dead = _arch("|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|")
     ops = [k.split("-")[0] for k in SP.block_keys(dead)]
-    assert Counter(ops) == {"stem": 1, "resblock": 2, "head": 1, "skip_connect": 3 * SP.cells}
+    assert Counter(ops) == {"stem": 1, "resblock": 2, "head": 1}  # the live skip passes x on: it runs nothing
     # NB201's API counts the dead conv in its FLOPs/params tables (test_spaces checks all 15,625 rows)
     alive = _arch("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|")
     assert SP.flops(dead) > SP.flops(alive) and SP.params(dead) > SP.params(alive)
@@ -124,10 +124,11 @@ def test_model_skips_dead_edges_and_a_dead_cell_outputs_zeros() -> None:
 
 # ---- the exported graph is the referee -----------------------------------------------------------
 def _executed_ops(path: Path, tmp: Path) -> Counter[str]:
-    """Dense convs (by kernel size), pools, additions and products of the graph onnxruntime runs,
-    after the ort-cpu runner's own optimisation (fusions and NCHWc layouts keep one node per conv and
-    per pool; an addition may become a conv's fused sum input, counted as an addition). Grouped convs
-    are left out: they are BatchNorms the optimiser could not fold into a conv (the head's)."""
+    """Dense convs (by kernel size), pools, ReLUs, additions and products of the graph onnxruntime
+    runs, after the ort-cpu runner's own optimisation (fusions and NCHWc layouts keep one node per conv
+    and per pool; an addition that became a conv's fused sum input is a ``sum``, a ReLU folded into a
+    conv is gone). Grouped convs are left out: they are BatchNorms the optimiser could not fold into a
+    conv (the head's)."""
     import onnxruntime as ort
 
     so = OrtCpuRunner(threads=1).session_options()
@@ -141,17 +142,22 @@ def _executed_ops(path: Path, tmp: Path) -> Counter[str]:
             if next((a.i for a in node.attribute if a.name == "group"), 1) == 1:
                 kh, kw = weights[node.input[1]][2:]
                 out[f"conv{kh}x{kw}"] += 1
-            out["Add"] += len(node.input) > 3 and bool(node.input[3])  # NCHWc's fused sum: the addition
-        elif node.op_type in ("AveragePool", "GlobalAveragePool", "ReduceMean", "Add", "Mul"):
+            out["sum"] += len(node.input) > 3 and bool(node.input[3])  # NCHWc's fused sum: the addition
+        elif node.op_type in ("AveragePool", "GlobalAveragePool", "ReduceMean", "Add", "Mul", "Relu"):
             out[node.op_type] += 1
     return out
 
 
 def _charged_ops(arch: NB201Arch) -> Counter[str]:
-    """The conv/pool nodes the charged block keys stand for (budgetnas.profiler.blocks' modules)."""
-    per_block = {"stem": ["conv3x3"], "nor_conv_3x3": ["conv3x3"], "nor_conv_1x1": ["conv1x1"],
-                 "avg_pool_3x3": ["AveragePool"], "skip_connect": [], "add": ["Add"], "zeros": ["Mul"],
-                 "resblock": ["conv3x3", "conv3x3", "conv1x1", "AveragePool", "Add"], "head": ["ReduceMean"]}
+    """The nodes the charged block keys stand for (budgetnas.profiler.blocks' modules), in their fusion
+    contexts (budgetnas.spaces.nb201.fusion): a conv edge runs its ReLU unless it is ``_fused``, an
+    ``add_fused`` is a conv's sum. A reduction's input feeds its ReLU and its shortcut's pool, so its
+    ReLU runs; its second conv takes its first's ReLU and its shortcut conv its sum."""
+    per_block = {"stem": ["conv3x3"], "nor_conv_3x3": ["conv3x3", "Relu"], "nor_conv_1x1": ["conv1x1", "Relu"],
+                 "nor_conv_3x3_fused": ["conv3x3"], "nor_conv_1x1_fused": ["conv1x1"],
+                 "avg_pool_3x3": ["AveragePool"], "skip_connect": [], "add": ["Add"], "add_fused": ["sum"],
+                 "zeros": ["Mul"], "resblock": ["conv3x3", "conv3x3", "conv1x1", "AveragePool", "sum", "Relu"],
+                 "head": ["ReduceMean"]}
     return Counter(op for k in SP.block_keys(arch) for op in per_block[k.split("-")[0]])
 
 
@@ -170,6 +176,13 @@ def _charged_ops(arch: NB201Arch) -> Counter[str]:
     "|skip_connect~0|+|nor_conv_1x1~0|none~1|+|avg_pool_3x3~0|avg_pool_3x3~1|none~2|",
     # nodes 1 and 2 both hold pool(x0): pool(x1) and pool(x2) are one
     "|avg_pool_3x3~0|+|avg_pool_3x3~0|none~1|+|nor_conv_1x1~0|avg_pool_3x3~1|avg_pool_3x3~2|",
+    # fusion contexts: node 1 (a conv's) is read by a skip too, so its ReLU runs; node 2's by convs only
+    "|nor_conv_1x1~0|+|nor_conv_1x1~0|nor_conv_1x1~1|+|nor_conv_1x1~0|skip_connect~1|nor_conv_3x3~2|",
+    # node 1 is a pool's: its ReLU runs; node 3 = conv + skip + pool: one addition a conv absorbs, one not
+    "|avg_pool_3x3~0|+|none~0|none~1|+|nor_conv_3x3~0|nor_conv_1x1~1|avg_pool_3x3~2|",
+    "|none~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|nor_conv_3x3~0|skip_connect~1|avg_pool_3x3~2|",
+    # the cell's output is a pool's, so the next cell's ReLU of its input runs (the first cell's folds)
+    "|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|none~0|none~1|avg_pool_3x3~2|",
 ])
 def test_charged_block_keys_are_the_ops_the_optimised_onnx_graph_runs(text: str, tmp_path: Path) -> None:
     arch = _arch(text)
@@ -182,6 +195,8 @@ def test_charged_block_keys_are_the_ops_the_optimised_onnx_graph_runs(text: str,
         # cells of zeros: onnxruntime folds the first stage's chain of x * 0 into the stem conv's weights
         # (a product by a constant after a conv); the later stages' follow an addition and run
         want["Mul"] -= SP.cells
+        # and the head's BatchNorm after a product is not made a conv, so its ReLU runs on its own
+        want["Relu"] += 1
     assert +got == +want
 
 
@@ -199,7 +214,7 @@ def test_charged_block_keys_are_the_ops_the_optimised_onnx_graph_runs(text: str,
 def test_a_cell_charges_its_additions_and_its_zero_output(text: str, adds: int, zeros: bool) -> None:
     arch = _arch(text)
     ops = Counter(k.split("-")[0] for k in SP.block_keys(arch))
-    assert (ops["add"], ops["zeros"]) == (3 * SP.cells * adds, 3 * SP.cells * zeros)
+    assert (ops["add"] + ops["add_fused"], ops["zeros"]) == (3 * SP.cells * adds, 3 * SP.cells * zeros)
     model = build_model(SP, arch)
     assert [m.block_key for m in model.block_modules()] == SP.block_keys(arch)
 
@@ -221,8 +236,8 @@ def test_a_parameter_free_op_on_one_node_is_charged_and_run_once() -> None:
     """Two edges applying avg_pool_3x3 to the cell input are one computation: one block, one module,
     and the cell's output is still NB201's (each edge's op applied to its source, summed)."""
     arch = _arch("|avg_pool_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|avg_pool_3x3~0|avg_pool_3x3~1|skip_connect~2|")
-    per_cell = Counter(k.split("-")[0] for k in SP.block_keys(arch)[1:1 + 4])
-    assert per_cell == {"avg_pool_3x3": 2, "nor_conv_1x1": 1, "skip_connect": 1}  # pool(x0), pool(x1): not 4
+    per_cell = Counter(k.split("-")[0] for k in SP.block_keys(arch)[1:1 + 3])  # the edges' (the skip runs nothing)
+    assert per_cell == {"avg_pool_3x3": 2, "nor_conv_1x1": 1}  # pool(x0), pool(x1): not 4
     ops = Counter(k.split("-")[0] for k in SP.block_keys(arch))
     assert ops["avg_pool_3x3"] == 2 * 3 * SP.cells and ops["nor_conv_1x1"] == 3 * SP.cells
     model = build_model(SP, arch)

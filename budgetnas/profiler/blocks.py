@@ -139,9 +139,11 @@ class ReLUConvBN(nn.Sequential):
         super().__init__(nn.ReLU(inplace=False), *_conv_bn(cin, cout, k, stride))
 
 
-@register("nor_conv_1x1", "nor_conv_3x3")
+# a conv edge whose ReLU the whole model runs elsewhere (budgetnas.spaces.nb201.fusion) is the same module:
+# its own op keeps it in a calibration group of its own, which learns what the context saves
+@register("nor_conv_1x1", "nor_conv_3x3", "nor_conv_1x1_fused", "nor_conv_3x3_fused")
 def _nor_conv(key: BlockKey) -> nn.Module:
-    return ReLUConvBN(key.input[2], key.output[2], 1 if key.op.endswith("1x1") else 3)
+    return ReLUConvBN(key.input[2], key.output[2], 1 if key.op.removesuffix("_fused").endswith("1x1") else 3)
 
 
 @register("avg_pool_3x3")
@@ -161,7 +163,7 @@ class Add(nn.Module):
         return x + (x if y is None else y)
 
 
-@register("add")
+@register("add", "add_fused")  # add_fused: an addition a conv can absorb, timed alike, grouped apart
 def _add(key: BlockKey) -> nn.Module:
     return Add()
 

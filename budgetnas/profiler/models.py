@@ -34,12 +34,13 @@ class DAGCell(nn.Module):
     """
 
     def __init__(self, edges: list[tuple[int, int, int]], ops: list[nn.Module], nodes: int = 4,
-                 add: nn.Module | None = None, zero: nn.Module | None = None, cell: Cell | None = None) -> None:
+                 add: nn.Module | None = None, zero: nn.Module | None = None, cell: Cell | None = None,
+                 add_fused: nn.Module | None = None) -> None:
         super().__init__()
         self.nodes = nodes
         self.edges = edges
         self.ops = nn.ModuleList(ops)
-        self.add, self.zero = add, zero
+        self.add, self.zero, self.add_fused = add, zero, add_fused
         self.cell = cell  # what it was built from: the one count of additions and of a zero output
 
     @classmethod
@@ -55,16 +56,22 @@ class DAGCell(nn.Module):
             edges.append((to, src, index[key]))
         add = build_block(cell.add.key) if cell.add is not None else None
         zero = build_block(cell.zero.key) if cell.zero is not None else None
-        return cls(edges, ops, cell.nodes, add, zero, cell)
+        fused = build_block(cell.add_fused.key) if cell.add_fused is not None else None
+        return cls(edges, ops, cell.nodes, add, zero, cell, fused)
 
     def block_modules(self) -> list[nn.Module]:
-        """One module per block of :meth:`Cell.executed`: the add module once per addition it runs,
-        the zero module when no edge reaches the output."""
+        """One module per block of :meth:`Cell.executed`: the add module once per addition it runs
+        (the add_fused module for those a conv can absorb: the same addition, charged in its own
+        context), the zero module when no edge reaches the output."""
         if self.cell is None:
             raise InvalidArgumentError("a DAGCell built without its Cell (use DAGCell.from_cell) has no block list")
-        out = list(self.ops)
+        identities = self.cell.identities  # they pass their input on: nothing runs
+        out = [m for m in self.ops if str(getattr(m, "block_key", "")).split("-")[0] not in identities]
         if self.add is not None:
-            out += [self.add] * self.cell.additions()
+            fused = self.cell.fused_adds if self.add_fused is not None else 0
+            out += [self.add] * (self.cell.additions() - fused)
+            if self.add_fused is not None:
+                out += [self.add_fused] * fused
         if self.zero is not None and self.cell.outputs_zeros():
             out.append(self.zero)
         return out

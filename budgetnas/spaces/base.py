@@ -118,6 +118,12 @@ class Cell:
     identities: frozenset[str] = frozenset()  # block ops that return their input
     add: Block | None = None  # one addition of two terms of a node (None: not charged)
     zero: Block | None = None  # the output of a cell with no edge into it (None: not charged)
+    add_fused: Block | None = None  # an addition a conv can absorb (the space says how many: fused_adds)
+    fused_adds: int = 0  # of the additions, those charged as add_fused
+
+    def __post_init__(self) -> None:
+        if self.fused_adds and self.add_fused is None:
+            raise InvalidArgumentError(f"a cell with {self.fused_adds} fused additions needs an add_fused block")
 
     def values(self) -> tuple[int, ...]:
         """A value number per node (value numbering): nodes that compute the same tensor share one."""
@@ -180,11 +186,17 @@ class Cell:
         return all(to != self.nodes - 1 for to, _, _ in self.edges)
 
     def executed(self) -> tuple[Block, ...]:
-        """The blocks the cell runs: its edges' in edge order (a shared parameter-free block once),
-        then one ``add`` per addition and the ``zero`` of an output no edge reaches, where given."""
-        out = [block for (_, _, block), run in zip(self.edges, self.runs(), strict=True) if run]
+        """The blocks the cell runs: its edges' in edge order (a shared parameter-free block once; an
+        ``identities`` op never: it passes its input on, and exporters drop it), then one ``add`` per
+        addition (``fused_adds`` of them as ``add_fused``) and the ``zero`` of an output no edge
+        reaches, where given."""
+        out = [block for (_, _, block), run in zip(self.edges, self.runs(), strict=True)
+               if run and block.key.op not in self.identities]
         if self.add is not None:
-            out += [self.add] * self.additions()
+            fused = self.fused_adds if self.add_fused is not None else 0
+            out += [self.add] * (self.additions() - fused)
+            if self.add_fused is not None:
+                out += [self.add_fused] * fused
         if self.zero is not None and self.outputs_zeros():
             out.append(self.zero)
         return tuple(out)

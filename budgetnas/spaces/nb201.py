@@ -7,12 +7,20 @@ count and feature size (``nor_conv_3x3-input:32x32x16-output:32x32x16``) plus ``
 ``resblock`` and ``head``. Only *live* edges have blocks (:func:`live_edges`): ``none`` edges, and
 edges that ``none`` edges cut off from the cell's input or output, are not run by the exported model
 (a graph optimiser drops an unused output; the built model skips them), so a LUT sum must not charge
-them. Nor does it charge twice a parameter-free op (``avg_pool_3x3``, ``skip_connect``) that two edges
-apply to one value (the same node, or a node that is only ``skip_connect`` of it): that is one
-computation (:func:`runs`, :meth:`budgetnas.spaces.base.Cell.executed`), built once. What a node's
-sum runs is charged too: an ``add`` block per addition, and a ``zeros`` block for a cell whose output
-no live edge reaches (:func:`joins`). Three additions per cell over 15 cells cost about 0.05 ms on
-ort-cpu, against whole models of 0.1-2 ms (bench/results/lut_fidelity).
+them. Nor does it charge twice a parameter-free op (``avg_pool_3x3``) that two edges apply to one
+value (the same node, or a node that is only ``skip_connect`` of it): that is one computation
+(:func:`runs`, :meth:`budgetnas.spaces.base.Cell.executed`), built once; nor a ``skip_connect`` at all
+(it passes its input on: exporters drop it). What a node's sum runs is charged too: an ``add`` block
+per addition, and a ``zeros`` block for a cell whose output no live edge reaches (:func:`joins`).
+Three additions per cell over 15 cells cost about 0.05 ms on ort-cpu, against whole models of
+0.1-2 ms (bench/results/lut_fidelity).
+
+Graph optimisers fold a conv's neighbours into it (:func:`fusion`): a ReLU that conv edges read is
+computed once, and folds into the conv that produced its input when nothing else reads that output;
+an addition folds into a conv whose output only it reads. So a conv edge whose ReLU runs elsewhere is
+charged as ``nor_conv_KxK_fused`` and such an addition as ``add_fused``: the same modules, timed alike,
+but calibration groups of their own, which learn what a runtime makes of the context (the fitted
+ort-cpu scales are in bench/results/lut_fidelity).
 
 FLOPs and params follow the NB201 API, whose tables count every non-``none`` edge, dead or not:
 multiply-accumulates of convolutions and the classifier plus the classifier bias, pooling not
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -62,6 +71,9 @@ def live_edges(ops: Sequence[str]) -> tuple[bool, ...]:
 WEIGHTED = frozenset({"nor_conv_1x1", "nor_conv_3x3"})  # ops with weights (ReLU-Conv-BN); the others are functions
 IDENTITIES = frozenset({"skip_connect"})  # ops that return their input: node j = skip(x_i) is x_i
 JOINS = ("add", "zeros")  # blocks a cell runs besides its edges' ops (:func:`joins`)
+# every op a cell's blocks can have (:func:`cell_ops`): the edges', in their fusion contexts, and the joins'
+CHARGED = ("nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3", "nor_conv_1x1_fused",
+           "nor_conv_3x3_fused", "add", "add_fused", "zeros")
 
 
 @cache
@@ -90,6 +102,136 @@ def joins(ops: tuple[str, ...]) -> tuple[int, bool]:
     return cell.additions(), cell.outputs_zeros()
 
 
+# ---- fusion contexts ------------------------------------------------------------------------
+FUSED = {"nor_conv_1x1": "nor_conv_1x1_fused", "nor_conv_3x3": "nor_conv_3x3_fused", "add": "add_fused"}
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """Where a cell's ops sit in a fusion context (:func:`fusion`)."""
+
+    relu_elsewhere: tuple[bool, ...]  # per edge (EDGES order): a conv edge whose ReLU is not its own to run
+    adds: int  # of the cell's additions (:func:`joins`), those a conv can absorb
+    out_conv: bool  # the output is a conv's, read nowhere else in the cell: the next ReLU can fold into it
+
+
+@cache
+def fusion(ops: tuple[str, ...], input_conv: bool = True) -> Fusion:
+    """The fusion contexts of a cell whose input is a conv's output (the stem's, a reduction's, or a
+    cell's with ``out_conv``) when ``input_conv``.
+
+    A conv edge is ReLU-Conv-BN, and what the whole model runs of its ReLU and of the node sums
+    depends on its neighbours: exporters compute one ReLU per value that conv edges read (CSE), and
+    a graph optimiser folds a conv's epilogue into it: an addition into a conv whose output only
+    that addition reads (onnxruntime's NCHWc ``Sum`` input), a ReLU into a conv whose output only
+    that ReLU reads. A conv edge's ReLU is *elsewhere* when another conv edge reads the same
+    value and is charged it (a 1x1 conv before a 3x3, then the first), or when the value is such a
+    conv's output; an addition is absorbable when one of its
+    terms is such a conv's output not yet given one. The rule follows onnxruntime's CPU
+    optimiser, checked against its optimised graphs (tests/test_nb201_live_edges.py); whether a
+    runtime does fold them is the calibration's to learn (the blocks' own groups, ``key_group``).
+    """
+    cell = _unit_cell(ops)
+    values, shared = cell.values(), cell.shared()
+    kind: list[str] = ["input"]  # tensor -> what produces it; tensor 0 is the cell input
+    args: list[tuple[int, ...]] = [()]
+
+    def new(what: str, *inputs: int) -> int:
+        kind.append(what)
+        args.append(inputs)
+        return len(kind) - 1
+
+    tensor = {values[0]: 0}  # value number -> tensor
+    relu: dict[int, int] = {}  # tensor -> its ReLU
+    owner: dict[int, int] = {}  # ReLU -> the first edge that reads it
+    made: dict[object, int] = {}  # a parameter-free op of a value: one tensor
+    sums: dict[tuple[object, ...], int] = {}  # a partial sum: one addition (Cell.additions)
+    for j in range(1, cell.nodes):
+        acc: int | None = None
+        chain: tuple[object, ...] = ()
+        for e, (to, src, block) in enumerate(cell.edges):
+            if to != j:
+                continue
+            x = tensor[values[src]]
+            if block.params == 0:
+                ident: object = shared[e]
+                if block.key.op in cell.identities:
+                    t = x
+                else:
+                    if ident not in made:
+                        made[ident] = new("op", x)
+                    t = made[ident]
+            else:
+                if x not in relu:
+                    relu[x] = new("relu", x)
+                # one of its readers is charged the ReLU: a 1x1 conv before a 3x3 (so that a relabelling,
+                # which reorders edges, does not move it), then the first
+                if relu[x] not in owner or block.key.op < cell.edges[owner[relu[x]]][2].key.op:
+                    owner[relu[x]] = e
+                t, ident = new("conv", relu[x]), ("edge", e)
+            chain = (*chain, ident)
+            if acc is None:
+                acc = t
+            else:
+                if chain not in sums:
+                    sums[chain] = new("add", acc, t)
+                acc = sums[chain]
+        if acc is not None:
+            tensor.setdefault(values[j], acc)
+    out = None if cell.outputs_zeros() else tensor[values[-1]]
+    uses = Counter(i for a in args for i in a)
+    if out is not None:
+        uses[out] += 1  # the next cell (or block) reads it
+    alias: dict[int, int] = {}  # an absorbed addition -> the conv that now computes it
+    summed: set[int] = set()
+    for t, what in enumerate(kind):
+        if what != "add":
+            continue
+        for c in (alias.get(i, i) for i in args[t]):
+            if kind[c] == "conv" and c not in summed and uses[c] == 1:
+                summed.add(c)
+                alias[t] = c
+                uses[c] = uses[t]
+                break
+
+    def folds(x: int) -> bool:  # a ReLU of x folds into x's producer
+        x = alias.get(x, x)
+        return uses[x] == 1 and (kind[x] == "conv" or (x == 0 and input_conv))
+
+    own = {e: not folds(args[r][0]) for r, e in owner.items()}
+    elsewhere = iter(block.params > 0 and not own.get(e, False) for e, (_, _, block) in enumerate(cell.edges))
+    relu_elsewhere = tuple(on and next(elsewhere) for on in live_edges(ops))
+    out_conv = out is not None and uses[alias.get(out, out)] == 1 and (
+        kind[alias.get(out, out)] == "conv" or (alias.get(out, out) == 0 and input_conv))
+    return Fusion(relu_elsewhere, len(alias), out_conv)
+
+
+@cache
+def fusions(ops: tuple[str, ...], cells: int) -> tuple[Fusion, ...]:
+    """:func:`fusion` of each cell of a stage: the first reads the stage's first block (the stem's
+    conv, or a reduction ending in a conv's sum), the others the cell before."""
+    out, input_conv = [], True
+    for _ in range(cells):
+        out.append(fusion(ops, input_conv))
+        input_conv = out[-1].out_conv
+    return tuple(out)
+
+
+@cache
+def cell_ops(ops: tuple[str, ...], cells: int) -> tuple[tuple[str, ...], ...]:
+    """Per cell of a stage (:func:`fusions`), the ops of the blocks it runs: its edges' (:func:`runs`,
+    a conv edge whose ReLU is elsewhere as ``nor_conv_KxK_fused``), then its additions (absorbable
+    ones as ``add_fused``) and its zeros (:func:`joins`)."""
+    adds, zeros = joins(ops)
+    out = []
+    for f in fusions(ops, cells):
+        edges = [FUSED[op] if elsewhere else op
+                 for op, run, elsewhere in zip(ops, runs(ops), f.relu_elsewhere, strict=True)
+                 if run and op not in IDENTITIES]
+        out.append((*edges, *["add"] * (adds - f.adds), *["add_fused"] * f.adds, *["zeros"] * zeros))
+    return tuple(out)
+
+
 _SWAP_12 = (1, 0, 2, 3, 5, 4)  # edge positions after exchanging the labels of nodes 1 and 2 (when 2<-1 is none)
 
 
@@ -97,7 +239,8 @@ def relabelled(ops: Sequence[str]) -> tuple[str, ...]:
     """The cell's canonical spelling under relabelling its two intermediate nodes: when edge 2<-1 is
     ``none``, nodes 1 and 2 both read the cell input alone and are interchangeable, so
     ``(a, b, none, c, d, e)`` and ``(b, a, none, c, e, d)`` are one network, every op (live, dead or
-    ``none``) the same, in any runtime. The smaller spelling of the two; 1,500 pairs among the 15,625
+    ``none``) the same, in any runtime (node 3 sums its terms in another order, which can move a
+    fusion context: :func:`fusion`; 120 pairs). The smaller spelling of the two; 1,500 pairs among the 15,625
     cells (the only graph isomorphisms of the full cell). Not the 6,466 "unique" cells of
     NAS-Bench-201's ``to_unique_str``: those treat skip as identity and drop dead edges, so they merge
     networks that compute different ops.
@@ -183,26 +326,27 @@ class NASBench201(ImageSpace[NB201Arch]):
 
     def _op_block(self, op: str, c: int, h: int) -> Block:
         key = BlockKey(op, (h, h, c), (h, h, c))
-        if op in WEIGHTED:
-            return Block(key, *_conv_cost(h, c, c, int(op[-1])))  # nor_conv_KxK
-        return Block(key, 0, 0)  # skip_connect, avg_pool_3x3, add, zeros: no weights, not counted
+        base = op.removesuffix("_fused")
+        if base in WEIGHTED:
+            return Block(key, *_conv_cost(h, c, c, int(base[-1])))  # nor_conv_KxK(_fused)
+        return Block(key, 0, 0)  # skip_connect, avg_pool_3x3, add(_fused), zeros: no weights, not counted
 
     def blocks(self, arch: NB201Arch) -> list[Block]:
-        """Stem, then per stage (resblock), cells x (the ops of the edges that run, in EDGES order:
-        live, a shared parameter-free op once, :func:`runs`; then an ``add`` per addition and the
+        """Stem, then per stage (resblock), its cells' blocks (:func:`cell_ops`: the ops of the edges
+        that run, in EDGES order: live, a shared parameter-free op once, :func:`runs`, a conv whose
+        ReLU is elsewhere as ``_fused``; then the additions, absorbable ones as ``add_fused``, and the
         ``zeros`` of an output no edge reaches, :func:`joins`), then head: ``Cell.executed`` of
         :meth:`graph`'s cells."""
-        adds, zeros = joins(arch.ops)
-        cell_ops = [op for op, run in zip(arch.ops, runs(arch.ops), strict=True) if run]
-        return self._walk(arch, [*cell_ops, *["add"] * adds, *["zeros"] * zeros])
+        return self._walk(cell_ops(arch.ops, self.cells))
 
     def flops(self, arch: NB201Arch) -> int:
-        return sum(b.flops for b in self._walk(arch, [op for op in arch.ops if op != "none"]))  # NB201 API
+        return sum(b.flops for b in self._walk([[op for op in arch.ops if op != "none"]] * self.cells))  # NB201 API
 
     def params(self, arch: NB201Arch) -> int:
-        return sum(b.params for b in self._walk(arch, [op for op in arch.ops if op != "none"]))  # NB201 API
+        return sum(b.params for b in self._walk([[op for op in arch.ops if op != "none"]] * self.cells))  # NB201 API
 
-    def _walk(self, arch: NB201Arch, cell_ops: list[str]) -> list[Block]:
+    def _walk(self, per_cell: Sequence[Sequence[str]]) -> list[Block]:
+        """Stem, per stage (a reduction first, but in the first) the ops of each of its cells, head."""
         r, c0 = self.resolution, self.channels
         stem_macs, stem_params = r * r * 3 * c0 * 9, 27 * c0 + 2 * c0
         out = [Block(BlockKey("stem", (r, r, 3), (r, r, c0)), stem_macs, stem_params)]
@@ -214,71 +358,56 @@ class NASBench201(ImageSpace[NB201Arch]):
                 b_m, b_p = _conv_cost(h, c, c, 3)
                 out.append(Block(BlockKey("resblock", (hp, hp, cp), (h, h, c)),
                                  a_m + b_m + h * h * cp * c, a_p + b_p + cp * c))
-            for _ in range(self.cells):
-                out += [self._op_block(op, c, h) for op in cell_ops]
+            for ops in per_cell:
+                out += [self._op_block(op, c, h) for op in ops]
         c, h = stages[-1]
         n = self.num_classes
         out.append(Block(BlockKey("head", (h, h, c), (n,)), c * n + n, 2 * c + c * n + n))
         return out
 
     def all_block_keys(self) -> list[str]:
-        r, c0 = self.resolution, self.channels
-        keys = {str(b.key) for b in self.blocks(NB201Arch(("nor_conv_3x3",) * 6))}
+        keys = {b.key_str for b in self._walk([()] * self.cells)}  # stem, reductions, head
         for c, h in self._stages():
-            keys.update(str(self._op_block(op, c, h).key) for op in (*OPS[1:], *JOINS))
-        keys.add(str(BlockKey("stem", (r, r, 3), (r, r, c0))))
+            keys.update(self._op_block(op, c, h).key_str for op in CHARGED)
         return sorted(keys)
 
     def graph(self, arch: NB201Arch) -> list[Block | Cell]:
         """Stem, then per stage (its resblock) ``cells`` cells of the live edges, then head."""
         alive = live_edges(arch.ops)
-        live = [edge for edge, on in zip(EDGES, alive, strict=True) if on]
-        it = iter(self._walk(arch, [op for op, on in zip(arch.ops, alive, strict=True) if on]))
-        out: list[Block | Cell] = [next(it)]
-        for stage in range(len(self._stages())):
+        chain = iter(self._walk([()] * self.cells))
+        out: list[Block | Cell] = [next(chain)]
+        for stage, (c, h) in enumerate(self._stages()):
             if stage:
-                out.append(next(it))
-            c, h = self._stages()[stage]
-            add, zero = self._op_block("add", c, h), self._op_block("zeros", c, h)
-            out += [Cell(4, tuple((j, i, next(it)) for j, i in live), IDENTITIES, add, zero)
-                    for _ in range(self.cells)]
-        out.append(next(it))
+                out.append(next(chain))
+            add, add_fused, zero = (self._op_block(op, c, h) for op in ("add", "add_fused", "zeros"))
+            for f in fusions(arch.ops, self.cells):
+                edges = tuple((j, i, self._op_block(FUSED[op] if elsewhere else op, c, h))
+                              for (j, i), op, on, elsewhere
+                              in zip(EDGES, arch.ops, alive, f.relu_elsewhere, strict=True) if on)
+                out.append(Cell(4, edges, IDENTITIES, add, zero, add_fused, f.adds))
+        out.append(next(chain))
         return out
 
     # ---- the walk folded into a cost table ------------------------------------------------
     def cost_terms(self, cost: KeyCost) -> tuple[float, list[CostTerm]]:
-        """Fixed blocks (stem, reductions, head) + Σ over the edges that run (:func:`runs`: live,
-        a shared parameter-free op once) of the edge's op cost summed over the stages (x cells), +
-        the cell's additions and zeros (:func:`joins`) likewise. Whether an edge runs depends on the
-        other edges, so it is one term over all six edges: a 5^6 table."""
-        ops = self.decisions[0].choices
+        """Fixed blocks (stem, reductions, head) + Σ over the ops the cells run (:func:`cell_ops`: which
+        edges run, and in which fusion context, depend on the other edges) of the op's cost summed over
+        the stages: one term over all six edges, a 5^6 table."""
         n_edges = len(self.decisions)
-        none_tok = [0] * n_edges  # token 0 is 'none'
-        base = sum(cost(str(b.key)) for b in self._walk(self.from_tokens(none_tok), []))  # stem, resblocks, head
-        per_cell = {j: self.cells * sum(cost(str(self._op_block(j, c, h).key)) for c, h in self._stages())
-                    for j in JOINS}
-        # an op's blocks cost the same on every live edge; probe them with edge 3<-0, live on its own
-        probe = EDGES.index((3, 0))
-        per_op = np.zeros(len(ops))
-        for o in range(1, len(ops)):
-            toks = list(none_tok)
-            toks[probe] = o
-            per_op[o] = sum(cost(b.key_str) for b in self.blocks(self.from_tokens(toks)) if b.key.op == ops[o])
-        grid = np.indices((len(ops),) * n_edges).reshape(n_edges, -1).T  # every token vector, C order
-        adds, zeros = _joins_grid()
-        table = (_runs_grid() * per_op[grid]).sum(1) + adds * per_cell["add"] + zeros * per_cell["zeros"]
-        return base, [CostTerm(tuple(range(n_edges)), table.reshape((len(ops),) * n_edges))]
+        base = sum(cost(b.key_str) for b in self._walk([()] * self.cells))  # stem, resblocks, head
+        per_op = np.array([sum(cost(self._op_block(op, c, h).key_str) for c, h in self._stages()) for op in CHARGED])
+        table = _charged_grid(self.cells) @ per_op
+        return base, [CostTerm(tuple(range(n_edges)), table.reshape((len(OPS),) * n_edges))]
 
 
 @cache
-def _runs_grid() -> np.ndarray:
-    """:func:`runs` of every cell, rows in C order of the token grid (5^6 x 6 bools, computed once)."""
-    cells = itertools.product(OPS, repeat=len(EDGES))  # C order: the last edge varies fastest
-    return np.array([runs(ops) for ops in cells])
-
-
-@cache
-def _joins_grid() -> tuple[np.ndarray, np.ndarray]:
-    """:func:`joins` of every cell in the same order: additions, and whether the output is zeros."""
-    both = np.array([joins(ops) for ops in itertools.product(OPS, repeat=len(EDGES))], dtype=float)
-    return both[:, 0], both[:, 1]
+def _charged_grid(cells: int) -> np.ndarray:
+    """How many of each ``CHARGED`` op a stage's cells run (:func:`cell_ops`), for every cell in C order
+    of the token grid (5^6 x ops, computed once per number of cells)."""
+    col = {op: i for i, op in enumerate(CHARGED)}
+    out = np.zeros((len(OPS) ** len(EDGES), len(CHARGED)))
+    for n, ops in enumerate(itertools.product(OPS, repeat=len(EDGES))):  # C order: the last edge varies fastest
+        for per_cell in cell_ops(ops, cells):
+            for op in per_cell:
+                out[n, col[op]] += 1
+    return out
