@@ -21,16 +21,10 @@ import numpy as np
 
 from budgetnas.db.repo import load_lut, model_measurement_rows
 from budgetnas.db.session import Database
-from budgetnas.luts.calibration import (
-    anchor_drift,
-    lut_reference_ms,
-    pick_anchors,
-    positive_ms,
-    session_ratio,
-    sessions,
-)
+from budgetnas.luts.calibration import lut_reference_ms, pick_anchors, sessions
 from budgetnas.luts.lut import LUT
-from budgetnas.profiler.protocol import Protocol, measure_many
+from budgetnas.profiler.fidelity import measure_anchored
+from budgetnas.profiler.protocol import Protocol
 from budgetnas.profiler.runners import get_runner
 from budgetnas.profiler.targets import model_target
 from budgetnas.spaces import space_from_description
@@ -51,9 +45,9 @@ def run(path: Path, k: int, n_sessions: int) -> None:
     print(f"{path.name}: {len(rows)} validation models (their session x{ses.ratio or float('nan'):.3f} the LUT's), "
           f"{len(picks)} anchors, {len({a.name for a in archs})} distinct archs, statistic {stat}")
     for i in range(n_sessions):
-        m = measure_many(runner, list({t.name: t for t in archs + anchors}.values()), Protocol(), progress=False)
-        drift = anchor_drift([m.stats[t.name].value(stat) for t in anchors], [float(fitted[j]) for j in picks])
-        ref = session_ratio(positive_ms(m.reference_ms), lut_reference_ms(lut)) or float("nan")
+        session = measure_anchored(runner, archs, anchors, [float(fitted[j]) for j in picks], stat, Protocol(),
+                                   lut_reference_ms(lut), progress=False)
+        m, drift, ref = session.measurement, session.drift, session.reference_ratio or float("nan")
         print(f"  session {i}: reference x{ref:.3f}; anchors x{drift.ratio:.3f} "
               f"(each: {' '.join(f'{x:.3f}' for x in drift.ratios)})")
         for r, t in zip(gen, archs, strict=True):

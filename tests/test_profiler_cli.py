@@ -230,3 +230,31 @@ def test_validate_bad_input(small_lut_file: Path, tmp_path: Path, capsys: pytest
     lut.save(other)
     _bad(["validate", "--lut", str(other), "--models", "4"], capsys, "does not cover")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.json"]
+
+
+def test_targets_and_anchors_are_measured_once_in_one_session(small_lut_file: Path) -> None:
+    """The demo's measuring step (and bench/demo_anchors.py's): each distinct model once, the anchors'
+    drift now / as fitted, the reference's ratio to the LUT's session when the LUT timed one."""
+    from budgetnas.profiler.fidelity import measure_anchored, runner_for
+    from budgetnas.profiler.protocol import Protocol
+    from budgetnas.profiler.targets import model_target
+    from budgetnas.spaces import space_from_description
+
+    lut = LUT.load(small_lut_file)
+    space = space_from_description(lut.meta.space)
+    a, b = space.sample_many(2, 5)
+    assert space.format(a) != space.format(b)
+    targets = [model_target(space, a), model_target(space, a), model_target(space, b)]  # two budgets, one arch
+    anchors = [model_target(space, b)]  # an anchor that is also a target
+    s = measure_anchored(runner_for(lut), targets, anchors, [2e-3], "median", Protocol.quick(), 1e-3, progress=False)
+    assert sorted(s.measurement.stats) == sorted({targets[0].name, targets[2].name})  # measured once each
+    assert s.drift.ratios == pytest.approx((s.measurement.stats[anchors[0].name].median_ms / 2e-3,))
+    ref = s.measurement.reference_ms
+    assert ref is not None and ref > 0 and s.reference_ratio == pytest.approx(ref / 1e-3)
+    alone = measure_anchored(runner_for(lut), targets[:1], anchors, [2e-3], "median", Protocol.quick(), None,
+                             progress=False)
+    assert alone.reference_ratio is None  # the LUT's session timed no reference: nothing to compare
+    for fitted in ([], [1.0, 2.0], [0.0], [float("nan")]):  # refused by name before measuring
+        with pytest.raises(InvalidArgumentError, match="anchor"):
+            measure_anchored(runner_for(lut), targets[:1], anchors, fitted, "median", Protocol.quick(), None,
+                             progress=False)

@@ -275,25 +275,23 @@ class Demo:
         ``anchors`` (validation models, as ``/validation`` lists them) whose re-measurement puts the
         session on the calibration's scale; judged by :func:`judge`. The reference workload is timed
         around each visit as for the LUT's entries, and its drift is reported beside."""
-        from budgetnas.luts.calibration import anchor_drift, positive_ms, session_ratio
-        from budgetnas.profiler.protocol import Protocol, measure_many
+        from budgetnas.profiler.fidelity import measure_anchored
+        from budgetnas.profiler.protocol import Protocol
         from budgetnas.profiler.runners import get_runner
         from budgetnas.profiler.targets import model_target
         from budgetnas.spaces import get_space
 
         sp = get_space("ofa-mbv3", width=self.cfg.width, resolution=self.cfg.resolution)
-        runner = get_runner(BACKEND, threads=1)
-        proto = Protocol.quick() if self.cfg.quick else Protocol()
         targets = [model_target(sp, sp.parse(r["arch"])) for r in rows]
-        fixed = [model_target(sp, sp.parse(m["arch"])) for m in anchors]
-        unique = list({t.name: t for t in targets + fixed}.values())  # two budgets may get the same arch
-        measured = measure_many(runner, unique, proto, desc="   measuring generated archs and anchors")
-        drift = anchor_drift([measured.stats[t.name].value(statistic) for t in fixed], [fitted_ms(m) for m in anchors])
-        # the session's median over every visit: steadier than a handful of per-entry medians
-        reference = session_ratio(positive_ms(measured.reference_ms), lut_reference_ms)
+        session = measure_anchored(get_runner(BACKEND, threads=1), targets,
+                                   [model_target(sp, sp.parse(m["arch"])) for m in anchors],
+                                   [fitted_ms(m) for m in anchors], statistic,
+                                   Protocol.quick() if self.cfg.quick else Protocol(), lut_reference_ms,
+                                   desc="   measuring generated archs and anchors")
+        drift, reference = session.drift, session.reference_ratio
         print(f"   {drift_line(drift.to_dict(), reference)}")
         for r, t in zip(rows, targets, strict=True):
-            judge(r, measured.stats[t.name], statistic, drift.ratio)
+            judge(r, session.measurement.stats[t.name], statistic, drift.ratio)
             r.update(anchors=drift.to_dict(), reference_ratio=reference)
 
     def verify(self, bundle: Path, rows: list[dict[str, Any]], statistic: str, anchors: Sequence[dict[str, Any]],

@@ -43,16 +43,20 @@ from budgetnas.core.errors import DataFileError, InvalidArgumentError, MissingKe
 from budgetnas.luts.calibration import (
     DEFAULT_METHOD,
     MIN_HOLDOUT,
+    AnchorDrift,
     Holdout,
+    anchor_drift,
     check_method,
     holdout,
     metrics,
+    positive_ms,
+    session_ratio,
     sessions,
 )
 from budgetnas.luts.lut import LUT, Calibration, LUTPredictor
 from budgetnas.profiler.protocol import Measurement, Protocol, measure_many
 from budgetnas.profiler.runners import Runner, get_runner
-from budgetnas.profiler.targets import model_target
+from budgetnas.profiler.targets import Target, model_target
 from budgetnas.spaces import space_from_description
 
 MIN_MODELS = MIN_HOLDOUT  # each fold's fit needs the others
@@ -140,6 +144,34 @@ def pooled_ms(ms: Sequence[Measurement], names: Sequence[str], stat: str) -> tup
     logs -= np.median(logs - logs[0], axis=1, keepdims=True)  # each session on the first's scale
     pairs = [np.std(logs[i] - logs[j]) / np.sqrt(2) for i in range(len(ms)) for j in range(i)]
     return np.exp(logs.mean(0)), float(np.mean(pairs)) if pairs else None
+
+
+@dataclass(frozen=True)
+class AnchoredSession:
+    """Targets measured in one session beside anchors (models a calibration was fitted on): the
+    measurement, the anchors' drift from the calibration's scale (:func:`anchor_drift`) and the
+    reference workload's ratio to the LUT's session (None where either was not timed)."""
+
+    measurement: Measurement
+    drift: AnchorDrift
+    reference_ratio: float | None
+
+
+def measure_anchored(runner: Runner, targets: Sequence[Target], anchors: Sequence[Target], fitted_ms: Sequence[float],
+                     statistic: str, protocol: Protocol | None = None, lut_reference_ms: float | None = None,
+                     progress: bool = True, desc: str = "measuring") -> AnchoredSession:
+    """``targets`` and ``anchors`` measured in one session (each distinct model once: two budgets may get
+    one arch, an arch may be an anchor), the anchors judged against ``fitted_ms`` (their times as the
+    calibration was fitted on them, in ``anchors``' order). Anchors without one time each, or times
+    that are not finite numbers > 0 ms, are refused before anything is measured."""
+    if len(fitted_ms) != len(anchors) or not anchors or any(positive_ms(v) is None for v in fitted_ms):
+        raise InvalidArgumentError(f"anchors: {len(anchors)} models with times as fitted {list(fitted_ms)!r}; "
+                                   "need one finite time > 0 ms per anchor, at least one anchor")
+    unique = list({t.name: t for t in [*targets, *anchors]}.values())
+    m = measure_many(runner, unique, protocol, progress=progress, desc=desc)
+    drift = anchor_drift([m.stats[t.name].value(statistic) for t in anchors], fitted_ms)
+    # the reference's median over every visit of the session: steadier than a few per-entry medians
+    return AnchoredSession(m, drift, session_ratio(positive_ms(m.reference_ms), lut_reference_ms))
 
 
 def report_from(lut: LUT, names: list[str], raw: np.ndarray, m: Measurement, seed: int = 0,
