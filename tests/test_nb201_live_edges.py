@@ -251,3 +251,21 @@ def test_a_parameter_free_op_on_one_node_is_charged_and_run_once() -> None:
         n2 = pool + conv(n1)
         want = pool + torch.nn.functional.avg_pool2d(n1, 3, 1, 1, count_include_pad=False) + n2
         torch.testing.assert_close(cell(x), want)
+
+
+def test_a_cell_refuses_fused_additions_it_cannot_charge() -> None:
+    import dataclasses
+
+    from budgetnas.core.errors import InvalidArgumentError
+    from budgetnas.spaces.base import Cell
+
+    arch = _arch("|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|nor_conv_3x3~0|skip_connect~1|avg_pool_3x3~2|")
+    cell = next(p for p in SP.graph(arch) if isinstance(p, Cell))
+    assert cell.additions() == 3 and 0 < cell.fused_adds <= 3
+    with pytest.raises(InvalidArgumentError, match="add_fused block"):
+        dataclasses.replace(cell, add_fused=None)
+    for bad in (4, -1):
+        with pytest.raises(InvalidArgumentError, match="among its 3 additions"):
+            dataclasses.replace(cell, fused_adds=bad)
+    with pytest.raises(InvalidArgumentError, match="among its"):
+        dataclasses.replace(cell, add=None)  # no add block: no addition is charged, fused or not

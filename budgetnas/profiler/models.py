@@ -68,10 +68,9 @@ class DAGCell(nn.Module):
         identities = self.cell.identities  # they pass their input on: nothing runs
         out = [m for m in self.ops if str(getattr(m, "block_key", "")).split("-")[0] not in identities]
         if self.add is not None:
-            fused = self.cell.fused_adds if self.add_fused is not None else 0
-            out += [self.add] * (self.cell.additions() - fused)
+            out += [self.add] * (self.cell.additions() - self.cell.fused_adds)
             if self.add_fused is not None:
-                out += [self.add_fused] * fused
+                out += [self.add_fused] * self.cell.fused_adds
         if self.zero is not None and self.cell.outputs_zeros():
             out.append(self.zero)
         return out

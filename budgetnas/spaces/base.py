@@ -124,6 +124,9 @@ class Cell:
     def __post_init__(self) -> None:
         if self.fused_adds and self.add_fused is None:
             raise InvalidArgumentError(f"a cell with {self.fused_adds} fused additions needs an add_fused block")
+        if not 0 <= self.fused_adds <= (self.additions() if self.add is not None else 0):
+            raise InvalidArgumentError(f"a cell's fused additions must be among its {self.additions()} additions "
+                                       f"(charged with an add block), got {self.fused_adds}")
 
     def values(self) -> tuple[int, ...]:
         """A value number per node (value numbering): nodes that compute the same tensor share one."""
@@ -193,10 +196,9 @@ class Cell:
         out = [block for (_, _, block), run in zip(self.edges, self.runs(), strict=True)
                if run and block.key.op not in self.identities]
         if self.add is not None:
-            fused = self.fused_adds if self.add_fused is not None else 0
-            out += [self.add] * (self.additions() - fused)
+            out += [self.add] * (self.additions() - self.fused_adds)
             if self.add_fused is not None:
-                out += [self.add_fused] * fused
+                out += [self.add_fused] * self.fused_adds
         if self.zero is not None and self.outputs_zeros():
             out.append(self.zero)
         return tuple(out)

@@ -70,8 +70,7 @@ def live_edges(ops: Sequence[str]) -> tuple[bool, ...]:
 
 WEIGHTED = frozenset({"nor_conv_1x1", "nor_conv_3x3"})  # ops with weights (ReLU-Conv-BN); the others are functions
 IDENTITIES = frozenset({"skip_connect"})  # ops that return their input: node j = skip(x_i) is x_i
-JOINS = ("add", "zeros")  # blocks a cell runs besides its edges' ops (:func:`joins`)
-# every op a cell's blocks can have (:func:`cell_ops`): the edges', in their fusion contexts, and the joins'
+# every op a cell's blocks can have (:func:`cell_ops`): its edges', in their fusion contexts, then its sums'
 CHARGED = ("nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3", "nor_conv_1x1_fused",
            "nor_conv_3x3_fused", "add", "add_fused", "zeros")
 
@@ -124,11 +123,11 @@ def fusion(ops: tuple[str, ...], input_conv: bool = True) -> Fusion:
     depends on its neighbours: exporters compute one ReLU per value that conv edges read (CSE), and
     a graph optimiser folds a conv's epilogue into it: an addition into a conv whose output only
     that addition reads (onnxruntime's NCHWc ``Sum`` input), a ReLU into a conv whose output only
-    that ReLU reads. A conv edge's ReLU is *elsewhere* when another conv edge reads the same
-    value and is charged it (a 1x1 conv before a 3x3, then the first), or when the value is such a
-    conv's output; an addition is absorbable when one of its
-    terms is such a conv's output not yet given one. The rule follows onnxruntime's CPU
-    optimiser, checked against its optimised graphs (tests/test_nb201_live_edges.py); whether a
+    that ReLU reads. A conv edge's ReLU is *elsewhere* when another conv edge reads the same value
+    and is charged it (a 1x1 conv before a 3x3, then the first), or when the value is the output of
+    a conv that nothing else reads; an addition is absorbable when one of its terms is the output of
+    a conv that nothing else reads and that has absorbed none yet. The rule follows onnxruntime's
+    CPU optimiser, checked against its optimised graphs (tests/test_nb201_live_edges.py); whether a
     runtime does fold them is the calibration's to learn (the blocks' own groups, ``key_group``).
     """
     cell = _unit_cell(ops)
@@ -143,7 +142,7 @@ def fusion(ops: tuple[str, ...], input_conv: bool = True) -> Fusion:
 
     tensor = {values[0]: 0}  # value number -> tensor
     relu: dict[int, int] = {}  # tensor -> its ReLU
-    owner: dict[int, int] = {}  # ReLU -> the first edge that reads it
+    owner: dict[int, int] = {}  # ReLU -> the edge charged it
     made: dict[object, int] = {}  # a parameter-free op of a value: one tensor
     sums: dict[tuple[object, ...], int] = {}  # a partial sum: one addition (Cell.additions)
     for j in range(1, cell.nodes):
@@ -346,7 +345,7 @@ class NASBench201(ImageSpace[NB201Arch]):
         return sum(b.params for b in self._walk([[op for op in arch.ops if op != "none"]] * self.cells))  # NB201 API
 
     def _walk(self, per_cell: Sequence[Sequence[str]]) -> list[Block]:
-        """Stem, per stage (a reduction first, but in the first) the ops of each of its cells, head."""
+        """Stem; per stage its reduction (but the first's) and each of its cells' ops; head."""
         r, c0 = self.resolution, self.channels
         stem_macs, stem_params = r * r * 3 * c0 * 9, 27 * c0 + 2 * c0
         out = [Block(BlockKey("stem", (r, r, 3), (r, r, c0)), stem_macs, stem_params)]
