@@ -60,20 +60,18 @@ class DAGCell(nn.Module):
         return cls(edges, ops, cell.nodes, add, zero, cell, fused)
 
     def block_modules(self) -> list[nn.Module]:
-        """One module per block of :meth:`Cell.executed`: the add module once per addition it runs
-        (the add_fused module for those a conv can absorb: the same addition, charged in its own
-        context), the zero module when no edge reaches the output."""
-        if self.cell is None:
+        """One module per block of :meth:`Cell.executed` (what the cell runs is said there once): an
+        edge's own module, the add module per addition (the add_fused module for those a conv can
+        absorb: the same addition, charged in its own context), the zero module for a zero output."""
+        cell = self.cell
+        if cell is None:
             raise InvalidArgumentError("a DAGCell built without its Cell (use DAGCell.from_cell) has no block list")
-        identities = self.cell.identities  # they pass their input on: nothing runs
-        out = [m for m in self.ops if str(getattr(m, "block_key", "")).split("-")[0] not in identities]
-        if self.add is not None:
-            out += [self.add] * (self.cell.additions() - self.cell.fused_adds)
-            if self.add_fused is not None:
-                out += [self.add_fused] * self.cell.fused_adds
-        if self.zero is not None and self.cell.outputs_zeros():
-            out.append(self.zero)
-        return out
+        built = iter(self.ops)  # one module per edge that runs, in edge order (from_cell)
+        ran = [(block, next(built)) for (_, _, block), run in zip(cell.edges, cell.runs(), strict=True) if run]
+        edges = iter(m for block, m in ran if block.key.op not in cell.identities)
+        joins = {b.key_str: m for b, m in ((cell.add, self.add), (cell.add_fused, self.add_fused),
+                                           (cell.zero, self.zero)) if b is not None and m is not None}
+        return [joins[b.key_str] if b.key_str in joins else next(edges) for b in cell.executed()]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = {0: x}  # an edge reads only nodes the input reaches, so only those are made

@@ -200,9 +200,8 @@ def fusion(ops: tuple[str, ...], input_conv: bool = True) -> Fusion:
     own = {e: not folds(args[r][0]) for r, e in owner.items()}
     elsewhere = iter(block.params > 0 and not own.get(e, False) for e, (_, _, block) in enumerate(cell.edges))
     relu_elsewhere = tuple(on and next(elsewhere) for on in live_edges(ops))
-    out_conv = out is not None and uses[alias.get(out, out)] == 1 and (
-        kind[alias.get(out, out)] == "conv" or (alias.get(out, out) == 0 and input_conv))
-    return Fusion(relu_elsewhere, len(alias), out_conv)
+    # the next cell's ReLU of it folds in by the same rule (its one use is the output)
+    return Fusion(relu_elsewhere, len(alias), out is not None and folds(out))
 
 
 @cache
